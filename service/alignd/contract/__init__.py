@@ -1,0 +1,57 @@
+"""The contract shared by the control plane and the trainer: job spec, trainer reports, data rows.
+
+Pydantic and the standard library only, so the trainer image and the API server import the
+same definitions without either pulling in the other's dependencies.
+"""
+
+from alignd.contract.events import (
+    CheckpointReport,
+    EventLevel,
+    ExitCode,
+    MetricPoint,
+    ReportBatch,
+    TerminationSummary,
+    TrainerEvent,
+)
+from alignd.contract.preference import (
+    DataFormat,
+    Message,
+    PreferenceExample,
+    RowError,
+    parse_preference_line,
+)
+from alignd.contract.spec import (
+    Hyperparameters,
+    JobSpec,
+    LoraSpec,
+    LossType,
+    LRScheduler,
+    Precision,
+    Resources,
+    TrainingType,
+    TruncationMode,
+)
+
+__all__ = [
+    "CheckpointReport",
+    "DataFormat",
+    "EventLevel",
+    "ExitCode",
+    "Hyperparameters",
+    "JobSpec",
+    "LRScheduler",
+    "LoraSpec",
+    "LossType",
+    "Message",
+    "MetricPoint",
+    "Precision",
+    "PreferenceExample",
+    "ReportBatch",
+    "Resources",
+    "RowError",
+    "TerminationSummary",
+    "TrainerEvent",
+    "TrainingType",
+    "TruncationMode",
+    "parse_preference_line",
+]

@@ -1,0 +1,85 @@
+"""What the trainer reports: events, metric points, checkpoints, and how it ended.
+
+The same payloads go to stdout as JSON lines (offline) and, batched, to the control plane's
+internal endpoint (managed runs). Metric names are TRL's so existing dashboards carry over.
+"""
+
+import time
+from enum import IntEnum, StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ExitCode(IntEnum):
+    """The trainer's exit codes; the Kubernetes launcher fails fast on the not-retriable ones."""
+
+    SUCCESS = 0
+    INTERNAL = 1
+    """An unexpected error in the trainer itself (retriable: it may be transient)."""
+    BAD_INPUT = 65
+    """The spec, the data or the base model is unusable; retrying cannot help."""
+    OUT_OF_MEMORY = 66
+    """The device ran out of memory at this batch size / max_length; not retriable as is."""
+    INFRASTRUCTURE = 75
+    """Storage, network or control-plane failure; retry (resumes from the last checkpoint)."""
+    TERMINATED = 143
+    """Stopped by SIGTERM (cancel, pause, preemption) after saving a checkpoint."""
+
+    @property
+    def retriable(self) -> bool:
+        return self in (ExitCode.INTERNAL, ExitCode.INFRASTRUCTURE, ExitCode.TERMINATED)
+
+
+class EventLevel(StrEnum):
+    info = "info"
+    warn = "warn"
+    error = "error"
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainerEvent(_Payload):
+    kind: Literal["event"] = "event"
+    type: str = Field("message", description="message | status | warning | checkpoint | done")
+    level: EventLevel = EventLevel.info
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    created_at: float = Field(default_factory=time.time)
+
+
+class MetricPoint(_Payload):
+    kind: Literal["metrics"] = "metrics"
+    step: int = Field(..., ge=0)
+    split: Literal["train", "eval"] = "train"
+    epoch: float = Field(0.0, ge=0)
+    values: dict[str, float]
+    created_at: float = Field(default_factory=time.time)
+
+
+class CheckpointReport(_Payload):
+    kind: Literal["checkpoint"] = "checkpoint"
+    step: int = Field(..., ge=0)
+    path: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    final: bool = False
+    created_at: float = Field(default_factory=time.time)
+
+
+class ReportBatch(_Payload):
+    """One POST to `/internal/v1/jobs/{id}/report`; an empty batch is a heartbeat."""
+
+    events: list[TrainerEvent] = Field(default_factory=list)
+    metrics: list[MetricPoint] = Field(default_factory=list)
+    checkpoints: list[CheckpointReport] = Field(default_factory=list)
+
+
+class TerminationSummary(_Payload):
+    """The one JSON line written to /dev/termination-log (Kubernetes shows it on the pod)."""
+
+    exit_code: int
+    reason: str
+    message: str = Field(..., max_length=3000)
+    step: int = 0

@@ -1,0 +1,58 @@
+"""Synthetic preference data with a rule a small model can learn: the chosen answer names a
+thing of the asked category, the rejected one a thing of another category."""
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+CATEGORIES: dict[str, list[str]] = {
+    "fruit": ["apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plum"],
+    "animal": ["cat", "dog", "horse", "tiger", "zebra", "camel", "otter", "rabbit"],
+    "color": ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"],
+    "tool": ["hammer", "saw", "drill", "wrench", "chisel", "pliers", "ruler", "shovel"],
+}
+TEMPLATES = ["Name a {c}.", "Give me one {c}.", "Which {c} do you like?", "Say a {c}:"]
+
+
+def corpus() -> Iterator[str]:
+    """Text to train the tiny tokenizer on."""
+    for category, words in CATEGORIES.items():
+        for template in TEMPLATES:
+            for word in words:
+                yield f"{template.format(c=category)} {word}. I like the {word}."
+
+
+def preference_rows(
+    n: int, *, seed: int = 0, fmt: Literal["standard", "conversational", "openai"] = "standard"
+) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    names = list(CATEGORIES)
+    rows = []
+    for _ in range(n):
+        category = rng.choice(names)
+        other = rng.choice([c for c in names if c != category])
+        prompt = rng.choice(TEMPLATES).format(c=category)
+        good, bad = rng.choice(CATEGORIES[category]), rng.choice(CATEGORIES[other])
+        if fmt == "standard":
+            rows.append({"prompt": prompt, "chosen": f" {good}.", "rejected": f" {bad}."})
+        elif fmt == "conversational":
+            rows.append({
+                "prompt": [{"role": "user", "content": prompt}],
+                "chosen": [{"role": "assistant", "content": f"{good}."}],
+                "rejected": [{"role": "assistant", "content": f"{bad}."}],
+            })
+        else:
+            rows.append({
+                "input": {"messages": [{"role": "user", "content": prompt}]},
+                "preferred_output": [{"role": "assistant", "content": f"{good}."}],
+                "non_preferred_output": [{"role": "assistant", "content": f"{bad}."}],
+            })
+    return rows
+
+
+def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    out = Path(path)
+    out.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return out
