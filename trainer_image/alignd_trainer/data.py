@@ -69,8 +69,10 @@ def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 def _encode(tokenizer: Any, text: Any, **template_kwargs: Any) -> list[int]:
     if isinstance(text, list):
         if not getattr(tokenizer, "chat_template", None):
-            raise BadInputError("conversational data needs a chat template, and the base model's tokenizer has "
-                                "none; add one to tokenizer_config.json or use the standard format")
+            raise BadInputError(
+                "conversational data needs a chat template, and the base model's tokenizer has "
+                "none; add one to tokenizer_config.json or use the standard format"
+            )
         out = tokenizer.apply_chat_template(text, tokenize=True, return_dict=True, **template_kwargs)
         return list(out["input_ids"])
     return list(tokenizer(text=text)["input_ids"])
@@ -90,7 +92,9 @@ def tokenize_example(tokenizer: Any, example: PreferenceExample, index: int) -> 
         prompt_ids = _encode(tokenizer, prompt)
         chosen_full = _encode(tokenizer, prompt + chosen)
         rejected_full = _encode(tokenizer, prompt + rejected)
-    prompt_len = min(_common_prefix_length(prompt_ids, chosen_full), _common_prefix_length(prompt_ids, rejected_full))
+    prompt_len = min(
+        _common_prefix_length(prompt_ids, chosen_full), _common_prefix_length(prompt_ids, rejected_full)
+    )
     return TokenizedPair(
         index=index,
         prompt_ids=prompt_ids[:prompt_len],
@@ -120,8 +124,11 @@ def tokenize_examples(
     pairs: list[TokenizedPair] = []
     too_long = low_agreement = 0
     for index, example in enumerate(examples):
-        if agreement_threshold is not None and example.agreement is not None \
-                and example.agreement < agreement_threshold:
+        if (
+            agreement_threshold is not None
+            and example.agreement is not None
+            and example.agreement < agreement_threshold
+        ):
             low_agreement += 1
             continue
         pair = tokenize_example(tokenizer, example, index)
@@ -156,7 +163,9 @@ class Batch:
         )
 
 
-def _truncate(ids: list[int], mask: list[int], max_length: int, mode: TruncationMode) -> tuple[list[int], list[int]]:
+def _truncate(
+    ids: list[int], mask: list[int], max_length: int, mode: TruncationMode
+) -> tuple[list[int], list[int]]:
     if len(ids) <= max_length:
         return ids, mask
     if mode is TruncationMode.keep_start:

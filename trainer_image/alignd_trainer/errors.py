@@ -22,3 +22,15 @@ class InfrastructureError(TrainerError):
 
     exit_code = ExitCode.INFRASTRUCTURE
     reason = "Infrastructure"
+
+
+class Terminated(TrainerError):
+    """SIGTERM arrived (cancel, pause, preemption); a checkpoint was saved first."""
+
+    exit_code = ExitCode.TERMINATED
+    reason = "Terminated"
+
+
+class OutOfMemory(TrainerError):
+    exit_code = ExitCode.OUT_OF_MEMORY
+    reason = "OutOfMemory"

@@ -28,7 +28,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     """log_softmax(h·Wᵀ + b)[target] for each row of h, chunk by chunk, recomputed in backward."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         weight32 = weight.float()
@@ -47,7 +47,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         return logps, mean_logits
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: Any, grad_logps: torch.Tensor, _grad_mean: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
         hidden, weight, bias, target, lse = ctx.saved_tensors
@@ -108,10 +108,14 @@ def sequence_logps(
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(mask)[mask]
     target = labels[mask]
     if _plain_linear_head(causal_lm):
-        backbone = getattr(causal_lm, causal_lm.base_model_prefix)
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        backbone = getattr(causal_lm, str(causal_lm.base_model_prefix))
+        hidden = backbone(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
         head = causal_lm.get_output_embeddings()  # type: ignore[operator]
-        token_logps, token_mean = _ChunkedTokenLogps.apply(hidden[:, :-1][mask], head.weight, head.bias, target)
+        token_logps, token_mean = _ChunkedTokenLogps.apply(
+            hidden[:, :-1][mask], head.weight, head.bias, target
+        )
     else:
         logits = causal_lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         selected = logits[:, :-1][mask].float()

@@ -122,7 +122,10 @@ def preference_loss(
 ) -> LossOutput:
     """Weighted combination of the configured losses, plus the implicit rewards TRL logs."""
     losses = sum(
-        (LOSSES[name](x, beta, label_smoothing) * weight for name, weight in zip(loss_types, weights, strict=True)),
+        (
+            LOSSES[name](x, beta, label_smoothing) * weight
+            for name, weight in zip(loss_types, weights, strict=True)
+        ),
         start=torch.zeros_like(x.policy_chosen),
     )
     return LossOutput(

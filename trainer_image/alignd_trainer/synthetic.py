@@ -29,7 +29,7 @@ def preference_rows(
 ) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     names = list(CATEGORIES)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for _ in range(n):
         category = rng.choice(names)
         other = rng.choice([c for c in names if c != category])
@@ -38,17 +38,21 @@ def preference_rows(
         if fmt == "standard":
             rows.append({"prompt": prompt, "chosen": f" {good}.", "rejected": f" {bad}."})
         elif fmt == "conversational":
-            rows.append({
-                "prompt": [{"role": "user", "content": prompt}],
-                "chosen": [{"role": "assistant", "content": f"{good}."}],
-                "rejected": [{"role": "assistant", "content": f"{bad}."}],
-            })
+            rows.append(
+                {
+                    "prompt": [{"role": "user", "content": prompt}],
+                    "chosen": [{"role": "assistant", "content": f"{good}."}],
+                    "rejected": [{"role": "assistant", "content": f"{bad}."}],
+                }
+            )
         else:
-            rows.append({
-                "input": {"messages": [{"role": "user", "content": prompt}]},
-                "preferred_output": [{"role": "assistant", "content": f"{good}."}],
-                "non_preferred_output": [{"role": "assistant", "content": f"{bad}."}],
-            })
+            rows.append(
+                {
+                    "input": {"messages": [{"role": "user", "content": prompt}]},
+                    "preferred_output": [{"role": "assistant", "content": f"{good}."}],
+                    "non_preferred_output": [{"role": "assistant", "content": f"{bad}."}],
+                }
+            )
     return rows
 
 

@@ -55,21 +55,34 @@ class PreferenceExample:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_preference_line(raw: bytes | str, line: int, expected: DataFormat | None = None) -> PreferenceExample:
+def parse_preference_line(
+    raw: bytes | str, line: int, expected: DataFormat | None = None
+) -> PreferenceExample:
     """Parse and validate one JSONL line; `expected` is the format of the file's first row."""
     obj = _load_object(raw, line)
     found = detect_format(obj, line)
     if expected is not None and found != expected:
-        raise RowError(line, None, f"row is in {found} format but the file started in {expected} format; "
-                       "use one format per file")
+        raise RowError(
+            line,
+            None,
+            f"row is in {found} format but the file started in {expected} format; use one format per file",
+        )
+    parts: tuple[Text, Text, Text]
     if found is DataFormat.openai:
-        prompt, chosen, rejected = _openai_parts(obj, line)
+        parts = _openai_parts(obj, line)
     elif found is DataFormat.conversational:
-        prompt, chosen, rejected = _conversational_parts(obj, line)
+        parts = _conversational_parts(obj, line)
     else:
-        prompt, chosen, rejected = _standard_parts(obj, line)
-    return PreferenceExample(line=line, format=found, prompt=prompt, chosen=chosen, rejected=rejected,
-                             **_optional_fields(obj, line))
+        parts = _standard_parts(obj, line)
+    prompt, chosen, rejected = parts
+    return PreferenceExample(
+        line=line,
+        format=found,
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        **_optional_fields(obj, line),
+    )
 
 
 def detect_format(obj: dict[str, Any], line: int) -> DataFormat:
@@ -77,8 +90,11 @@ def detect_format(obj: dict[str, Any], line: int) -> DataFormat:
         return DataFormat.openai
     if "chosen" not in obj or "rejected" not in obj:
         missing = "chosen" if "chosen" not in obj else "rejected"
-        raise RowError(line, missing, "missing field; expected prompt/chosen/rejected or "
-                       "input/preferred_output/non_preferred_output")
+        raise RowError(
+            line,
+            missing,
+            "missing field; expected prompt/chosen/rejected or input/preferred_output/non_preferred_output",
+        )
     return DataFormat.conversational if isinstance(obj["chosen"], list) else DataFormat.standard
 
 
@@ -129,7 +145,9 @@ def _string(obj: dict[str, Any], name: str, line: int, *, allow_empty: bool = Fa
     return value
 
 
-def _conversational_parts(obj: dict[str, Any], line: int) -> tuple[list[Message], list[Message], list[Message]]:
+def _conversational_parts(
+    obj: dict[str, Any], line: int
+) -> tuple[list[Message], list[Message], list[Message]]:
     chosen = _messages(obj["chosen"], "chosen", line)
     rejected = _messages(obj["rejected"], "rejected", line)
     if "prompt" in obj:
@@ -150,7 +168,9 @@ def _split_implicit_prompt(
     while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
         shared += 1
     if shared == 0:
-        raise RowError(line, "prompt", "missing field, and chosen and rejected share no leading turns to use as one")
+        raise RowError(
+            line, "prompt", "missing field, and chosen and rejected share no leading turns to use as one"
+        )
     return chosen[:shared], chosen[shared:], rejected[shared:]
 
 
@@ -190,8 +210,11 @@ def _check_prompt(prompt: list[Message], name: str, line: int) -> None:
     if not prompt:
         raise RowError(line, name, "empty prompt: give at least one user message")
     if prompt[-1]["role"] == "assistant":
-        raise RowError(line, f"{name}[{len(prompt) - 1}].role",
-                       "the prompt ends with an assistant turn; the completion must answer it")
+        raise RowError(
+            line,
+            f"{name}[{len(prompt) - 1}].role",
+            "the prompt ends with an assistant turn; the completion must answer it",
+        )
 
 
 def _check_completion(messages: list[Message], name: str, line: int) -> None:
@@ -199,7 +222,9 @@ def _check_completion(messages: list[Message], name: str, line: int) -> None:
         raise RowError(line, name, "empty completion")
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
-            raise RowError(line, f"{name}[{i}].role", f"completion turns must be 'assistant', got {message['role']!r}")
+            raise RowError(
+                line, f"{name}[{i}].role", f"completion turns must be 'assistant', got {message['role']!r}"
+            )
     if not any(m["content"].strip() for m in messages):
         raise RowError(line, f"{name}[0].content", "empty completion")
 
@@ -229,7 +254,9 @@ def _agreement(value: Any, name: str, line: int) -> float:
     """`agreement` is a share in [0, 1]; `votes` is [for chosen, for rejected] counts."""
     if name == "votes" and isinstance(value, list):
         if len(value) != 2 or not all(_is_number(v) and v >= 0 for v in value) or sum(value) == 0:
-            raise RowError(line, name, "expected [votes for chosen, votes for rejected] with a positive total")
+            raise RowError(
+                line, name, "expected [votes for chosen, votes for rejected] with a positive total"
+            )
         return float(value[0]) / float(sum(value))
     if not _is_number(value) or not 0 <= value <= 1:
         raise RowError(line, name, "expected a number between 0 and 1")

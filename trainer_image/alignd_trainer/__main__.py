@@ -1,0 +1,170 @@
+"""`python -m alignd_trainer`: train (offline with --spec, or managed via ALIGND_* env), score, and
+helpers to build a tiny model and synthetic data for trying it out offline.
+
+Exit codes are `alignd.contract.ExitCode`; a one-line JSON summary goes to the termination log.
+"""
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+
+from alignd.contract import EventLevel, ExitCode, JobSpec, TerminationSummary, TrainerEvent, TruncationMode
+from alignd_trainer.distributed import init_distributed, shutdown
+from alignd_trainer.errors import BadInputError, OutOfMemory, TrainerError
+from alignd_trainer.loop import DPORecipe
+from alignd_trainer.remote import fetch_spec, localize_data
+from alignd_trainer.report import Reporter, reporter_from_env, write_termination_message
+from alignd_trainer.score import score_to_path
+from alignd_trainer.synthetic import preference_rows, write_jsonl
+from alignd_trainer.tiny_model import build_tiny_model
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m alignd_trainer", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    train = sub.add_parser("train", help="run DPO training (the default command)")
+    train.add_argument(
+        "--spec", help="JobSpec JSON file (offline); managed runs fetch it from ALIGND_API_URL"
+    )
+    score = sub.add_parser("score", help="score preference pairs with a model (and a reference)")
+    score.add_argument("--model", required=True, help="model directory or adapter directory")
+    score.add_argument("--ref", help="reference model directory (adds ref log-probs and reward_margin)")
+    score.add_argument("--data", required=True, help="preference JSONL file")
+    score.add_argument("--out", required=True, help="output JSONL file, one line per input pair")
+    score.add_argument("--max-length", type=int, default=1024)
+    score.add_argument("--truncation-mode", choices=[m.value for m in TruncationMode], default="keep_start")
+    score.add_argument("--beta", type=float, default=0.1)
+    score.add_argument("--batch-size", type=int, default=8)
+    tiny = sub.add_parser("make-tiny-model", help="write a tiny random-init Llama model and tokenizer")
+    tiny.add_argument("--out", required=True)
+    data = sub.add_parser("make-synthetic-data", help="write synthetic preference pairs (JSONL)")
+    data.add_argument("--out", required=True)
+    data.add_argument("--rows", type=int, default=512)
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--format", choices=["standard", "conversational", "openai"], default="standard")
+    return parser
+
+
+def load_spec(path: str | None) -> JobSpec:
+    if path is None:
+        job_id, api_url, token = (
+            os.environ.get(k) for k in ("ALIGND_JOB_ID", "ALIGND_API_URL", "ALIGND_JOB_TOKEN")
+        )
+        if not (job_id and api_url and token):
+            raise BadInputError(
+                "no --spec given and ALIGND_JOB_ID/ALIGND_API_URL/ALIGND_JOB_TOKEN are not all set"
+            )
+        return localize_data(fetch_spec(api_url, job_id, token))
+    try:
+        return localize_data(JobSpec.model_validate_json(Path(path).read_bytes()))
+    except FileNotFoundError:
+        raise BadInputError(f"spec file not found: {path}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
+        raise BadInputError(f"invalid job spec {path}: {problems}") from None
+
+
+def run_training(spec_path: str | None, reporter: Reporter) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    dist_info = init_distributed()
+    try:
+        recipe = DPORecipe(load_spec(spec_path), reporter, dist_info, stop)
+        try:
+            recipe.setup()
+            recipe.train()
+        finally:
+            recipe.cleanup()
+    except torch.OutOfMemoryError as exc:
+        raise OutOfMemory(
+            f"out of GPU memory ({str(exc).splitlines()[0]}); lower batch_size or max_length, "
+            "raise gradient_accumulation_steps, or enable gradient_checkpointing"
+        ) from None
+    finally:
+        shutdown(dist_info)
+    return ExitCode.SUCCESS
+
+
+def _fail(error: TrainerError, reporter: Reporter | None) -> int:
+    message = str(error)
+    if reporter is not None:
+        level = EventLevel.warn if error.exit_code is ExitCode.TERMINATED else EventLevel.error
+        # A reporter that already failed must not stop the termination message from being written.
+        with contextlib.suppress(Exception):
+            reporter.event(
+                TrainerEvent(
+                    type="error",
+                    level=level,
+                    message=message,
+                    data={"exit_code": int(error.exit_code), "reason": error.reason},
+                )
+            )
+        with contextlib.suppress(Exception):
+            reporter.close()
+    print(f"alignd-trainer: {error.reason}: {message}", file=sys.stderr)
+    write_termination_message(
+        TerminationSummary(exit_code=int(error.exit_code), reason=error.reason, message=message[:3000])
+    )
+    return int(error.exit_code)
+
+
+def train_main(spec_path: str | None) -> int:
+    reporter: Reporter | None = None
+    try:
+        reporter = reporter_from_env(os.environ)
+        code = run_training(spec_path, reporter)
+        reporter.close()
+        write_termination_message(
+            TerminationSummary(exit_code=0, reason="Completed", message="training finished")
+        )
+        return code
+    except TrainerError as error:
+        return _fail(error, reporter)
+    except Exception as exc:
+        traceback.print_exc()
+        return _fail(TrainerError(f"{type(exc).__name__}: {exc}"), reporter)
+
+
+def tool_main(ns: argparse.Namespace) -> int:
+    """The non-training commands; bad input exits with the same code and message style as training."""
+    try:
+        if ns.command == "score":
+            score_to_path(
+                ns.out,
+                model_dir=ns.model,
+                ref_dir=ns.ref,
+                data=ns.data,
+                max_length=ns.max_length,
+                beta=ns.beta,
+                batch_size=ns.batch_size,
+                truncation_mode=TruncationMode(ns.truncation_mode),
+            )
+        elif ns.command == "make-tiny-model":
+            print(build_tiny_model(ns.out))
+        else:
+            print(write_jsonl(ns.out, preference_rows(ns.rows, seed=ns.seed, fmt=ns.format)))
+    except TrainerError as error:
+        print(f"alignd-trainer: {error.reason}: {error}", file=sys.stderr)
+        return int(error.exit_code)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
+        args = ["train", *args]
+    ns = _parser().parse_args(args)
+    return train_main(ns.spec) if ns.command == "train" else tool_main(ns)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Per-step metric sums, reduced across ranks, then turned into TRL-named averages."""
+
+import torch
+
+from alignd_trainer.logps import SequenceLogps
+from alignd_trainer.losses import LossOutput
+
+FIELDS = (
+    "pairs", "loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+    "logps/chosen", "logps/rejected", "logits_sum/chosen", "tokens/chosen", "logits_sum/rejected",
+    "tokens/rejected", "tokens/attention",
+)  # fmt: skip
+
+
+class MetricSums:
+    """Sums over every pair a step (or an eval pass) saw; `tensor` is what gets all-reduced."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.tensor = torch.zeros(len(FIELDS), dtype=torch.float64, device=device)
+
+    def add(
+        self, out: LossOutput, policy: SequenceLogps, weights: torch.Tensor, attention_tokens: int
+    ) -> None:
+        chosen_logps, rejected_logps = policy.logps.detach().chunk(2)
+        chosen_logits, rejected_logits = policy.logits_sum.chunk(2)
+        chosen_tokens, rejected_tokens = policy.tokens.chunk(2)
+        margins = out.chosen_rewards - out.rejected_rewards
+        values = [
+            float(weights.numel()),
+            (out.losses.detach() * weights).sum(),
+            out.chosen_rewards.sum(),
+            out.rejected_rewards.sum(),
+            (margins > 0).float().sum(),
+            margins.sum(),
+            chosen_logps.sum(),
+            rejected_logps.sum(),
+            chosen_logits.sum(),
+            chosen_tokens.sum(),
+            rejected_logits.sum(),
+            rejected_tokens.sum(),
+            float(attention_tokens),
+        ]
+        self.tensor += torch.stack(
+            [torch.as_tensor(v, dtype=torch.float64, device=self.tensor.device) for v in values]
+        )
+
+    def averages(self, prefix: str = "") -> dict[str, float]:
+        s = dict(zip(FIELDS, self.tensor.tolist(), strict=True))
+        pairs = max(s["pairs"], 1.0)
+        out = {name: s[name] / pairs for name in FIELDS[1:8]}
+        out["logits/chosen"] = s["logits_sum/chosen"] / max(s["tokens/chosen"], 1.0)
+        out["logits/rejected"] = s["logits_sum/rejected"] / max(s["tokens/rejected"], 1.0)
+        return {prefix + k: v for k, v in out.items()}
+
+    @property
+    def attention_tokens(self) -> int:
+        return int(self.tensor[FIELDS.index("tokens/attention")].item())

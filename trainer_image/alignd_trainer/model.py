@@ -1,0 +1,147 @@
+"""Loading the base model and tokenizer, wrapping it for LoRA or full training, and the reference."""
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from alignd.contract import JobSpec, LoraSpec, Precision
+from alignd_trainer.data import Batch
+from alignd_trainer.errors import BadInputError
+from alignd_trainer.logps import SequenceLogps, sequence_logps
+
+
+def resolve_device(local_rank: int = 0) -> torch.device:
+    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_dtype(precision: Precision, device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that support it; CPU training stays in fp32."""
+    if precision is Precision.fp32 or device.type != "cuda":
+        return torch.float32
+    if precision is Precision.bf16 or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _check_model_dir(path: str) -> None:
+    local = Path(path)
+    if local.exists() and not (local / "config.json").exists():
+        raise BadInputError(
+            f"base model directory {path} has no config.json; point 'model' at a saved "
+            "transformers model directory"
+        )
+
+
+def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> Any:
+    _check_model_dir(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise BadInputError(f"cannot load the tokenizer of {path}: {exc}") from None
+    if tokenizer.eos_token is None:
+        raise BadInputError(f"the tokenizer of {path} has no eos_token; DPO completions need one")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(
+    path: str, *, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False
+) -> nn.Module:
+    _check_model_dir(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise BadInputError(f"cannot load the base model {path}: {exc}") from None
+    disable_dropout(model)
+    model.to(device)  # type: ignore[arg-type]
+    return model
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """DPO compares policy and reference on the same tokens; dropout would make them disagree by noise."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def lora_config(spec: LoraSpec) -> LoraConfig:
+    return LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,  # type: ignore[arg-type]  # peft annotates int, accepts float
+        lora_dropout=spec.dropout,
+        target_modules=spec.target_modules,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+
+
+def wrap_lora(model: nn.Module, spec: LoraSpec) -> PeftModel:
+    try:
+        return get_peft_model(model, lora_config(spec))
+    except ValueError as exc:
+        raise BadInputError(
+            f"lora.target_modules {spec.target_modules!r} does not fit this model: {exc}"
+        ) from None
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[operator]
+
+
+class Reference(Protocol):
+    """Reference log-probs for a batch; never builds a graph."""
+
+    def logps(self, batch: Batch) -> SequenceLogps: ...
+
+
+class AdapterDisabledReference:
+    """LoRA: the base model is the policy with its adapters switched off, so no second copy exists."""
+
+    def __init__(self, model: PeftModel) -> None:
+        self.model = model
+
+    @torch.no_grad()
+    def logps(self, batch: Batch) -> SequenceLogps:
+        with self.model.disable_adapter():
+            return sequence_logps(self.model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+
+
+class FrozenCopyReference:
+    """Full fine-tuning: a frozen copy of the initial weights."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def logps(self, batch: Batch) -> SequenceLogps:
+        return sequence_logps(self.model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+
+
+def build_policy(spec: JobSpec, device: torch.device) -> tuple[nn.Module, Any, torch.dtype]:
+    """The trainable model (LoRA-wrapped or full), its tokenizer and compute dtype."""
+    dtype = resolve_dtype(spec.precision, device)
+    tokenizer = load_tokenizer(spec.model, trust_remote_code=spec.trust_remote_code)
+    model = load_causal_lm(spec.model, dtype=dtype, device=device, trust_remote_code=spec.trust_remote_code)
+    if spec.hyperparameters.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if spec.training_type == "lora":
+        model = wrap_lora(model, spec.lora)
+    model.train()
+    return model, tokenizer, dtype
+
+
+def load_scoring_model(path: str, *, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, str]:
+    """A saved adapter directory (with its base) or a full model directory, ready for inference."""
+    adapter_config = Path(path) / "adapter_config.json"
+    if adapter_config.exists():
+        base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        model = PeftModel.from_pretrained(load_causal_lm(base, dtype=dtype, device=device), path)
+        return model.eval(), base
+    return load_causal_lm(path, dtype=dtype, device=device).eval(), path
