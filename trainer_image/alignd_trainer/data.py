@@ -9,12 +9,14 @@ happens per sequence in the collator.
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from alignd.contract import DataFormat, PreferenceExample, RowError, TruncationMode, parse_preference_line
 from alignd_trainer.errors import BadInputError
+
+T = TypeVar("T")
 
 
 class DataError(BadInputError):
@@ -201,6 +203,6 @@ def epoch_order(num_pairs: int, *, seed: int, epoch: int) -> list[int]:
     return torch.randperm(num_pairs, generator=generator).tolist()
 
 
-def in_chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+def in_chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

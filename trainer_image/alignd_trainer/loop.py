@@ -5,7 +5,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,14 @@ from alignd_trainer.data import (
     TokenizedPair,
     collate,
     epoch_order,
+    in_chunks,
     read_examples,
     tokenize_examples,
 )
 from alignd_trainer.distributed import DistInfo, all_reduce_sum, barrier, gather_objects
 from alignd_trainer.errors import BadInputError, Terminated
 from alignd_trainer.logps import SequenceLogps, SequenceScorer
-from alignd_trainer.losses import PairLogps, preference_loss
+from alignd_trainer.losses import LossOutput, PairLogps, preference_loss
 from alignd_trainer.metrics import MetricSums
 from alignd_trainer.model import (
     AdapterDisabledReference,
@@ -193,7 +194,7 @@ class DPORecipe:
         cache: RefCache = {}
         for split, data in splits:
             mine = data.pairs[self.dist.rank :: self.dist.world_size]
-            for chunk in _chunks(mine, self._micro_size):
+            for chunk in in_chunks(mine, self._micro_size):
                 with self._autocast():
                     ref = self.reference.logps(self._collate(chunk))
                 chosen, rejected = ref.logps.chunk(2)
@@ -309,10 +310,11 @@ class DPORecipe:
         chosen_tokens, rejected_tokens = policy.tokens.chunk(2)
         return PairLogps(chosen, rejected, ref_chosen, ref_rejected, chosen_tokens, rejected_tokens), policy
 
-    def _micro_step(self, indices: list[int], global_pairs: int, sums: MetricSums) -> torch.Tensor:
-        pairs = [self.train_data.pairs[i] for i in indices]
+    def _forward(
+        self, pairs: Sequence[TokenizedPair], split: str, scorer: nn.Module, sums: MetricSums
+    ) -> tuple[LossOutput, Batch]:
         batch = self._collate(pairs)
-        x, policy = self._pair_logps(batch, pairs, "train", self.scorer)
+        x, policy = self._pair_logps(batch, pairs, split, scorer)
         out = preference_loss(
             x,
             loss_types=self.hp.loss_type,
@@ -321,6 +323,11 @@ class DPORecipe:
             label_smoothing=self.hp.label_smoothing,
         )
         sums.add(out, policy, batch.weights, int(batch.attention_mask.sum()))
+        return out, batch
+
+    def _micro_step(self, indices: list[int], global_pairs: int, sums: MetricSums) -> torch.Tensor:
+        pairs = [self.train_data.pairs[i] for i in indices]
+        out, batch = self._forward(pairs, "train", self.scorer, sums)
         # DDP averages gradients over ranks; scaling by world makes the result the mean over the global batch.
         return (out.losses * batch.weights).sum() * self.dist.world_size / global_pairs
 
@@ -351,17 +358,8 @@ class DPORecipe:
         sums = MetricSums(self.device)
         mine = self.val_data.pairs[self.dist.rank :: self.dist.world_size]
         inner = self.scorer.module if isinstance(self.scorer, DistributedDataParallel) else self.scorer
-        for chunk in _chunks(mine, self._micro_size):
-            batch = self._collate(chunk)
-            x, policy = self._pair_logps(batch, chunk, "eval", inner)
-            out = preference_loss(
-                x,
-                loss_types=self.hp.loss_type,
-                weights=self.hp.weights(),
-                beta=self.hp.beta,
-                label_smoothing=self.hp.label_smoothing,
-            )
-            sums.add(out, policy, batch.weights, int(batch.attention_mask.sum()))
+        for chunk in in_chunks(mine, self._micro_size):
+            self._forward(chunk, "eval", inner, sums)
         all_reduce_sum(sums.tensor, self.dist)
         self.model.train(was_training)
         values = sums.averages(prefix="eval_")
@@ -427,8 +425,3 @@ class DPORecipe:
     ) -> None:
         if self.dist.is_main:
             self.reporter.event(TrainerEvent(type=type_, level=level, message=message, data=data or {}))
-
-
-def _chunks(items: Sequence[TokenizedPair], size: int) -> Iterator[Sequence[TokenizedPair]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
