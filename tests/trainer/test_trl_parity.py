@@ -1,0 +1,451 @@
+"""Parity with TRL 1.16's DPOTrainer on the same tiny model, tokenizer and rows.
+
+(a) tokenization: our `prompt_ids` / `chosen_ids` / `rejected_ids` equal TRL's `_prepare_dataset` output,
+    including which rows are dropped for a prompt that fills `max_length`;
+(b) log-probs: our collated batch equals TRL's collator output, and `sequence_logps` equals TRL's fused
+    LM-head log-probs per sequence;
+(c) loss and metrics: with a LoRA adapter whose `lora_B` weights are non-zero (policy ≠ reference) and the
+    reference taken with the adapter disabled, `preference_loss` gives TRL's loss, `rewards/*`, `logps/*` and
+    `logits/*`, and the same gradients on the adapter.
+
+TRL has no OpenAI preference format, so it gets the conversational equivalent of our OpenAI rows. Everything
+runs on CPU in fp32 from a local directory; nothing is downloaded.
+"""
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import LoraConfig, PeftModel
+from torch.testing import assert_close
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from trl import DPOConfig, DPOTrainer
+
+from alignd.contract import LossType, TruncationMode
+from alignd_trainer.data import Batch, TokenizedData, collate, read_examples, tokenize_examples
+from alignd_trainer.logps import sequence_logps
+from alignd_trainer.losses import PairLogps, preference_loss
+from alignd_trainer.synthetic import preference_rows, write_jsonl
+
+MAX_LENGTH = 24
+BETA = 0.1
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+FORMATS = ["standard", "conversational", "conversational_implicit", "openai"]
+MODES = [TruncationMode.keep_start, TruncationMode.keep_end]
+
+Row = dict[str, Any]
+
+pytestmark = [
+    pytest.mark.usefixtures("torch_one_thread"),
+    # Deprecation noise from TRL and transformers; keep_end is tested on purpose while TRL still supports it.
+    pytest.mark.filterwarnings("ignore:The `'keep_end'` truncation mode is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
+]
+
+
+def _assistant(text: str) -> list[Row]:
+    return [{"role": "assistant", "content": text}]
+
+
+STANDARD_EXTRA: list[Row] = [
+    # Token merge across the prompt/completion boundary: " fru" + "it." tokenizes as " fruit" ".".
+    {"prompt": "Name a fru", "chosen": "it.", "rejected": "x."},
+    # EOS already present on one completion.
+    {"prompt": "Give me one tool.", "chosen": " drill.</s>", "rejected": " cat."},
+    # The completion alone is longer than MAX_LENGTH: truncated by the collator in both modes, and under
+    # keep_end the sequence starts inside the completion.
+    {"prompt": "Say a fruit:", "chosen": " mango." + " I like the mango." * 6, "rejected": " otter."},
+    # The prompt alone fills MAX_LENGTH: dropped under keep_start.
+    {"prompt": "Name a fruit. " * 8 + "Say a fruit:", "chosen": " plum.", "rejected": " saw."},
+]
+CONVERSATIONAL_EXTRA: list[Row] = [
+    # Truncated by the collator in both modes.
+    {
+        "prompt": [{"role": "user", "content": "Say a color:"}],
+        "chosen": _assistant("red." + " I like the red." * 6),
+        "rejected": _assistant("dog."),
+    },
+    {
+        "prompt": [{"role": "system", "content": "One word."}, {"role": "user", "content": "Say a color:"}],
+        "chosen": _assistant("blue."),
+        "rejected": _assistant("saw."),
+    },
+    # The prompt alone fills MAX_LENGTH: dropped under keep_start.
+    {
+        "prompt": [
+            {"role": "user", "content": "Name a fruit."},
+            {"role": "assistant", "content": "apple."},
+            {"role": "user", "content": "Name a fruit. Name a fruit. Give me one fruit."},
+        ],
+        "chosen": _assistant("plum."),
+        "rejected": _assistant("saw."),
+    },
+]
+
+
+def rows_for(fmt: str) -> tuple[list[Row], list[Row]]:
+    """(rows we read from JSONL, rows TRL gets as a `datasets.Dataset`) for one format."""
+    if fmt == "standard":
+        rows = preference_rows(6, seed=5, fmt="standard") + STANDARD_EXTRA
+        return rows, rows
+    conversational = preference_rows(6, seed=5, fmt="conversational") + CONVERSATIONAL_EXTRA
+    if fmt == "conversational":
+        return conversational, conversational
+    if fmt == "conversational_implicit":
+        implicit = [
+            {"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]}
+            for r in conversational
+        ]
+        return implicit, implicit  # TRL extracts the shared prompt itself
+    if fmt == "openai":
+        openai = [
+            {
+                "input": {"messages": r["prompt"]},
+                "preferred_output": r["chosen"],
+                "non_preferred_output": r["rejected"],
+            }
+            for r in conversational
+        ]
+        return openai, conversational
+    raise ValueError(fmt)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir: Path) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def ours_tokenized(
+    tokenizer: PreTrainedTokenizerBase, rows: list[Row], tmp_path: Path, mode: TruncationMode
+) -> TokenizedData:
+    examples = read_examples(write_jsonl(tmp_path / "train.jsonl", rows))
+    return tokenize_examples(tokenizer, examples, max_length=MAX_LENGTH, truncation_mode=mode)
+
+
+def ours_batch(tokenizer: PreTrainedTokenizerBase, data: TokenizedData, mode: TruncationMode) -> Batch:
+    return collate(
+        data.pairs, pad_token_id=tokenizer.pad_token_id, max_length=MAX_LENGTH, truncation_mode=mode
+    )
+
+
+def trl_trainer(
+    model_dir: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[Row],
+    tmp_path: Path,
+    *,
+    mode: TruncationMode,
+    lora: bool = False,
+    loss_types: tuple[LossType, ...] = (LossType.sigmoid,),
+    loss_weights: tuple[float, ...] | None = None,
+    label_smoothing: float = 0.0,
+) -> DPOTrainer:
+    args = DPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        report_to=[],
+        max_length=MAX_LENGTH,
+        truncation_mode=mode.value,
+        per_device_train_batch_size=len(rows),
+        bf16=False,
+        use_cpu=True,
+        beta=BETA,
+        loss_type=[t.value for t in loss_types],
+        loss_weights=None if loss_weights is None else list(loss_weights),
+        label_smoothing=label_smoothing,
+        disable_tqdm=True,
+        save_strategy="no",
+        seed=0,
+    )
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    peft_config = None
+    if lora:
+        peft_config = LoraConfig(
+            r=4, lora_alpha=8, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"
+        )
+    return DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(copy.deepcopy(rows)),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+
+
+def trl_dataset(trainer: DPOTrainer) -> Dataset:
+    """TRL's tokenized training set: the output of `_prepare_dataset`."""
+    dataset = trainer.train_dataset
+    assert isinstance(dataset, Dataset)
+    return dataset
+
+
+def trl_batch(trainer: DPOTrainer) -> dict[str, torch.Tensor]:
+    dataset = trl_dataset(trainer)
+    return trainer.data_collator([dataset[i] for i in range(len(dataset))])
+
+
+def trl_peft_model(trainer: DPOTrainer) -> PeftModel:
+    model = trainer.model
+    assert isinstance(model, PeftModel)
+    return model
+
+
+# --- (a) tokenization -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES, ids=str)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_tokenized_dataset_matches_trl(
+    fmt: str, mode: TruncationMode, tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
+    ours_rows, trl_rows = rows_for(fmt)
+    data = ours_tokenized(tokenizer, ours_rows, tmp_path, mode)
+    trainer = trl_trainer(tiny_model_dir, tokenizer, trl_rows, tmp_path, mode=mode)
+    theirs = [(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in trl_dataset(trainer)]
+    ours = [(p.prompt_ids, p.chosen_ids, p.rejected_ids) for p in data.pairs]
+    assert ours == theirs
+    assert data.dropped_prompt_too_long == len(trl_rows) - len(theirs)
+    # The rows are built so that the drop is exercised under keep_start; keep_end never drops.
+    if mode is TruncationMode.keep_start:
+        assert data.dropped_prompt_too_long >= 1
+    else:
+        assert data.dropped_prompt_too_long == 0
+
+
+# --- (b) collation and sequence log-probs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES, ids=str)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_sequence_logps_match_trl(
+    fmt: str, mode: TruncationMode, tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
+    ours_rows, trl_rows = rows_for(fmt)
+    ours = ours_batch(tokenizer, ours_tokenized(tokenizer, ours_rows, tmp_path, mode), mode)
+    trainer = trl_trainer(tiny_model_dir, tokenizer, trl_rows, tmp_path, mode=mode)
+    theirs = trl_batch(trainer)
+    assert torch.equal(ours.input_ids, theirs["input_ids"])
+    assert torch.equal(ours.attention_mask, theirs["attention_mask"])
+    assert torch.equal(ours.completion_mask, theirs["completion_mask"])
+    assert ours.input_ids.shape[1] == MAX_LENGTH  # one row is truncated in each mode
+
+    their_chosen, their_rejected = trainer.compute_ref_log_probs(trainer.model, theirs)
+    # Our side runs on a fresh copy of the weights: TRL patches its model's forward with a fused LM head.
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        out = sequence_logps(model, ours.input_ids, ours.attention_mask, ours.completion_mask)
+    chosen, rejected = out.logps.chunk(2)
+    assert out.logps.dtype == their_chosen.dtype == torch.float32
+    assert (chosen - their_chosen).abs().max().item() < 1e-4
+    assert (rejected - their_rejected).abs().max().item() < 1e-4
+
+
+# --- (c) loss, metrics and gradients with policy != reference ---------------------------------------------
+
+
+def _set_lora_b(trainer: DPOTrainer, seed: int = 0, scale: float = 0.2) -> None:
+    """PEFT initialises lora_B to zero (adapter = identity); fixed non-zero values make policy ≠ reference."""
+    generator = torch.Generator().manual_seed(seed)
+    names = []
+    with torch.no_grad():
+        for name, param in trl_peft_model(trainer).named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+                names.append(name)
+    assert len(names) == 2 * len(LORA_TARGETS)  # two layers
+
+
+def _lora_grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+    assert grads and all("lora_" in name for name in grads)
+    return grads
+
+
+# The one known deviation from TRL; see test_keep_end_ipo_differs_only_in_token_count.
+KEEP_END_IPO = pytest.mark.xfail(
+    strict=True,
+    reason="TRL 1.16 divides IPO log-ratios by completion_mask.sum() (unshifted), which counts the first "
+    "token of a keep_end-truncated sequence that starts inside its completion although that token has no "
+    "log-prob; we divide by the number of scored tokens.",
+)
+
+CASES = [
+    pytest.param(
+        "standard", TruncationMode.keep_start, (LossType.sigmoid,), None, 0.0, id="standard-sigmoid"
+    ),
+    pytest.param("standard", TruncationMode.keep_start, (LossType.ipo,), None, 0.0, id="standard-ipo"),
+    pytest.param(
+        "conversational", TruncationMode.keep_start, (LossType.sigmoid,), None, 0.0, id="chat-sigmoid"
+    ),
+    pytest.param("conversational", TruncationMode.keep_start, (LossType.ipo,), None, 0.0, id="chat-ipo"),
+    pytest.param("openai", TruncationMode.keep_start, (LossType.sigmoid,), None, 0.0, id="openai-sigmoid"),
+    pytest.param(
+        "conversational_implicit", TruncationMode.keep_start, (LossType.ipo,), None, 0.0, id="implicit-ipo"
+    ),
+    pytest.param("conversational", TruncationMode.keep_start, (LossType.hinge,), None, 0.0, id="chat-hinge"),
+    pytest.param(
+        "conversational", TruncationMode.keep_start, (LossType.robust,), None, 0.1, id="chat-robust"
+    ),
+    pytest.param(
+        "conversational", TruncationMode.keep_start, (LossType.bco_pair,), None, 0.0, id="chat-bco_pair"
+    ),
+    pytest.param(
+        "conversational", TruncationMode.keep_start, (LossType.sppo_hard,), None, 0.0, id="chat-sppo_hard"
+    ),
+    pytest.param(
+        "conversational", TruncationMode.keep_start, (LossType.apo_zero,), None, 0.0, id="chat-apo_zero"
+    ),
+    pytest.param(
+        "conversational", TruncationMode.keep_start, (LossType.apo_down,), None, 0.0, id="chat-apo_down"
+    ),
+    pytest.param("conversational", TruncationMode.keep_start, (LossType.sft,), None, 0.0, id="chat-sft"),
+    pytest.param(
+        "conversational",
+        TruncationMode.keep_start,
+        (LossType.sigmoid, LossType.sft),
+        (1.0, 0.5),
+        0.0,
+        id="chat-sigmoid+sft",
+    ),
+    pytest.param(
+        "standard", TruncationMode.keep_end, (LossType.sigmoid,), None, 0.0, id="standard-keep_end-sigmoid"
+    ),
+    pytest.param("standard", TruncationMode.keep_end, (LossType.sft,), None, 0.0, id="standard-keep_end-sft"),
+    pytest.param(
+        "conversational",
+        TruncationMode.keep_end,
+        (LossType.ipo,),
+        None,
+        0.0,
+        id="chat-keep_end-ipo",
+        marks=KEEP_END_IPO,
+    ),
+    pytest.param(
+        "standard",
+        TruncationMode.keep_end,
+        (LossType.ipo,),
+        None,
+        0.0,
+        id="standard-keep_end-ipo",
+        marks=KEEP_END_IPO,
+    ),
+]
+
+
+@pytest.mark.parametrize(("fmt", "mode", "loss_types", "loss_weights", "label_smoothing"), CASES)
+def test_loss_and_metrics_match_trl_with_lora(
+    fmt: str,
+    mode: TruncationMode,
+    loss_types: tuple[LossType, ...],
+    loss_weights: tuple[float, ...] | None,
+    label_smoothing: float,
+    tiny_model_dir: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    tmp_path: Path,
+) -> None:
+    ours_rows, trl_rows = rows_for(fmt)
+    batch = ours_batch(tokenizer, ours_tokenized(tokenizer, ours_rows, tmp_path, mode), mode)
+    trainer = trl_trainer(
+        tiny_model_dir,
+        tokenizer,
+        trl_rows,
+        tmp_path,
+        mode=mode,
+        lora=True,
+        loss_types=loss_types,
+        loss_weights=loss_weights,
+        label_smoothing=label_smoothing,
+    )
+    _set_lora_b(trainer)
+    model = trl_peft_model(trainer)
+    model.train()  # TRL files metrics under "train" only while the model is in training mode
+
+    # TRL: one loss computation on its own collated batch (checked equal to ours in test (b)).
+    model.zero_grad(set_to_none=True)
+    their_loss = trainer.compute_loss(model, trl_batch(trainer))
+    their_loss.backward()
+    their_grads = _lora_grads(model)
+    metrics = {name: values[-1] for name, values in trainer._metrics["train"].items()}
+
+    # Ours: policy with the adapter, reference with it disabled, the pure loss on top.
+    model.zero_grad(set_to_none=True)
+    policy = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+    with torch.no_grad(), model.disable_adapter():
+        reference = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+    chosen, rejected = policy.logps.chunk(2)
+    ref_chosen, ref_rejected = reference.logps.chunk(2)
+    chosen_tokens, rejected_tokens = policy.tokens.chunk(2)
+    out = preference_loss(
+        PairLogps(chosen, rejected, ref_chosen, ref_rejected, chosen_tokens, rejected_tokens),
+        loss_types=loss_types,
+        weights=loss_weights or [1.0] * len(loss_types),
+        beta=BETA,
+        label_smoothing=label_smoothing,
+    )
+    loss = out.losses.mean()
+    loss.backward()
+    our_grads = _lora_grads(model)
+
+    # The adapter really moves the policy away from the reference, so rewards are informative.
+    assert out.chosen_rewards.abs().max().item() > 1e-3
+    assert out.rejected_rewards.abs().max().item() > 1e-3
+
+    assert_close(loss.detach(), their_loss.detach(), rtol=1e-5, atol=1e-5)
+    assert abs(out.chosen_rewards.mean().item() - metrics["rewards/chosen"]) < 1e-5
+    assert abs(out.rejected_rewards.mean().item() - metrics["rewards/rejected"]) < 1e-5
+    margins = out.chosen_rewards - out.rejected_rewards
+    assert abs(margins.mean().item() - metrics["rewards/margins"]) < 1e-5
+    accuracy = (out.chosen_rewards > out.rejected_rewards).float().mean().item()
+    assert accuracy == pytest.approx(metrics["rewards/accuracies"], abs=1e-6)
+    assert abs(chosen.mean().item() - metrics["logps/chosen"]) < 1e-4
+    assert abs(rejected.mean().item() - metrics["logps/rejected"]) < 1e-4
+    chosen_logits_sum, rejected_logits_sum = policy.logits_sum.chunk(2)
+    logits_chosen = (chosen_logits_sum.sum() / chosen_tokens.sum()).item()
+    logits_rejected = (rejected_logits_sum.sum() / rejected_tokens.sum()).item()
+    assert abs(logits_chosen - metrics["logits/chosen"]) < 1e-5
+    assert abs(logits_rejected - metrics["logits/rejected"]) < 1e-5
+
+    assert our_grads.keys() == their_grads.keys()
+    for name, grad in our_grads.items():
+        # fp32 summation order differs (our chunked backward vs TRL's kernel): compare at the tensor's scale.
+        scale = their_grads[name].abs().max().item()
+        diff = (grad - their_grads[name]).abs().max().item()
+        assert diff <= 1e-5 * scale + 1e-8, f"{name}: max abs diff {diff} at scale {scale}"
+
+
+def test_keep_end_ipo_differs_only_in_token_count(
+    tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
+    """The one known deviation: a keep_end-truncated sequence that starts inside its completion. TRL's IPO
+    divides by every completion position (completion_mask.sum()), including position 0, which is never
+    predicted; we divide by the tokens whose log-probs were summed. With TRL's count our IPO is TRL's IPO."""
+    mode = TruncationMode.keep_end
+    ours_rows, trl_rows = rows_for("standard")
+    batch = ours_batch(tokenizer, ours_tokenized(tokenizer, ours_rows, tmp_path, mode), mode)
+    assert batch.completion_mask[:, 0].any(), "a row must start inside its completion"
+    trainer = trl_trainer(
+        tiny_model_dir, tokenizer, trl_rows, tmp_path, mode=mode, lora=True, loss_types=(LossType.ipo,)
+    )
+    _set_lora_b(trainer)
+    model = trl_peft_model(trainer)
+    model.train()
+    with torch.no_grad():
+        their_loss = trainer.compute_loss(model, trl_batch(trainer))
+        policy = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+        with model.disable_adapter():
+            reference = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+    chosen, rejected = policy.logps.chunk(2)
+    ref_chosen, ref_rejected = reference.logps.chunk(2)
+    scored_chosen, scored_rejected = policy.tokens.chunk(2)
+    trl_chosen, trl_rejected = batch.completion_mask.sum(dim=1).chunk(2)
+    assert (trl_chosen - scored_chosen).tolist() == batch.completion_mask[:, 0].chunk(2)[0].tolist()
+
+    def ipo(chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor) -> torch.Tensor:
+        x = PairLogps(chosen, rejected, ref_chosen, ref_rejected, chosen_tokens, rejected_tokens)
+        return preference_loss(x, loss_types=[LossType.ipo], weights=[1.0], beta=BETA).losses.mean()
+
+    assert_close(ipo(trl_chosen, trl_rejected), their_loss, rtol=1e-5, atol=1e-5)
+    assert (ipo(scored_chosen, scored_rejected) - their_loss).abs().item() > 1e-4
