@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from alignd.contract import JobSpec, ReportBatch
+from alignd.contract import JobSpec, ReportBatch, UploadUrlsRequest, UploadUrlsResponse
 from tests.trainer.harness import run_trainer, trainer_env
 
 pytestmark = pytest.mark.slow
@@ -22,6 +22,7 @@ class InternalApi(ThreadingHTTPServer):
     spec: dict[str, Any]
     data: bytes
     batches: list[ReportBatch]
+    uploads: dict[str, bytes]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -54,6 +55,18 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/internal/v1/jobs/job-1/report" and self._authorized():
             self.server.batches.append(ReportBatch.model_validate_json(body))
             self._send(b"{}")
+        elif self.path == "/internal/v1/jobs/job-1/upload_urls" and self._authorized():
+            request = UploadUrlsRequest.model_validate_json(body)
+            prefix = f"jobs/job-1/{request.artifact}"
+            base = f"http://127.0.0.1:{self.server.server_port}/upload/{prefix}"
+            plan = UploadUrlsResponse(urls={f: f"{base}/{f}" for f in request.files}, prefix=prefix)
+            self._send(plan.model_dump_json().encode())
+
+    def do_PUT(self) -> None:
+        """A presigned URL: no bearer token, the URL itself is the permission."""
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.uploads[self.path.removeprefix("/upload/")] = body
+        self._send(b"")
 
 
 @pytest.fixture
@@ -63,6 +76,7 @@ def api(small_spec: dict[str, Any], rule_data: tuple[Path, Path]) -> Iterator[In
     server.spec = small_spec | {"job_id": "job-1", "training_file": f"{url}/data/train.jsonl"}
     server.data = rule_data[0].read_bytes()
     server.batches = []
+    server.uploads = {}
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
     server.shutdown()
@@ -81,7 +95,12 @@ def test_managed_run_fetches_spec_and_data_and_reports_everything(api: InternalA
     JobSpec.model_validate(api.spec)
     metrics = [m for b in api.batches for m in b.metrics]
     assert [m.step for m in metrics] == list(range(1, 13)), "every step reported once, in order"
-    assert [c.step for b in api.batches for c in b.checkpoints] == [4, 8, 12]
+    checkpoints = [c for b in api.batches for c in b.checkpoints]
+    assert [c.step for c in checkpoints] == [4, 8, 12]
+    assert checkpoints[0].path == "jobs/job-1/checkpoints/step-00000004"
+    assert "jobs/job-1/checkpoints/step-00000004/optimizer.pt" in api.uploads
+    assert api.uploads["jobs/job-1/adapter/adapter_model.safetensors"][:8], "the final adapter was uploaded"
+    assert "jobs/job-1/adapter/adapter_config.json" in api.uploads
     assert any(e.type == "done" for b in api.batches for e in b.events)
     assert json.loads((tmp_path / "termination-log").read_text())["exit_code"] == 0
     assert TOKEN not in run.stderr

@@ -18,6 +18,7 @@ import torch
 from pydantic import ValidationError
 
 from alignd.contract import EventLevel, ExitCode, JobSpec, TerminationSummary, TrainerEvent, TruncationMode
+from alignd_trainer.artifacts import sink_from_env
 from alignd_trainer.distributed import init_distributed, shutdown
 from alignd_trainer.errors import BadInputError, OutOfMemory, TrainerError
 from alignd_trainer.loop import DPORecipe
@@ -78,7 +79,7 @@ def run_training(spec_path: str | None, reporter: Reporter) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     dist_info = init_distributed()
     try:
-        recipe = DPORecipe(load_spec(spec_path), reporter, dist_info, stop)
+        recipe = DPORecipe(load_spec(spec_path), reporter, dist_info, stop, sink_from_env(os.environ))
         try:
             recipe.setup()
             recipe.train()

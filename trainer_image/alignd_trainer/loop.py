@@ -23,6 +23,7 @@ from alignd.contract import (
     TrainingType,
 )
 from alignd_trainer import checkpoint as ckpt
+from alignd_trainer.artifacts import ArtifactSink, LocalSink
 from alignd_trainer.data import (
     Batch,
     TokenizedData,
@@ -80,11 +81,17 @@ def micro_batches(indices: Sequence[int], *, world: int, accumulation: int, rank
 
 class DPORecipe:
     def __init__(
-        self, spec: JobSpec, reporter: Reporter, dist_info: DistInfo, stop: threading.Event | None = None
+        self,
+        spec: JobSpec,
+        reporter: Reporter,
+        dist_info: DistInfo,
+        stop: threading.Event | None = None,
+        sink: ArtifactSink | None = None,
     ) -> None:
         hp = spec.hyperparameters
         self.spec, self.hp, self.reporter, self.dist = spec, hp, reporter, dist_info
         self.stop = stop or threading.Event()
+        self.sink = sink or LocalSink()
         self.shards = dist_info.world_size * hp.gradient_accumulation_steps
         if hp.batch_size < self.shards:
             raise BadInputError(
@@ -392,8 +399,9 @@ class DPORecipe:
                 state=state,
                 rng_states=rngs,  # type: ignore[arg-type]
             )
+            location = self.sink.publish(path, f"checkpoints/{path.name}")
             self.reporter.checkpoint(
-                CheckpointReport(step=self.step, path=str(path), metrics=metrics, final=final)
+                CheckpointReport(step=self.step, path=location, metrics=metrics, final=final)
             )
         barrier(self.dist)
         self.last_saved_step = self.step
@@ -404,10 +412,11 @@ class DPORecipe:
         target = self.output_dir
         if self.dist.is_main:
             target = ckpt.save_weights(self.model, self.output_dir, self.tokenizer)
+            location = self.sink.publish(target, target.name)
             self._event(
                 "done",
-                f"training finished at step {self.step}; weights in {target}",
-                data={"step": self.step, "path": str(target), "metrics": getattr(self, "last_metrics", {})},
+                f"training finished at step {self.step}; weights in {location}",
+                data={"step": self.step, "path": location, "metrics": getattr(self, "last_metrics", {})},
             )
         barrier(self.dist)
         return target

@@ -12,6 +12,8 @@ from alignd.contract.events import (
     ReportBatch,
     TerminationSummary,
     TrainerEvent,
+    UploadUrlsRequest,
+    UploadUrlsResponse,
 )
 from alignd.contract.preference import (
     DataFormat,
@@ -53,5 +55,7 @@ __all__ = [
     "TrainerEvent",
     "TrainingType",
     "TruncationMode",
+    "UploadUrlsRequest",
+    "UploadUrlsResponse",
     "parse_preference_line",
 ]

@@ -83,3 +83,17 @@ class TerminationSummary(_Payload):
     reason: str
     message: str = Field(..., max_length=3000)
     step: int = 0
+
+
+class UploadUrlsRequest(_Payload):
+    """The trainer asks where to PUT the files of one artifact (a checkpoint or the final weights)."""
+
+    artifact: str = Field(..., pattern=r"^(adapter|model|checkpoints/step-[0-9]{8})$")
+    files: list[str] = Field(..., min_length=1, max_length=256)
+
+
+class UploadUrlsResponse(_Payload):
+    urls: dict[str, str]
+    """File path (relative to the artifact) -> presigned PUT URL."""
+    prefix: str
+    """Where the artifact lives in the store; reported back in CheckpointReport.path."""

@@ -1,0 +1,57 @@
+"""The one settings object (env prefix ALIGND_). Paths are derived in methods, not at import time,
+so tests can point ALIGND_DATA_DIR somewhere else."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ALIGND_", extra="ignore")
+
+    data_dir: Path = Field(Path("~/.alignd"), description="Root of the embedded defaults (DB, store).")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir.")
+
+    store: Literal["local", "s3"] = "local"
+    store_dir: Path | None = Field(None, description="Local store root; default data_dir/data.")
+    s3_endpoint: str | None = Field(None, description="host:port of any S3 endpoint.")
+    s3_bucket: str = "alignd"
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str | None = None
+    s3_secure: bool = True
+
+    public_url: str = Field("http://127.0.0.1:8000", description="How trainers and clients reach the API.")
+    signing_key: SecretStr | None = Field(None, description="HMAC key for local signed URLs; random.")
+    admin_key: SecretStr | None = Field(None, description="Bootstraps an admin API key.")
+
+    launcher: Literal["local", "kubernetes"] = "local"
+    controller_interval_seconds: float = Field(1.0, gt=0)
+    heartbeat_timeout_seconds: float = Field(300.0, gt=0, description="Silent trainers fail after this.")
+    cancel_grace_seconds: float = Field(30.0, ge=0, description="SIGTERM, then SIGKILL after this.")
+
+    max_upload_bytes: int = Field(10 * 1024**3, gt=0)
+    max_line_bytes: int = Field(8 * 1024**2, gt=0)
+
+    default_quota_concurrent_jobs: int = Field(4, ge=0)
+    default_quota_gpus: int = Field(8, ge=0)
+    default_quota_stored_bytes: int = Field(100 * 1024**3, ge=0)
+
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser()
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir() / 'alignd.db'}"
+
+    def resolved_store_dir(self) -> Path:
+        return (self.store_dir or self.resolved_data_dir() / "data").expanduser()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
