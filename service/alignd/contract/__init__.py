@@ -23,6 +23,7 @@ from alignd.contract.preference import (
     parse_preference_line,
 )
 from alignd.contract.spec import (
+    DEFAULT_LEARNING_RATE,
     Hyperparameters,
     JobSpec,
     LoraSpec,
@@ -35,6 +36,7 @@ from alignd.contract.spec import (
 )
 
 __all__ = [
+    "DEFAULT_LEARNING_RATE",
     "CheckpointReport",
     "DataFormat",
     "EventLevel",

@@ -1,0 +1,119 @@
+"""Turning a job request into the frozen JobSpec: "auto" resolved to documented defaults.
+
+Pure: the caller looks up the model location and the file's row count. What is decided here is
+stored with the job and is exactly what the trainer receives.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from alignd.contract import DEFAULT_LEARNING_RATE, JobSpec
+from alignd.errors import InvalidRequest
+from alignd.schemas import DpoHyperparametersIn, DpoHyperparametersOut, JobCreate
+
+AUTO_BETA = 0.1
+AUTO_BATCH_SIZE = 8
+AUTO_LEARNING_RATE_MULTIPLIER = 1.0
+
+
+def auto_epochs(rows: int) -> int:
+    """Small datasets get more passes: 3 below 1,000 pairs, 2 below 10,000, else 1."""
+    if rows < 1_000:
+        return 3
+    return 2 if rows < 10_000 else 1
+
+
+def auto_batch_size(rows: int) -> int:
+    return max(1, min(AUTO_BATCH_SIZE, rows))
+
+
+@dataclass(frozen=True)
+class ResolvedJob:
+    spec: JobSpec
+    hyperparameters: DpoHyperparametersOut
+
+
+def dpo_hyperparameters(request: JobCreate) -> DpoHyperparametersIn:
+    method = request.method
+    if method is not None and method.type != "dpo":
+        raise InvalidRequest(
+            f"method.type {method.type!r} is not supported: alignd trains DPO; use 'dpo'", param="method.type"
+        )
+    if method is not None and method.dpo is not None:
+        return method.dpo.hyperparameters
+    if request.hyperparameters:
+        try:
+            return DpoHyperparametersIn.model_validate(request.hyperparameters)
+        except ValidationError as exc:
+            raise _invalid(exc, prefix="hyperparameters") from None
+    return DpoHyperparametersIn()
+
+
+def resolve_job(
+    request: JobCreate, *, job_id: str, model_location: str, training_rows: int, output_dir: str = "output"
+) -> ResolvedJob:
+    given = dpo_hyperparameters(request)
+    options = request.alignd
+    out = DpoHyperparametersOut(
+        beta=AUTO_BETA if given.beta == "auto" else given.beta,
+        batch_size=auto_batch_size(training_rows) if given.batch_size == "auto" else given.batch_size,
+        learning_rate_multiplier=AUTO_LEARNING_RATE_MULTIPLIER
+        if given.learning_rate_multiplier == "auto"
+        else given.learning_rate_multiplier,
+        n_epochs=auto_epochs(training_rows) if given.n_epochs == "auto" else given.n_epochs,
+    )
+    learning_rate = (
+        given.learning_rate or out.learning_rate_multiplier * DEFAULT_LEARNING_RATE[options.training_type]
+    )
+    extensions = given.model_dump(
+        exclude={"beta", "batch_size", "learning_rate_multiplier", "n_epochs", "learning_rate"},
+        exclude_none=True,
+    )
+    raw: dict[str, Any] = {
+        "job_id": job_id,
+        "model": model_location,
+        "training_file": request.training_file,
+        "validation_file": request.validation_file,
+        "output_dir": output_dir,
+        "seed": request.seed if request.seed is not None else 42,
+        "training_type": options.training_type,
+        "lora": options.lora,
+        "precision": options.precision,
+        "resources": options.resources,
+        "max_runtime_seconds": options.max_runtime_seconds,
+        "agreement_threshold": options.agreement_threshold,
+        "hyperparameters": extensions
+        | {
+            "beta": out.beta,
+            "batch_size": out.batch_size,
+            "n_epochs": out.n_epochs,
+            "learning_rate": learning_rate,
+        },
+    }
+    try:
+        spec = JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    return ResolvedJob(spec=spec, hyperparameters=out)
+
+
+WIRE_NAMES = {
+    "hyperparameters": "method.dpo.hyperparameters",
+    "lora": "alignd.lora",
+    "resources": "alignd.resources",
+    "precision": "alignd.precision",
+    "training_type": "alignd.training_type",
+    "max_runtime_seconds": "alignd.max_runtime_seconds",
+    "agreement_threshold": "alignd.agreement_threshold",
+}
+
+
+def _invalid(exc: ValidationError, prefix: str | None = None) -> InvalidRequest:
+    """The first validation error, named by the request field the user wrote."""
+    first = exc.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    head = f"{prefix}.{loc[0]}" if prefix else WIRE_NAMES.get(loc[0], loc[0])
+    param = ".".join([head, *loc[1:]])
+    return InvalidRequest(f"invalid {param}: {first['msg']}", param=param)

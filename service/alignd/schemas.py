@@ -1,0 +1,291 @@
+"""Wire shapes: OpenAI-compatible request and response models, plus alignd's extensions.
+
+Field names are OpenAI's so the official SDK parses every response; alignd adds fields (the
+`alignd` objects, extra hyperparameters) and never renames theirs. Response models are never
+table classes, so internal columns and secrets cannot leak.
+"""
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from alignd.contract import (
+    LoraSpec,
+    LossType,
+    LRScheduler,
+    Precision,
+    Resources,
+    TrainingType,
+    TruncationMode,
+)
+
+T = TypeVar("T")
+Auto = Literal["auto"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ListResponse(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+# ---- files ---------------------------------------------------------------------------------------------
+
+
+class FileAligndInfo(BaseModel):
+    format: str
+    rows: int
+    sha256: str
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: Literal["fine-tune"] = "fine-tune"
+    status: Literal["uploaded", "processed", "error"] = "processed"
+    status_details: str | None = None
+    expires_at: int | None = None
+    alignd: FileAligndInfo
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool = True
+
+
+# ---- jobs ----------------------------------------------------------------------------------------------
+
+
+class DpoHyperparametersIn(_Request):
+    """OpenAI's DPO hyperparameters ("auto" allowed) plus alignd's extensions (DESIGN.md section 6)."""
+
+    beta: float | Auto = "auto"
+    batch_size: int | Auto = "auto"
+    learning_rate_multiplier: float | Auto = "auto"
+    n_epochs: int | Auto = "auto"
+    loss_type: LossType | list[LossType] | None = None
+    loss_weights: list[float] | None = None
+    label_smoothing: float | None = None
+    learning_rate: float | None = None
+    warmup_ratio: float | None = None
+    lr_scheduler: LRScheduler | None = None
+    weight_decay: float | None = None
+    max_grad_norm: float | None = None
+    gradient_accumulation_steps: int | None = None
+    max_length: int | None = None
+    truncation_mode: TruncationMode | None = None
+    eval_steps: int | None = None
+    save_steps: int | None = None
+    precompute_ref_log_probs: bool | None = None
+    gradient_checkpointing: bool | None = None
+    max_steps: int | None = None
+
+
+class DpoMethodIn(_Request):
+    hyperparameters: DpoHyperparametersIn = Field(default_factory=DpoHyperparametersIn)
+
+
+class MethodIn(_Request):
+    type: Literal["dpo", "supervised", "reinforcement"]
+    dpo: DpoMethodIn | None = None
+    supervised: dict[str, Any] | None = None
+    reinforcement: dict[str, Any] | None = None
+
+
+class AligndJobOptions(_Request):
+    training_type: TrainingType = TrainingType.lora
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    precision: Precision = Precision.auto
+    resources: Resources = Field(default_factory=Resources)
+    max_runtime_seconds: int | None = Field(None, ge=1)
+    priority: int = Field(0, ge=-100, le=100, description="Higher runs first among queued jobs.")
+    agreement_threshold: float | None = Field(None, ge=0, le=1)
+
+
+class JobCreate(_Request):
+    model: str = Field(..., min_length=1, max_length=256)
+    training_file: str = Field(..., min_length=1, max_length=64)
+    validation_file: str | None = Field(None, max_length=64)
+    method: MethodIn | None = None
+    hyperparameters: dict[str, Any] | None = Field(None, description="Deprecated by OpenAI; use method.")
+    suffix: str | None = Field(None, max_length=64, pattern=r"^[a-zA-Z0-9_-]*$")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = None
+    integrations: list[dict[str, Any]] | None = None
+    alignd: AligndJobOptions = Field(default_factory=AligndJobOptions)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        """OpenAI's limits: 16 pairs, keys up to 64 characters, values up to 512."""
+        if value is None:
+            return None
+        if len(value) > 16:
+            raise ValueError("at most 16 metadata pairs")
+        for key, item in value.items():
+            if len(key) > 64 or len(item) > 512:
+                raise ValueError(f"metadata key {key[:64]!r}: keys up to 64 characters, values up to 512")
+        return value
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class DpoHyperparametersOut(BaseModel):
+    beta: float
+    batch_size: int
+    learning_rate_multiplier: float
+    n_epochs: int
+
+
+class DpoMethodOut(BaseModel):
+    hyperparameters: DpoHyperparametersOut
+
+
+class MethodOut(BaseModel):
+    type: Literal["dpo"] = "dpo"
+    dpo: DpoMethodOut
+
+
+class JobAligndInfo(BaseModel):
+    training_type: TrainingType
+    spec: dict[str, Any]
+    """The resolved, frozen spec the trainer receives (contract.JobSpec)."""
+    step: int | None = None
+    total_steps: int | None = None
+    attempt: int = 0
+    priority: int = 0
+
+
+class JobObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: JobError | None = None
+    fine_tuned_model: str | None = None
+    finished_at: int | None = None
+    hyperparameters: DpoHyperparametersOut
+    model: str
+    organization_id: str
+    result_files: list[str] = Field(default_factory=list)
+    seed: int
+    status: str
+    trained_tokens: int | None = None
+    training_file: str
+    validation_file: str | None = None
+    estimated_finish: int | None = None
+    integrations: list[dict[str, Any]] | None = None
+    metadata: dict[str, str] | None = None
+    method: MethodOut
+    alignd: JobAligndInfo
+
+
+class JobEventObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    type: Literal["message", "metrics"] = "message"
+    data: dict[str, Any] | None = None
+
+
+class CheckpointMetrics(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    step: float | None = None
+    train_loss: float | None = None
+    valid_loss: float | None = None
+
+
+class CheckpointObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: CheckpointMetrics
+    step_number: int
+
+
+class MetricPointOut(BaseModel):
+    step: int
+    split: Literal["train", "eval"]
+    epoch: float
+    values: dict[str, float]
+    created_at: int
+
+
+class MetricsResponse(BaseModel):
+    object: Literal["fine_tuning.job.metrics"] = "fine_tuning.job.metrics"
+    job_id: str
+    train: list[MetricPointOut]
+    eval: list[MetricPointOut]
+
+
+# ---- models and admin ----------------------------------------------------------------------------------
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelRegister(_Request):
+    id: str = Field(..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    source: str = Field(..., min_length=1, max_length=1024, description="Directory, s3:// prefix or hub id.")
+
+
+class ProjectCreate(_Request):
+    name: str = Field(..., min_length=1, max_length=128)
+    quota_concurrent_jobs: int | None = Field(None, ge=0)
+    quota_gpus: int | None = Field(None, ge=0)
+    quota_stored_bytes: int | None = Field(None, ge=0)
+
+
+class ProjectObject(BaseModel):
+    id: str
+    object: Literal["organization.project"] = "organization.project"
+    name: str
+    created_at: int
+
+
+class ApiKeyCreate(_Request):
+    name: str = Field("default", min_length=1, max_length=128)
+
+
+class ApiKeyObject(BaseModel):
+    id: str
+    object: Literal["organization.project.api_key"] = "organization.project.api_key"
+    name: str
+    project_id: str | None
+    created_at: int
+    redacted_value: str
+    value: str | None = Field(None, description="The key itself; returned once, at creation.")
+    revoked: bool = False
