@@ -1,0 +1,1 @@
+"""Jobs: spec resolution, the status state machine, quotas."""
