@@ -3,7 +3,6 @@
 The trainer never holds storage credentials: the API hands it URLs scoped to its one job.
 """
 
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -47,10 +46,11 @@ def download(url: str, directory: Path, name: str) -> Path:
 
 
 def localize_data(spec: JobSpec) -> JobSpec:
-    """Replace URL data locations in the spec by downloaded local files."""
+    """Replace URL data locations in the spec by files downloaded into the run's output directory."""
     if not is_url(spec.training_file) and not (spec.validation_file and is_url(spec.validation_file)):
         return spec
-    directory = Path(tempfile.mkdtemp(prefix="alignd-data-"))
+    directory = Path(spec.output_dir) / "inputs"
+    directory.mkdir(parents=True, exist_ok=True)
     update: dict[str, str] = {}
     if is_url(spec.training_file):
         update["training_file"] = str(download(spec.training_file, directory, "train.jsonl"))
