@@ -1,0 +1,189 @@
+"""Who is calling: projects, API keys, and job tokens.
+
+API keys look like `sk-alignd-<43 url-safe characters>` (256 random bits) and are stored only as their
+SHA-256; a key belongs to one project, or to none if it is an admin key. The admin key from
+`ALIGND_ADMIN_KEY` is registered at start (`ensure_admin_key`). Job tokens are what a trainer presents
+on the internal API: random, hashed on the job row, valid for that one job while it runs or pauses.
+Unknown, revoked and mismatched credentials all fail the same way, so a caller learns nothing about
+which part was wrong.
+"""
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col
+
+from alignd.errors import Conflict, NotFound, Unauthenticated
+from alignd.jobs.state import ACTIVE
+from alignd.models import ApiKeyModel, JobModel, ProjectModel, unix_now
+
+API_KEY_PREFIX = "sk-alignd-"
+JOB_TOKEN_PREFIX = "ajt-"
+DISPLAY_PREFIX_CHARS = 12
+"""How much of a key listings show: "sk-alignd-ab", two random characters, enough to tell keys apart."""
+
+_BAD_KEY = "Incorrect API key provided. Pass a valid key as `Authorization: Bearer <key>`."
+_BAD_JOB_TOKEN = "invalid job token"
+
+
+def hash_secret(plaintext: str) -> str:
+    """SHA-256 hex: keys and tokens are high-entropy random strings, so a fast hash is enough."""
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def generate_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def display_prefix(plaintext: str) -> str:
+    """The part of a key safe to show. Keys not made by alignd (an admin key from the environment) may be
+    short or structured, so only their first 4 characters are kept."""
+    return plaintext[:DISPLAY_PREFIX_CHARS] if plaintext.startswith(API_KEY_PREFIX) else plaintext[:4]
+
+
+# ---- projects and API keys -----------------------------------------------------------------------------
+
+
+def create_project(
+    session: Session,
+    name: str,
+    *,
+    quota_concurrent_jobs: int | None = None,
+    quota_gpus: int | None = None,
+    quota_stored_bytes: int | None = None,
+) -> ProjectModel:
+    """Create a project; Conflict when the name is taken. Quotas left None follow the settings."""
+    project = ProjectModel(
+        name=name,
+        quota_concurrent_jobs=quota_concurrent_jobs,
+        quota_gpus=quota_gpus,
+        quota_stored_bytes=quota_stored_bytes,
+    )
+    session.add(project)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"a project named {name!r} already exists", param="name") from None
+    return project
+
+
+def create_api_key(
+    session: Session, project_id: str | None, *, name: str, is_admin: bool = False
+) -> tuple[ApiKeyModel, str]:
+    """Create a key for a project (or an admin key, with no project). Returns the row and the plaintext,
+    which is shown once and never stored."""
+    if project_id is None and not is_admin:
+        raise ValueError("a project key needs a project_id; only admin keys have none")
+    if project_id is not None and session.get(ProjectModel, project_id) is None:
+        raise NotFound(f"project {project_id} not found", param="project_id")
+    plaintext = generate_api_key()
+    key = ApiKeyModel(
+        project_id=project_id,
+        is_admin=is_admin,
+        name=name,
+        key_hash=hash_secret(plaintext),
+        key_prefix=display_prefix(plaintext),
+    )
+    session.add(key)
+    session.commit()
+    return key, plaintext
+
+
+def revoke_api_key(session: Session, key_id: str, *, project_id: str | None = None) -> ApiKeyModel:
+    """Revoke a key (idempotent). With `project_id`, only that project's keys are found (NotFound else)."""
+    key = session.get(ApiKeyModel, key_id)
+    if key is None or (project_id is not None and key.project_id != project_id):
+        raise NotFound(f"API key {key_id} not found", param="key_id")
+    if key.revoked_at is None:
+        key.revoked_at = unix_now()
+        session.add(key)
+        session.commit()
+    return key
+
+
+def authenticate(session: Session, plaintext: str) -> ApiKeyModel:
+    """The live key with this plaintext; Unauthenticated for unknown and revoked keys alike."""
+    key = session.execute(
+        select(ApiKeyModel).where(col(ApiKeyModel.key_hash) == hash_secret(plaintext))
+    ).scalar_one_or_none()
+    if key is None or key.revoked_at is not None:
+        raise Unauthenticated(_BAD_KEY)
+    return key
+
+
+def ensure_admin_key(
+    session: Session, plaintext: str, *, name: str = "admin (ALIGND_ADMIN_KEY)"
+) -> ApiKeyModel:
+    """Register the configured admin key, once: a restart finds the existing row and changes nothing.
+
+    A revoked admin key stays revoked (rotate by configuring a new one). Conflict if the plaintext is
+    already a project's key.
+    """
+    key_hash = hash_secret(plaintext)
+    existing = _key_by_hash(session, key_hash)
+    if existing is None:
+        session.add(
+            ApiKeyModel(
+                project_id=None,
+                is_admin=True,
+                name=name,
+                key_hash=key_hash,
+                key_prefix=display_prefix(plaintext),
+            )
+        )
+        try:
+            session.commit()
+        except IntegrityError:  # another server registered it first
+            session.rollback()
+        existing = _key_by_hash(session, key_hash)
+        if existing is None:
+            raise RuntimeError("the admin key vanished while it was being registered")
+    if not existing.is_admin:
+        raise Conflict("ALIGND_ADMIN_KEY is a project's API key; configure a different admin key")
+    return existing
+
+
+def _key_by_hash(session: Session, key_hash: str) -> ApiKeyModel | None:
+    return session.execute(
+        select(ApiKeyModel).where(col(ApiKeyModel.key_hash) == key_hash)
+    ).scalar_one_or_none()
+
+
+# ---- job tokens ----------------------------------------------------------------------------------------
+
+
+def new_job_token() -> tuple[str, str]:
+    """A fresh job token and its hash, for callers that store the hash within a status transition."""
+    plaintext = JOB_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return plaintext, hash_secret(plaintext)
+
+
+def issue_job_token(session: Session, job_id: str) -> str:
+    """Give job `job_id` a new token (replacing any earlier one) and return its plaintext."""
+    plaintext, token_hash = new_job_token()
+    result = session.execute(
+        update(JobModel)
+        .where(col(JobModel.id) == job_id)
+        .values(token_hash=token_hash)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise NotFound(f"job {job_id} not found", param="job_id")
+    session.commit()
+    return plaintext
+
+
+def authenticate_job_token(session: Session, job_id: str, plaintext: str) -> JobModel:
+    """The job, if `plaintext` is its current token and the job is running or pausing; Unauthenticated
+    otherwise (whatever the reason)."""
+    job = session.get(JobModel, job_id, populate_existing=True)
+    if job is None or job.token_hash is None or job.status not in ACTIVE:
+        raise Unauthenticated(_BAD_JOB_TOKEN)
+    if not hmac.compare_digest(job.token_hash, hash_secret(plaintext)):
+        raise Unauthenticated(_BAD_JOB_TOKEN)
+    return job

@@ -1,0 +1,161 @@
+"""The database: engines, sessions, and the schema's migrations.
+
+SQLite (the embedded default) and Postgres behave the same to callers. The schema belongs to Alembic
+(`alignd/migrations/`): on start the server migrates an empty database and refuses any other schema it
+does not recognise as current (older, newer, or not made by alignd) rather than guessing.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "alembic_version"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite writer waits for another writer's transaction before failing."""
+MIGRATION_LOCK_KEY = 0x616C69676E64
+"""Postgres advisory lock held while checking or migrating, so two servers starting on one empty
+database do not both create the tables."""
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is not the one this alignd expects; the message says what to do."""
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine for a SQLAlchemy URL (`sqlite:///path`, `postgresql+psycopg://...`).
+
+    SQLite: usable from several threads, WAL journal (readers don't block the writer), a busy timeout
+    instead of instant "database is locked", foreign keys enforced; the file's directory is created.
+    Postgres: connections are pinged before use, so a restarted server doesn't fail the first request.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, echo=echo, pool_pre_ping=True)
+
+    database = parsed.database or ""
+    in_memory = database in ("", ":memory:") or "mode=memory" in database
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+    if in_memory:
+        kwargs["poolclass"] = StaticPool  # one connection, or every connection sees its own empty DB
+    elif not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, echo=echo, **kwargs)
+    event.listen(engine, "connect", _sqlite_on_connect)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit (domain functions return committed rows)."""
+    return sessionmaker(bind=engine, class_=Session, expire_on_commit=False)
+
+
+# ---- migrations ----------------------------------------------------------------------------------------
+
+
+def alembic_config(connection: Connection | None = None, *, url: str | None = None) -> Config:
+    """Alembic's configuration, built in code (no alembic.ini). With `connection`, migrations run on it
+    inside the caller's transaction; with `url`, env.py opens its own; with neither, the settings' URL."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    head = _script().get_current_head()
+    if head is None:
+        raise SchemaError(f"no migrations found in {MIGRATIONS_DIR}")
+    return head
+
+
+def known_revisions() -> set[str]:
+    return {script.revision for script in _script().walk_revisions()}
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's Alembic revision; None when it was never migrated."""
+    with engine.connect() as connection:
+        return _current(connection)
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _lock(connection: Connection) -> None:
+    """Serialise schema checks and migrations across processes (Postgres; SQLite's writer lock suffices)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database to `revision` (what `alignd db upgrade` runs)."""
+    with engine.begin() as connection:
+        _lock(connection)
+        command.upgrade(alembic_config(connection), revision)
+
+
+def check_schema(engine: Engine) -> None:
+    """Called at server start: migrate an empty database; accept one at head; refuse anything else.
+
+    Raises SchemaError for a database at an older revision (run `alignd db upgrade`), at a revision this
+    alignd does not know (migrated by a newer alignd), or with tables but no Alembic revision.
+    """
+    head = head_revision()
+    with engine.begin() as connection:
+        _lock(connection)
+        current = _current(connection)
+        if current == head:
+            return
+        if current is None:
+            tables = sorted(set(inspect(connection).get_table_names()) - {VERSION_TABLE})
+            if tables:
+                shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+                raise SchemaError(
+                    f"the database at {_safe_url(engine)} has tables ({shown}) but no alignd schema "
+                    "revision; it was not created by alignd. Point ALIGND_DATABASE_URL at an empty "
+                    "database or at an alignd database."
+                )
+            command.upgrade(alembic_config(connection), "head")
+            return
+        if current in known_revisions():
+            raise SchemaError(
+                f"the database schema is at revision {current}, older than this alignd's {head}: "
+                "run `alignd db upgrade` (back up the database first), then start the server again."
+            )
+        raise SchemaError(
+            f"this database was migrated by a newer alignd (revision {current}; this alignd knows up to "
+            f"{head}); upgrade alignd."
+        )
+
+
+def _safe_url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)

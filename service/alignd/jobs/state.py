@@ -1,0 +1,177 @@
+"""The one door for a job's status (STYLE rule 5).
+
+A job's status changes only through `transition`: it checks the move against `ALLOWED`, applies it with
+a compare-and-set UPDATE (`WHERE id = ? AND status = <what we read> [AND lock_token = ?]`), and records a
+"status" event in the same transaction. When another writer (a second controller, a cancel racing the
+trainer's completion) moved the job first, zero rows match and `transition` returns None: the caller
+drops its result. Nothing else assigns `JobModel.status`.
+
+    validating_files -> queued | failed | cancelled
+    queued           -> running | failed | cancelled
+    running          -> succeeded | failed | cancelled | pausing | queued (retriable failure)
+    pausing          -> paused | succeeded | failed | cancelled
+    paused           -> queued (resume) | cancelled
+"""
+
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlmodel import Session, col
+
+from alignd.errors import Conflict, NotFound
+from alignd.models import JobEventModel, JobModel, new_lock_token, unix_now
+
+
+class JobStatus(StrEnum):
+    validating_files = "validating_files"
+    queued = "queued"
+    running = "running"
+    pausing = "pausing"
+    """Asked to stop after a checkpoint; the run is still alive."""
+    paused = "paused"
+    """Stopped with a checkpoint; resuming re-queues it and the trainer continues from there."""
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+"""Statuses a job never leaves."""
+
+ACTIVE: frozenset[JobStatus] = frozenset({JobStatus.running, JobStatus.pausing})
+"""Statuses with a live run: the ones a job token is valid in."""
+
+ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.validating_files: frozenset({JobStatus.queued, JobStatus.failed, JobStatus.cancelled}),
+    JobStatus.queued: frozenset({JobStatus.running, JobStatus.failed, JobStatus.cancelled}),
+    JobStatus.running: frozenset(
+        {
+            JobStatus.succeeded,
+            JobStatus.failed,
+            JobStatus.cancelled,
+            JobStatus.pausing,
+            JobStatus.queued,
+        }
+    ),
+    JobStatus.pausing: frozenset(
+        {JobStatus.paused, JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
+    ),
+    JobStatus.paused: frozenset({JobStatus.queued, JobStatus.cancelled}),
+    JobStatus.succeeded: frozenset(),
+    JobStatus.failed: frozenset(),
+    JobStatus.cancelled: frozenset(),
+}
+
+# How a refused move reads to a user: "job ftjob-x is succeeded; it cannot be cancelled".
+_VERB: dict[JobStatus, str] = {
+    JobStatus.validating_files: "validated again",
+    JobStatus.queued: "resumed",
+    JobStatus.running: "started",
+    JobStatus.pausing: "paused",
+    JobStatus.paused: "paused",
+    JobStatus.succeeded: "marked succeeded",
+    JobStatus.failed: "marked failed",
+    JobStatus.cancelled: "cancelled",
+}
+
+# Columns `transition` owns; callers may not pass them in `fields`.
+_OWNED = frozenset({"id", "status", "lock_token", "updated_at"})
+
+
+def is_allowed(current: JobStatus | str, to: JobStatus | str) -> bool:
+    return JobStatus(to) in ALLOWED[JobStatus(current)]
+
+
+def check_transition(current: JobStatus | str, to: JobStatus | str, *, job_id: str) -> None:
+    """Raise Conflict, in words a user understands, unless `current -> to` is in `ALLOWED`."""
+    if not is_allowed(current, to):
+        raise Conflict(f"job {job_id} is {JobStatus(current)}; it cannot be {_VERB[JobStatus(to)]}")
+
+
+def transition(
+    session: Session,
+    job_id: str,
+    *,
+    to: JobStatus,
+    expected_lock: str | None = None,
+    event: str,
+    level: str = "info",
+    data: dict[str, Any] | None = None,
+    fields: dict[str, Any] | None = None,
+) -> JobModel | None:
+    """Move job `job_id` to status `to`, record a "status" event with message `event`, commit.
+
+    Returns the updated row, or None when the job moved under us: its lock token is no longer
+    `expected_lock`, or another writer changed its status between our read and our UPDATE. Raises
+    NotFound for an unknown job and Conflict when the move is not allowed from the status read.
+
+    `fields` are further JobModel attributes set in the same UPDATE (error, launcher_ref, attempt,
+    token_hash, ...). Entering running sets `started_at` (the first start is kept across retries);
+    entering a terminal status sets `finished_at`; explicit `fields` win. Commits the session.
+    """
+    to = JobStatus(to)
+    extra = dict(fields or {})
+    if owned := _OWNED & extra.keys():
+        raise ValueError(f"transition owns {sorted(owned)}; do not pass them in fields")
+
+    current = session.execute(
+        select(col(JobModel.status), col(JobModel.lock_token)).where(col(JobModel.id) == job_id)
+    ).one_or_none()
+    if current is None:
+        raise NotFound(f"job {job_id} not found", param="job_id")
+    from_status, lock = JobStatus(current.status), current.lock_token
+    if expected_lock is not None and lock != expected_lock:
+        session.rollback()
+        return None
+    check_transition(from_status, to, job_id=job_id)
+
+    now = unix_now()
+    values: dict[str, Any] = {"status": to.value, "lock_token": new_lock_token(), "updated_at": now}
+    if to is JobStatus.running:
+        values["started_at"] = func.coalesce(JobModel.started_at, now)
+    if to in TERMINAL:
+        values["finished_at"] = now
+    values.update(extra)
+
+    statement = (
+        update(JobModel)
+        .where(col(JobModel.id) == job_id)
+        .where(col(JobModel.status) == from_status.value)
+        .where(col(JobModel.lock_token) == lock)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if session.execute(statement).rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return None
+    session.add(
+        JobEventModel(
+            job_id=job_id,
+            created_at=now,
+            level=level,
+            type="status",
+            message=event,
+            data={"status": to.value, "previous_status": from_status.value, **(data or {})},
+        )
+    )
+    session.commit()
+    return session.get(JobModel, job_id, populate_existing=True)
+
+
+def record_event(
+    session: Session,
+    job_id: str,
+    message: str,
+    *,
+    level: str = "info",
+    type: str = "message",
+    data: dict[str, Any] | None = None,
+) -> JobEventModel:
+    """Append an event to a job's log and commit. Status events come from `transition` only."""
+    if type == "status":
+        raise ValueError('"status" events are recorded by transition(), with the status change')
+    event = JobEventModel(job_id=job_id, level=level, type=type, message=message, data=data)
+    session.add(event)
+    session.commit()
+    return event

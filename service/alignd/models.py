@@ -1,0 +1,206 @@
+"""The database tables (SQLModel). Names end in `Model`; wire shapes live in `schemas.py`, so no table is
+ever a response model and internal columns (hashes, lock tokens, storage keys) cannot leak.
+
+Conventions:
+- timestamps are integer unix seconds (`unix_now()`), as OpenAI's objects carry them;
+- ids are strings with a type prefix (`new_id("ftjob-")`), random, never derived from user input;
+- JSON columns use SQLAlchemy's portable `JSON` type (SQLite and Postgres). SQLAlchemy does not see
+  in-place changes to a JSON value: assign a new dict/list instead of mutating one;
+- a job's `status` and `lock_token` change only through `alignd.jobs.state.transition` (STYLE rule 5).
+
+The schema is created by Alembic migrations (`alignd/migrations/`), never by `create_all`; a test checks
+that the migrated schema matches these classes.
+"""
+
+import secrets
+import time
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# Deterministic constraint names: Alembic's batch mode (SQLite) needs named constraints to alter them.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# A 64-bit autoincrement key; on SQLite it must be INTEGER to alias the rowid.
+BigSerial = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def new_id(prefix: str) -> str:
+    """A random id with a type prefix, e.g. `new_id("ftjob-")` -> "ftjob-3f9a...". 96 random bits."""
+    return f"{prefix}{secrets.token_hex(12)}"
+
+
+def new_lock_token() -> str:
+    return secrets.token_hex(16)
+
+
+def unix_now() -> int:
+    return int(time.time())
+
+
+class ProjectModel(SQLModel, table=True):
+    """A tenant: owns API keys, files and jobs. A quota of None means "use the settings default"."""
+
+    __tablename__ = "projects"
+
+    id: str = Field(default_factory=lambda: new_id("proj_"), primary_key=True)
+    name: str = Field(unique=True)
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    quota_concurrent_jobs: int | None = None
+    quota_gpus: int | None = None
+    quota_stored_bytes: int | None = Field(default=None, sa_type=BigInteger)
+
+
+class ApiKeyModel(SQLModel, table=True):
+    """An API key, stored as the SHA-256 of the plaintext. Admin keys have no project."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(default_factory=lambda: new_id("key_"), primary_key=True)
+    project_id: str | None = Field(default=None, foreign_key="projects.id", index=True)
+    is_admin: bool = False
+    name: str
+    key_hash: str = Field(unique=True)
+    """SHA-256 hex of the plaintext key."""
+    key_prefix: str
+    """The first characters of the key, to tell keys apart in listings (`redacted_value`)."""
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    revoked_at: int | None = Field(default=None, sa_type=BigInteger)
+
+
+class FileModel(SQLModel, table=True):
+    """An uploaded, validated preference data file (bytes live in the object store at `storage_key`)."""
+
+    __tablename__ = "files"
+
+    id: str = Field(default_factory=lambda: new_id("file-"), primary_key=True)
+    project_id: str = Field(foreign_key="projects.id", index=True)
+    filename: str
+    purpose: str = "fine-tune"
+    bytes: int = Field(sa_type=BigInteger)
+    status: str = "processed"
+    format: str | None = None
+    """Detected preference format (contract.DataFormat); None when it could not be detected."""
+    rows: int = 0
+    sha256: str
+    storage_key: str
+    report: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    """The dataset quality report (DESIGN.md section 5)."""
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+
+
+class BaseModelModel(SQLModel, table=True):
+    """A base model jobs may train from: a Hugging Face id or a model registered in our store."""
+
+    __tablename__ = "base_models"
+
+    id: str = Field(primary_key=True)
+    """The model name users pass as `model`."""
+    source: str
+    """Where it came from: "hub", "store", "local"."""
+    location: str
+    """What the trainer loads: a hub id, a directory, or a store prefix."""
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    owned_by: str = "alignd"
+
+
+class JobModel(SQLModel, table=True):
+    """A fine-tuning job. `status`, `lock_token`, `started_at` and `finished_at` change only through
+    `alignd.jobs.state.transition`, which compares and sets them and records a status event."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("project_id", "idempotency_key"),)
+
+    id: str = Field(default_factory=lambda: new_id("ftjob-"), primary_key=True)
+    project_id: str = Field(foreign_key="projects.id", index=True)
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    status: str = Field(index=True)
+    """One of `alignd.jobs.state.JobStatus`."""
+    spec: dict[str, Any] = Field(sa_type=JSON)
+    """The frozen `contract.JobSpec` dump: exactly what the trainer receives."""
+    request: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    """Hyperparameters and method as echoed to users (OpenAI shapes), plus integrations."""
+    suffix: str | None = None
+    seed: int
+    job_metadata: dict[str, str] | None = Field(
+        default=None, sa_column=Column("metadata", JSON, nullable=True)
+    )
+    """The user's `metadata` (the attribute name `metadata` is reserved by SQLAlchemy)."""
+    priority: int = 0
+    gpus: int = 1
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    """OpenAI's job error object: {"code", "message", "param"}."""
+    fine_tuned_model: str | None = None
+    trained_tokens: int | None = Field(default=None, sa_type=BigInteger)
+    estimated_finish: int | None = Field(default=None, sa_type=BigInteger)
+    result_files: list[str] = Field(default_factory=list, sa_type=JSON)
+    idempotency_key: str | None = None
+    """The `Idempotency-Key` header it was created with; unique per project."""
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    started_at: int | None = Field(default=None, sa_type=BigInteger)
+    finished_at: int | None = Field(default=None, sa_type=BigInteger)
+    updated_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    lock_token: str = Field(default_factory=new_lock_token)
+    """Changes on every status transition; reconcile steps apply results only while it is unchanged."""
+    launcher_ref: str | None = None
+    """The launcher's handle on the current run (a pid, a Kubernetes Job name)."""
+    attempt: int = 0
+    token_hash: str | None = None
+    """SHA-256 hex of the current run's job token."""
+    last_heartbeat_at: int | None = Field(default=None, sa_type=BigInteger)
+    desired: str | None = None
+    """A pending request the controller acts on: "cancel" or "pause"."""
+
+
+class JobEventModel(SQLModel, table=True):
+    """One line of a job's event log. `seq` is the cursor order; `id` is the public id."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_id_seq", "job_id", "seq"),)
+
+    seq: int | None = Field(default=None, primary_key=True, sa_type=BigSerial)
+    id: str = Field(default_factory=lambda: new_id("ftevent-"), unique=True)
+    job_id: str = Field(foreign_key="jobs.id", ondelete="CASCADE")
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    level: str = "info"
+    type: str = "message"
+    message: str
+    data: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+
+
+class MetricModel(SQLModel, table=True):
+    """One reported metric point (TRL's metric names in `values`)."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_job_id_step", "job_id", "step"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigSerial)
+    job_id: str = Field(foreign_key="jobs.id", ondelete="CASCADE")
+    step: int
+    split: str = "train"
+    epoch: float = 0.0
+    values: dict[str, float] = Field(sa_type=JSON)
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+
+
+class CheckpointModel(SQLModel, table=True):
+    """A checkpoint the trainer uploaded; one per (job, step)."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("job_id", "step"),)
+
+    id: str = Field(default_factory=lambda: new_id("ftckpt-"), primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", ondelete="CASCADE")
+    step: int
+    metrics: dict[str, float] = Field(default_factory=dict, sa_type=JSON)
+    storage_prefix: str
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)

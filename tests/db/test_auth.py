@@ -1,0 +1,139 @@
+"""alignd/auth.py: projects, API keys (hashed, revocable, admin bootstrap) and job tokens."""
+
+import hashlib
+import re
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import Session, col
+
+from alignd import auth
+from alignd.errors import Conflict, NotFound, Unauthenticated
+from alignd.jobs.state import JobStatus, transition
+from alignd.models import ApiKeyModel
+
+from .factories import make_job, make_project
+
+
+def test_project_names_are_unique(session: Session) -> None:
+    project = auth.create_project(session, "research-unique-1", quota_gpus=2)
+    assert (
+        project.id.startswith("proj_") and project.quota_gpus == 2 and project.quota_concurrent_jobs is None
+    )
+
+    with pytest.raises(Conflict, match="a project named 'research-unique-1' already exists"):
+        auth.create_project(session, "research-unique-1")
+
+
+def test_api_key_is_shown_once_and_stored_hashed(session: Session) -> None:
+    project = make_project(session)
+
+    key, plaintext = auth.create_api_key(session, project.id, name="ci")
+
+    assert re.fullmatch(r"sk-alignd-[A-Za-z0-9_-]{43}", plaintext)
+    assert key.id.startswith("key_") and (key.project_id, key.is_admin, key.name) == (project.id, False, "ci")
+    assert key.key_hash == hashlib.sha256(plaintext.encode()).hexdigest()
+    assert key.key_prefix == plaintext[:12]
+    assert plaintext not in repr(key.model_dump())
+    assert auth.authenticate(session, plaintext).id == key.id
+
+
+def test_unknown_and_revoked_keys_fail_alike(session: Session) -> None:
+    project = make_project(session)
+    key, plaintext = auth.create_api_key(session, project.id, name="laptop")
+
+    with pytest.raises(Unauthenticated) as unknown:
+        auth.authenticate(session, plaintext[:-1] + ("A" if plaintext[-1] != "A" else "B"))
+    revoked = auth.revoke_api_key(session, key.id, project_id=project.id)
+    assert revoked.revoked_at is not None
+    assert auth.revoke_api_key(session, key.id).revoked_at == revoked.revoked_at  # idempotent
+    with pytest.raises(Unauthenticated) as after_revoke:
+        auth.authenticate(session, plaintext)
+
+    assert unknown.value.message == after_revoke.value.message
+    assert unknown.value.status_code == 401
+
+
+def test_keys_belong_to_an_existing_project(session: Session) -> None:
+    project, other = make_project(session), make_project(session)
+    key, _ = auth.create_api_key(session, project.id, name="k")
+
+    with pytest.raises(NotFound):
+        auth.create_api_key(session, "proj_missing", name="k")
+    with pytest.raises(NotFound):  # another project's key looks absent
+        auth.revoke_api_key(session, key.id, project_id=other.id)
+    with pytest.raises(ValueError, match="needs a project_id"):
+        auth.create_api_key(session, None, name="k")
+
+
+def test_admin_key_bootstrap_is_idempotent(session: Session) -> None:
+    plaintext = "admin-" + make_project(session).id  # any unique string, as an operator would configure
+
+    first = auth.ensure_admin_key(session, plaintext)
+    second = auth.ensure_admin_key(session, plaintext)
+
+    assert first.id == second.id and (first.is_admin, first.project_id) == (True, None)
+    assert first.key_prefix == plaintext[:4]
+    rows = session.execute(
+        select(ApiKeyModel).where(col(ApiKeyModel.key_hash) == auth.hash_secret(plaintext))
+    ).scalars()
+    assert len(list(rows)) == 1
+    assert auth.authenticate(session, plaintext).is_admin
+
+    _, project_key = auth.create_api_key(session, make_project(session).id, name="k")
+    with pytest.raises(Conflict, match="is a project's API key"):
+        auth.ensure_admin_key(session, project_key)
+
+
+def test_job_token_is_valid_for_its_job_while_it_runs(session: Session) -> None:
+    job, other = make_job(session, status=JobStatus.running), make_job(session, status=JobStatus.running)
+    queued = make_job(session, status=JobStatus.queued)
+    token = auth.issue_job_token(session, job.id)
+    other_token = auth.issue_job_token(session, other.id)
+    queued_token = auth.issue_job_token(session, queued.id)
+
+    assert auth.authenticate_job_token(session, job.id, token).id == job.id
+    for job_id, wrong in [
+        (job.id, other_token),
+        (other.id, token),
+        (job.id, token + "x"),
+        ("ftjob-none", token),
+    ]:
+        with pytest.raises(Unauthenticated, match="invalid job token"):
+            auth.authenticate_job_token(session, job_id, wrong)
+    with pytest.raises(Unauthenticated):  # not running yet
+        auth.authenticate_job_token(session, queued.id, queued_token)
+
+    transition(session, job.id, to=JobStatus.pausing, event="pause requested")
+    assert auth.authenticate_job_token(session, job.id, token).status == JobStatus.pausing
+    transition(session, job.id, to=JobStatus.paused, event="paused")
+    with pytest.raises(Unauthenticated):  # the run is over
+        auth.authenticate_job_token(session, job.id, token)
+
+    transition(session, other.id, to=JobStatus.succeeded, event="done")
+    with pytest.raises(Unauthenticated):
+        auth.authenticate_job_token(session, other.id, other_token)
+
+
+def test_a_new_token_replaces_the_old_one(session: Session) -> None:
+    job = make_job(session, status=JobStatus.running)
+    old = auth.issue_job_token(session, job.id)
+    new = auth.issue_job_token(session, job.id)
+
+    assert auth.authenticate_job_token(session, job.id, new).id == job.id
+    with pytest.raises(Unauthenticated):
+        auth.authenticate_job_token(session, job.id, old)
+    with pytest.raises(NotFound):
+        auth.issue_job_token(session, "ftjob-none")
+
+
+def test_token_hash_can_be_set_with_the_start(session: Session) -> None:
+    job = make_job(session, status=JobStatus.queued)
+    plaintext, token_hash = auth.new_job_token()
+
+    started = transition(
+        session, job.id, to=JobStatus.running, event="started", fields={"token_hash": token_hash}
+    )
+
+    assert started is not None and started.token_hash == token_hash != plaintext
+    assert auth.authenticate_job_token(session, job.id, plaintext).id == job.id
