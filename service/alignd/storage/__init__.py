@@ -1,0 +1,83 @@
+"""Object storage: the ObjectStore interface, its local and S3 backends, and the one function that
+builds the configured store from Settings."""
+
+import contextlib
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+from alignd.config import Settings
+from alignd.storage.base import InvalidKey, ObjectStore, validate_key, validate_prefix
+from alignd.storage.local import LocalStore
+from alignd.storage.s3 import S3Store
+from alignd.storage.signing import UrlSigner
+
+SIGNING_KEY_FILE = "signing.key"
+
+__all__ = [
+    "InvalidKey",
+    "LocalStore",
+    "ObjectStore",
+    "S3Store",
+    "UrlSigner",
+    "signing_secret",
+    "store_from_settings",
+    "validate_key",
+    "validate_prefix",
+]
+
+
+def store_from_settings(settings: Settings) -> ObjectStore:
+    """The one place that maps settings to a backend, so the app, controller and CLI share a store.
+    Fails fast (ValueError, Unavailable) on a misconfigured or unreachable S3 rather than at first use."""
+    if settings.store == "s3":
+        return _s3_store(settings)
+    return LocalStore(
+        settings.resolved_store_dir(),
+        signer=UrlSigner(signing_secret(settings)),
+        public_url=settings.public_url,
+    )
+
+
+def signing_secret(settings: Settings) -> bytes:
+    """ALIGND_SIGNING_KEY if set; otherwise a random key kept in data_dir/signing.key, so URLs handed
+    to running trainers stay valid across restarts and every API process on the machine agrees."""
+    if settings.signing_key is not None:
+        return settings.signing_key.get_secret_value().encode()
+    path = settings.resolved_data_dir() / SIGNING_KEY_FILE
+    if not path.exists():
+        _create_secret_file(path, secrets.token_hex(32))
+    return path.read_bytes().strip()
+
+
+def _create_secret_file(path: Path, secret: str) -> None:
+    """Write the key to a 0600 temp file, then hard-link it into place: the link fails if another
+    process got there first, so the key is never half-written nor replaced once in use."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".signing-")
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, secret.encode())
+        os.fsync(fd)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.close(fd)
+        os.unlink(tmp)
+
+
+def _s3_store(settings: Settings) -> S3Store:
+    endpoint, access_key, secret_key = settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key
+    if not (endpoint and access_key and secret_key):
+        given = {"ENDPOINT": endpoint, "ACCESS_KEY": access_key, "SECRET_KEY": secret_key}
+        missing = ", ".join(f"ALIGND_S3_{name}" for name, value in given.items() if not value)
+        raise ValueError(f"ALIGND_STORE=s3 needs {missing} to be set")
+    return S3Store(
+        endpoint,
+        settings.s3_bucket,
+        access_key.get_secret_value(),
+        secret_key.get_secret_value(),
+        region=settings.s3_region,
+        secure=settings.s3_secure,
+    )
