@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(None, description="Bootstraps an admin API key.")
 
     launcher: Literal["local", "kubernetes"] = "local"
+    run_controller: bool = Field(True, description="Run the reconcile loop inside the API server.")
     controller_interval_seconds: float = Field(1.0, gt=0)
     heartbeat_timeout_seconds: float = Field(300.0, gt=0, description="Silent trainers fail after this.")
     cancel_grace_seconds: float = Field(30.0, ge=0, description="SIGTERM, then SIGKILL after this.")

@@ -179,6 +179,8 @@ class JobAligndInfo(BaseModel):
     total_steps: int | None = None
     attempt: int = 0
     priority: int = 0
+    status: str
+    """alignd's own status, which adds pausing and paused to OpenAI's six."""
 
 
 class JobObject(BaseModel):

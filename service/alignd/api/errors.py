@@ -1,0 +1,60 @@
+"""Every error leaves the API in OpenAI's envelope; no input produces a bare 500."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from alignd.errors import AligndError
+from alignd.schemas import ErrorBody, ErrorResponse
+
+log = logging.getLogger("alignd.api")
+
+HTTP_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error"}
+
+
+def envelope(
+    status: int, message: str, type_: str, param: str | None = None, code: str | None = None
+) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(message=message, type=type_, param=param, code=code))
+    return JSONResponse(body.model_dump(), status_code=status)
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts)
+
+
+async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AligndError)
+    return envelope(exc.status_code, exc.message, exc.type, exc.param, exc.code)
+
+
+async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0]
+    param = _param(tuple(first.get("loc", ())))
+    message = f"invalid {param}: {first.get('msg', 'invalid value')}" if param else str(first.get("msg"))
+    return envelope(400, message, "invalid_request_error", param or None, "invalid_value")
+
+
+async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    return envelope(
+        exc.status_code, str(exc.detail), HTTP_TYPES.get(exc.status_code, "invalid_request_error"), code=code
+    )
+
+
+async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return envelope(500, "internal error; the server log has the details", "server_error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(AligndError, on_domain_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

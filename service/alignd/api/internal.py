@@ -1,0 +1,53 @@
+"""Trainer-only endpoints: authenticated by the job's token, valid for that job while it runs."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from alignd import auth
+from alignd.contract import JobSpec, ReportBatch, UploadUrlsRequest, UploadUrlsResponse
+from alignd.deps import SessionDep, StoreDep, TokenDep
+from alignd.errors import InvalidRequest
+from alignd.jobs.progress import apply_report
+from alignd.models import FileModel, JobModel
+from alignd.storage.base import validate_key
+
+router = APIRouter(prefix="/internal/v1/jobs", tags=["internal"])
+URL_SECONDS = 24 * 3600
+
+
+def running_job(job_id: str, session: SessionDep, token: TokenDep) -> JobModel:
+    return auth.authenticate_job_token(session, job_id, token)
+
+
+JobDep = Annotated[JobModel, Depends(running_job)]
+
+
+@router.get("/{job_id}/spec", response_model=JobSpec)
+def spec(job: JobDep, session: SessionDep, store: StoreDep) -> JobSpec:
+    """The frozen spec with file ids swapped for presigned URLs the trainer can download."""
+    frozen = JobSpec.model_validate(job.spec)
+    urls = {}
+    for name in ("training_file", "validation_file"):
+        file_id = getattr(frozen, name)
+        if file_id is not None:
+            row = session.get(FileModel, file_id)
+            if row is None:
+                raise InvalidRequest(f"{name} {file_id} was deleted after the job was created", param=name)
+            urls[name] = store.presigned_get_url(row.storage_key, URL_SECONDS)
+    return frozen.model_copy(update=urls | {"output_dir": "output"})
+
+
+@router.post("/{job_id}/report")
+def report(batch: ReportBatch, job: JobDep, session: SessionDep) -> dict[str, bool]:
+    apply_report(session, job, batch)
+    return {"ok": True}
+
+
+@router.post("/{job_id}/upload_urls", response_model=UploadUrlsResponse)
+def upload_urls(body: UploadUrlsRequest, job: JobDep, store: StoreDep) -> UploadUrlsResponse:
+    prefix = f"jobs/{job.id}/{body.artifact}"
+    urls = {
+        name: store.presigned_put_url(validate_key(f"{prefix}/{name}"), URL_SECONDS) for name in body.files
+    }
+    return UploadUrlsResponse(urls=urls, prefix=prefix)

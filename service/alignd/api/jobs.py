@@ -1,0 +1,210 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from alignd.deps import ProjectDep, SessionDep, StoreDep
+from alignd.jobs import artifacts, service
+from alignd.jobs.state import JobStatus
+from alignd.models import JobEventModel, JobModel
+from alignd.schemas import (
+    CheckpointMetrics,
+    CheckpointObject,
+    DpoHyperparametersOut,
+    DpoMethodOut,
+    JobAligndInfo,
+    JobCreate,
+    JobError,
+    JobEventObject,
+    JobObject,
+    ListResponse,
+    MethodOut,
+    MetricPointOut,
+    MetricsResponse,
+)
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+WIRE_STATUS = {JobStatus.pausing.value: "running", JobStatus.paused.value: "queued"}
+"""The openai SDK's status literal has six values; pausing/paused are reported in `alignd.status`."""
+
+
+def to_public(job: JobModel) -> JobObject:
+    hyperparameters = DpoHyperparametersOut.model_validate(job.request)
+    return JobObject(
+        id=job.id,
+        created_at=job.created_at,
+        error=JobError(**job.error) if job.error else None,
+        fine_tuned_model=job.fine_tuned_model,
+        finished_at=job.finished_at,
+        hyperparameters=hyperparameters,
+        model=job.model,
+        organization_id=job.project_id,
+        result_files=job.result_files,
+        seed=job.seed,
+        status=WIRE_STATUS.get(job.status, job.status),
+        trained_tokens=job.trained_tokens,
+        training_file=job.training_file,
+        validation_file=job.validation_file,
+        estimated_finish=job.estimated_finish,
+        metadata=job.job_metadata,
+        method=MethodOut(dpo=DpoMethodOut(hyperparameters=hyperparameters)),
+        alignd=JobAligndInfo(
+            training_type=job.spec["training_type"],
+            spec=job.spec,
+            attempt=job.attempt,
+            priority=job.priority,
+            status=job.status,
+        ),
+    )
+
+
+def event_to_public(event: JobEventModel) -> JobEventObject:
+    return JobEventObject(
+        id=event.id,
+        created_at=event.created_at,
+        level=event.level,
+        message=event.message,
+        type="metrics" if event.type == "metrics" else "message",
+        data=event.data,
+    )
+
+
+@router.post("", response_model=JobObject)
+def create(
+    body: JobCreate,
+    session: SessionDep,
+    project: ProjectDep,
+    idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
+) -> JobObject:
+    return to_public(
+        service.create_job(session=session, project=project, request=body, idempotency_key=idempotency_key)
+    )
+
+
+@router.get("", response_model=ListResponse[JobObject])
+def list_jobs(
+    request: Request, session: SessionDep, project: ProjectDep, after: str | None = None, limit: Limit = 20
+) -> ListResponse[JobObject]:
+    metadata = {
+        k[len("metadata[") : -1]: v
+        for k, v in request.query_params.items()
+        if k.startswith("metadata[") and k.endswith("]")
+    }
+    rows, has_more = service.list_jobs(session, project, after=after, limit=limit, metadata=metadata)
+    data = [to_public(r) for r in rows]
+    return ListResponse[JobObject](
+        data=data,
+        has_more=has_more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )
+
+
+@router.get("/{job_id}", response_model=JobObject)
+def retrieve(job_id: str, session: SessionDep, project: ProjectDep) -> JobObject:
+    return to_public(service.get_job(session, project, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobObject)
+def cancel(job_id: str, session: SessionDep, project: ProjectDep) -> JobObject:
+    return to_public(service.cancel_job(session, project, job_id))
+
+
+@router.post("/{job_id}/pause", response_model=JobObject)
+def pause(job_id: str, session: SessionDep, project: ProjectDep) -> JobObject:
+    return to_public(service.pause_job(session, project, job_id))
+
+
+@router.post("/{job_id}/resume", response_model=JobObject)
+def resume(job_id: str, session: SessionDep, project: ProjectDep) -> JobObject:
+    return to_public(service.resume_job(session, project, job_id))
+
+
+@router.get("/{job_id}/events", response_model=ListResponse[JobEventObject])
+def events(
+    job_id: str, session: SessionDep, project: ProjectDep, after: str | None = None, limit: Limit = 20
+) -> ListResponse[JobEventObject]:
+    rows, has_more = service.list_events(session, project, job_id, after=after, limit=limit)
+    data = [event_to_public(r) for r in rows]
+    return ListResponse[JobEventObject](
+        data=data,
+        has_more=has_more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )
+
+
+@router.get("/{job_id}/checkpoints", response_model=ListResponse[CheckpointObject])
+def list_checkpoints(job_id: str, session: SessionDep, project: ProjectDep) -> ListResponse[CheckpointObject]:
+    job = service.get_job(session, project, job_id)
+    data = [
+        CheckpointObject(
+            id=c.id,
+            created_at=c.created_at,
+            fine_tuning_job_id=job.id,
+            step_number=c.step,
+            fine_tuned_model_checkpoint=f"{job.fine_tuned_model or job.id}:ckpt-step-{c.step}",
+            metrics=CheckpointMetrics(
+                step=c.step, train_loss=c.metrics.get("loss"), valid_loss=c.metrics.get("eval_loss")
+            ),
+        )
+        for c in artifacts.checkpoints(session, job)
+    ]
+    return ListResponse[CheckpointObject](
+        data=data,
+        has_more=False,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsResponse)
+def metrics(job_id: str, session: SessionDep, project: ProjectDep) -> MetricsResponse:
+    job = service.get_job(session, project, job_id)
+    points = [
+        MetricPointOut(
+            step=m.step,
+            split=m.split,
+            epoch=m.epoch,
+            values=m.values,
+            created_at=m.created_at,
+        )
+        for m in artifacts.metrics(session, job)
+    ]
+    return MetricsResponse(
+        job_id=job.id,
+        train=[p for p in points if p.split == "train"],
+        eval=[p for p in points if p.split == "eval"],
+    )
+
+
+@router.get("/{job_id}/artifacts/adapter")
+def download_adapter(
+    job_id: str, session: SessionDep, store: StoreDep, project: ProjectDep
+) -> StreamingResponse:
+    job = service.get_job(session, project, job_id)
+    prefix = artifacts.adapter_prefix(store, job)
+    return StreamingResponse(
+        artifacts.tar_gz(store, prefix, prefix.rsplit("/", 1)[-1]),
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{job.id}-adapter.tar.gz"'},
+    )
+
+
+@router.get("/{job_id}/artifacts/checkpoint/{step}")
+def download_checkpoint(
+    job_id: str, step: int, session: SessionDep, store: StoreDep, project: ProjectDep
+) -> StreamingResponse:
+    job = service.get_job(session, project, job_id)
+    prefix = artifacts.checkpoint_prefix(session, job, step)
+    return StreamingResponse(
+        artifacts.tar_gz(store, prefix, f"step-{step}"),
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{job.id}-step-{step}.tar.gz"'},
+    )
+
+
+def _attachment(filename: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{filename}"'}

@@ -1,0 +1,37 @@
+from fastapi import APIRouter
+from sqlmodel import col, select
+
+from alignd.deps import AdminDep, ApiKeyDep, SessionDep
+from alignd.models import BaseModelModel, JobModel
+from alignd.registry import register_model
+from alignd.schemas import ListResponse, ModelObject, ModelRegister
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get("", response_model=ListResponse[ModelObject])
+def list_models(session: SessionDep, key: ApiKeyDep) -> ListResponse[ModelObject]:
+    """Registered base models, then this project's fine-tuned models."""
+    data = [
+        ModelObject(id=m.id, created=m.created_at, owned_by=m.owned_by)
+        for m in session.exec(select(BaseModelModel).order_by(col(BaseModelModel.id)))
+    ]
+    tuned = select(JobModel).where(
+        JobModel.project_id == key.project_id, col(JobModel.fine_tuned_model).is_not(None)
+    )
+    data += [
+        ModelObject(id=str(j.fine_tuned_model), created=j.finished_at or j.created_at, owned_by=j.project_id)
+        for j in session.exec(tuned)
+    ]
+    return ListResponse[ModelObject](
+        data=data,
+        has_more=False,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )
+
+
+@router.post("", response_model=ModelObject)
+def register(body: ModelRegister, session: SessionDep, admin: AdminDep) -> ModelObject:
+    model = register_model(session, model_id=body.id, source=body.source)
+    return ModelObject(id=model.id, created=model.created_at, owned_by=model.owned_by)

@@ -1,0 +1,76 @@
+"""The FastAPI application factory: routers, error envelope, and the lifespan that opens the
+database (migrating an empty one), the object store and the admin key."""
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from alignd import __version__, auth
+from alignd.api import admin, errors, files, health, internal, jobs, models, storage
+from alignd.config import Settings, get_settings
+from alignd.controller import Controller
+from alignd.db import check_schema, make_engine, session_factory
+from alignd.deps import AppState
+from alignd.launchers import LocalLauncher
+from alignd.storage import store_from_settings
+
+
+def build_state(settings: Settings) -> AppState:
+    settings.resolved_data_dir().mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url())
+    check_schema(engine)
+    sessions = session_factory(engine)
+    if settings.admin_key is not None:
+        with sessions() as session:
+            auth.ensure_admin_key(session, settings.admin_key.get_secret_value())
+    store = store_from_settings(settings)
+    return AppState(settings=settings, engine=engine, sessions=sessions, store=store)
+
+
+def build_controller(state: AppState) -> Controller:
+    launcher = LocalLauncher(state.settings.resolved_data_dir() / "runs")
+    return Controller(sessions=state.sessions, launcher=launcher, store=state.store, settings=state.settings)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    resolved = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = build_state(resolved)
+        app.state.alignd = state
+        stop = threading.Event()
+        loop = None
+        if resolved.run_controller:
+            loop = threading.Thread(
+                target=build_controller(state).run, args=(stop,), name="alignd-controller", daemon=True
+            )
+            loop.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if loop is not None:
+                loop.join(timeout=10)
+            state.engine.dispose()
+
+    app = FastAPI(
+        title="alignd",
+        version=__version__,
+        lifespan=lifespan,
+        description="Self-hosted DPO alignment with an OpenAI-compatible fine-tuning API.",
+    )
+    errors.install(app)
+    for router in (
+        health.router,
+        files.router,
+        jobs.router,
+        models.router,
+        admin.router,
+        internal.router,
+        storage.router,
+    ):
+        app.include_router(router)
+    return app

@@ -1,0 +1,274 @@
+"""The reconcile loop: queued jobs are launched within quotas, running jobs are synced with their
+launcher, cancelled ones are stopped, silent or overdue ones failed, orphans removed.
+
+Each step reads rows, acts with no transaction open (launcher, store), then writes back with a
+compare-and-set on the job's lock token; losing the race drops the result (STYLE rule 6).
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session, col, select
+
+from alignd import auth
+from alignd.config import Settings
+from alignd.contract import ExitCode, JobSpec
+from alignd.jobs.state import JobStatus, record_event, transition
+from alignd.launchers import Launcher, LaunchRequest, RunState, RunStatus
+from alignd.models import JobModel, ProjectModel
+from alignd.storage import ObjectStore
+
+log = logging.getLogger("alignd.controller")
+MAX_ATTEMPTS = 3
+ACTIVE = (JobStatus.running.value, JobStatus.pausing.value)
+
+
+@dataclass
+class Controller:
+    sessions: sessionmaker[Session]
+    launcher: Launcher
+    store: ObjectStore
+    settings: Settings
+    clock: Callable[[], float] = time.time
+
+    def reconcile_once(self) -> None:
+        self.schedule()
+        self.sync_active()
+        self.stop_cancelled()
+        self.reap_orphans()
+
+    # ---- scheduling ----------------------------------------------------------------------------------
+
+    def schedule(self) -> None:
+        with self.sessions() as session:
+            queued = list(
+                session.exec(
+                    select(JobModel)
+                    .where(JobModel.status == JobStatus.queued.value)
+                    .order_by(col(JobModel.priority).desc(), col(JobModel.created_at))
+                )
+            )
+            usage = self._usage(session)
+            quotas = {p.id: p for p in session.exec(select(ProjectModel))}
+        for job in queued:
+            used_jobs, used_gpus = usage.get(job.project_id, (0, 0))
+            project = quotas[job.project_id]
+            if used_jobs + 1 > self._quota(
+                project.quota_concurrent_jobs, self.settings.default_quota_concurrent_jobs
+            ) or used_gpus + job.gpus > self._quota(project.quota_gpus, self.settings.default_quota_gpus):
+                continue
+            if self._start(job):
+                usage[job.project_id] = (used_jobs + 1, used_gpus + job.gpus)
+
+    @staticmethod
+    def _quota(value: int | None, default: int) -> int:
+        return default if value is None else value
+
+    @staticmethod
+    def _usage(session: Session) -> dict[str, tuple[int, int]]:
+        usage: dict[str, tuple[int, int]] = {}
+        for job in session.exec(select(JobModel).where(col(JobModel.status).in_(ACTIVE))):
+            jobs, gpus = usage.get(job.project_id, (0, 0))
+            usage[job.project_id] = (jobs + 1, gpus + job.gpus)
+        return usage
+
+    def _start(self, job: JobModel) -> bool:
+        token, token_hash = auth.new_job_token()
+        attempt = job.attempt + 1
+        with self.sessions() as session:
+            started = transition(
+                session,
+                job.id,
+                to=JobStatus.running,
+                expected_lock=job.lock_token,
+                event=f"Job started (attempt {attempt})",
+                fields={
+                    "attempt": attempt,
+                    "token_hash": token_hash,
+                    "launcher_ref": None,
+                    "last_heartbeat_at": int(self.clock()),
+                    "desired": None,
+                },
+            )
+        if started is None:
+            return False
+        env = {"ALIGND_JOB_ID": job.id, "ALIGND_API_URL": self.settings.public_url, "ALIGND_JOB_TOKEN": token}
+        try:
+            ref = self.launcher.launch(LaunchRequest(job.id, attempt, JobSpec.model_validate(job.spec), env))
+        except Exception as exc:
+            log.exception("launch of %s failed", job.id)
+            self._finish(
+                started,
+                JobStatus.failed,
+                "Launch failed",
+                error={"code": "launch_failed", "message": f"the launcher could not start the run: {exc}"},
+            )
+            return False
+        self._set(started, launcher_ref=ref)
+        return True
+
+    # ---- syncing running jobs ------------------------------------------------------------------------
+
+    def sync_active(self) -> None:
+        with self.sessions() as session:
+            active = list(session.exec(select(JobModel).where(col(JobModel.status).in_(ACTIVE))))
+        for job in active:
+            status = self.launcher.poll(job.id, job.launcher_ref)
+            for notice in status.notices:
+                self._event(job, notice, level="warn")
+            if status.state in (RunState.running, RunState.pending):
+                self._check_deadlines(job)
+            else:
+                self._settle(job, status)
+
+    def _check_deadlines(self, job: JobModel) -> None:
+        now = self.clock()
+        silent = now - (job.last_heartbeat_at or job.started_at or now)
+        max_runtime = JobSpec.model_validate(job.spec).max_runtime_seconds
+        if silent > self.settings.heartbeat_timeout_seconds:
+            reason = (
+                f"the trainer sent nothing for {int(silent)}s (heartbeat deadline "
+                f"{int(self.settings.heartbeat_timeout_seconds)}s)"
+            )
+            code = "trainer_silent"
+        elif max_runtime is not None and job.started_at is not None and now - job.started_at > max_runtime:
+            reason, code = f"the job ran past max_runtime_seconds={max_runtime}", "max_runtime_exceeded"
+        else:
+            return
+        self.launcher.terminate(job.id, job.launcher_ref, grace_seconds=self.settings.cancel_grace_seconds)
+        self._finish(job, JobStatus.failed, f"Job failed: {reason}", error={"code": code, "message": reason})
+
+    def _settle(self, job: JobModel, status: RunStatus) -> None:
+        """The run ended: succeeded, paused, re-queued for a retry, or failed with its reason."""
+        self._keep_logs(job)
+        if status.state is RunState.succeeded:
+            name = f"ft:{job.model}:{job.project_id}:{job.suffix or 'alignd'}:{job.id}"
+            self._finish(
+                job,
+                JobStatus.succeeded,
+                "The job has successfully completed",
+                fields={"fine_tuned_model": name},
+            )
+        elif job.status == JobStatus.pausing.value and status.exit_code == ExitCode.TERMINATED:
+            self._finish(job, JobStatus.paused, "Job paused: checkpoint saved")
+        elif self._retriable(status) and job.attempt < MAX_ATTEMPTS and job.status == JobStatus.running.value:
+            self._finish(
+                job,
+                JobStatus.queued,
+                f"Run ended ({status.reason}: {status.message}); retrying from the last checkpoint",
+                level="warn",
+            )
+        else:
+            message = status.message or "the run failed"
+            self._finish(
+                job,
+                JobStatus.failed,
+                f"Job failed: {message}",
+                error={"code": (status.reason or "failed").lower(), "message": message},
+            )
+
+    @staticmethod
+    def _retriable(status: RunStatus) -> bool:
+        """Lost runs and the trainer's retriable exit codes; anything unknown is not retried."""
+        if status.reason == "Lost":
+            return True
+        if status.exit_code is None:
+            return False
+        try:
+            return ExitCode(status.exit_code).retriable
+        except ValueError:
+            return False
+
+    def _keep_logs(self, job: JobModel) -> None:
+        logs = self.launcher.logs(job.id, job.launcher_ref)
+        if logs is not None:
+            self.store.put_bytes(f"jobs/{job.id}/logs/attempt-{job.attempt}.log", logs)
+
+    # ---- cancels and orphans -------------------------------------------------------------------------
+
+    def stop_cancelled(self) -> None:
+        with self.sessions() as session:
+            wanted = list(
+                session.exec(
+                    select(JobModel).where(
+                        ((JobModel.status == JobStatus.cancelled.value) & (JobModel.desired == "cancel"))
+                        | ((JobModel.status == JobStatus.pausing.value) & (JobModel.desired == "pause"))
+                    )
+                )
+            )
+        for job in wanted:
+            self.launcher.terminate(
+                job.id, job.launcher_ref, grace_seconds=self.settings.cancel_grace_seconds
+            )
+            if job.status == JobStatus.cancelled.value:
+                self._keep_logs(job)
+            self._set(job, desired=None)
+
+    def reap_orphans(self) -> None:
+        live = self.launcher.active_job_ids()
+        if not live:
+            return
+        with self.sessions() as session:
+            active = {
+                j.id
+                for j in session.exec(
+                    select(JobModel).where(col(JobModel.id).in_(live), col(JobModel.status).in_(ACTIVE))
+                )
+            }
+        for job_id in live - active:
+            log.warning("terminating orphaned run of %s", job_id)
+            self.launcher.terminate(job_id, None, grace_seconds=self.settings.cancel_grace_seconds)
+
+    # ---- writes --------------------------------------------------------------------------------------
+
+    def _finish(
+        self,
+        job: JobModel,
+        to: JobStatus,
+        event: str,
+        *,
+        error: dict[str, str] | None = None,
+        fields: dict[str, object] | None = None,
+        level: str = "info",
+    ) -> None:
+        values = dict(fields or {}) | ({"error": error} if error else {}) | {"token_hash": None}
+        with self.sessions() as session:
+            transition(
+                session,
+                job.id,
+                to=to,
+                expected_lock=job.lock_token,
+                event=event,
+                level="error" if error else level,
+                fields=values,
+            )
+
+    def _set(self, job: JobModel, **fields: object) -> None:
+        """Non-status fields, only if nobody moved the job since we read it."""
+        with self.sessions() as session:
+            session.execute(
+                update(JobModel)
+                .where(col(JobModel.id) == job.id, col(JobModel.lock_token) == job.lock_token)
+                .values(**fields)
+            )
+            session.commit()
+
+    def _event(self, job: JobModel, message: str, *, level: str = "info") -> None:
+        with self.sessions() as session:
+            record_event(session, job.id, message, level=level)
+
+    # ---- the loop ------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.reconcile_once()
+            except Exception:
+                log.exception("reconcile pass failed; retrying")
+            stop.wait(max(0.0, self.settings.controller_interval_seconds - (time.monotonic() - started)))

@@ -1,0 +1,128 @@
+"""Uploaded preference files: validated while streamed to the store, owned by one project.
+
+A rejected upload leaves nothing behind: the stored object is written only when the stream
+ends, and deleted again if the file turns out invalid or over quota.
+"""
+
+from collections.abc import Iterable, Iterator
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from alignd.config import Settings
+from alignd.datasets import DatasetValidator
+from alignd.errors import InvalidRequest, NotFound, QuotaExceeded
+from alignd.models import FileModel, ProjectModel, new_id
+from alignd.storage import ObjectStore
+
+PURPOSE = "fine-tune"
+
+
+def create_file(
+    *,
+    session: Session,
+    store: ObjectStore,
+    settings: Settings,
+    project: ProjectModel,
+    filename: str,
+    purpose: str,
+    chunks: Iterable[bytes],
+) -> FileModel:
+    if purpose != PURPOSE:
+        raise InvalidRequest(f"purpose {purpose!r} is not supported; use 'fine-tune'", param="purpose")
+    file_id = new_id("file-")
+    key = f"files/{file_id}"
+    validator = DatasetValidator(
+        max_line_bytes=settings.max_line_bytes, max_total_bytes=settings.max_upload_bytes
+    )
+
+    def validated() -> Iterator[bytes]:
+        for chunk in chunks:
+            validator.feed(chunk)
+            yield chunk
+
+    store.put_stream(key, validated(), content_type="application/jsonl")
+    try:
+        summary = validator.finish()
+        _check_storage_quota(session, settings, project, summary.bytes)
+    except Exception:
+        store.delete(key)
+        raise
+    row = FileModel(
+        id=file_id,
+        project_id=project.id,
+        filename=_safe_name(filename),
+        purpose=purpose,
+        bytes=summary.bytes,
+        format=str(summary.format),
+        rows=summary.rows,
+        sha256=summary.sha256,
+        storage_key=key,
+        report=summary.report.model_dump(mode="json"),
+    )
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def _safe_name(filename: str) -> str:
+    """Only the base name, for display: never used to build a storage key."""
+    return (filename.replace("\\", "/").rsplit("/", 1)[-1] or "upload.jsonl")[:255]
+
+
+def stored_bytes(session: Session, project_id: str) -> int:
+    total = session.exec(
+        select(func.coalesce(func.sum(FileModel.bytes), 0)).where(FileModel.project_id == project_id)
+    ).one()
+    return int(total)
+
+
+def _check_storage_quota(session: Session, settings: Settings, project: ProjectModel, new_bytes: int) -> None:
+    quota = project.quota_stored_bytes
+    limit = settings.default_quota_stored_bytes if quota is None else quota
+    used = stored_bytes(session, project.id)
+    if used + new_bytes > limit:
+        raise QuotaExceeded(
+            f"storage quota exceeded: project {project.name} stores {used} bytes, this file adds "
+            f"{new_bytes}, the limit is {limit}; delete files or ask an admin to raise it"
+        )
+
+
+def get_file(session: Session, project: ProjectModel, file_id: str) -> FileModel:
+    row = session.get(FileModel, file_id)
+    if row is None or row.project_id != project.id:
+        raise NotFound(f"no file with id {file_id!r}", param="file_id")
+    return row
+
+
+def list_files(
+    session: Session, project: ProjectModel, *, after: str | None, limit: int
+) -> tuple[list[FileModel], bool]:
+    """Newest first; `after` is the id of the last file of the previous page."""
+    query = select(FileModel).where(FileModel.project_id == project.id)
+    if after is not None:
+        anchor = get_file(session, project, after)
+        query = query.where(
+            (col(FileModel.created_at) < anchor.created_at)
+            | ((col(FileModel.created_at) == anchor.created_at) & (col(FileModel.id) < anchor.id))
+        )
+    rows = list(
+        session.exec(
+            query.order_by(col(FileModel.created_at).desc(), col(FileModel.id).desc()).limit(limit + 1)
+        )
+    )
+    return rows[:limit], len(rows) > limit
+
+
+def delete_file(session: Session, store: ObjectStore, project: ProjectModel, file_id: str) -> None:
+    row = get_file(session, project, file_id)
+    session.delete(row)
+    session.commit()
+    store.delete(row.storage_key)
+
+
+def file_content(
+    session: Session, store: ObjectStore, project: ProjectModel, file_id: str
+) -> Iterator[bytes]:
+    return store.iter_bytes(get_file(session, project, file_id).storage_key)

@@ -1,0 +1,85 @@
+"""Downloadable results of a job: the adapter (or full weights) and checkpoints, as tar.gz."""
+
+import io
+import tarfile
+import tempfile
+from collections.abc import Iterator
+
+from sqlmodel import Session, col, select
+
+from alignd.errors import NotFound
+from alignd.models import CheckpointModel, JobModel, MetricModel
+from alignd.storage import ObjectStore
+
+CHUNK = 1 << 20
+SPOOL_BYTES = 64 << 20
+
+
+def adapter_prefix(store: ObjectStore, job: JobModel) -> str:
+    for name in ("adapter", "model"):
+        if store.list(f"jobs/{job.id}/{name}"):
+            return f"jobs/{job.id}/{name}"
+    raise NotFound(
+        f"job {job.id} has no trained weights yet (status {job.status})", param="fine_tuning_job_id"
+    )
+
+
+def checkpoint_prefix(session: Session, job: JobModel, step: int) -> str:
+    row = session.exec(
+        select(CheckpointModel).where(CheckpointModel.job_id == job.id, CheckpointModel.step == step)
+    ).first()
+    if row is None:
+        raise NotFound(f"job {job.id} has no checkpoint at step {step}", param="step")
+    return row.storage_prefix
+
+
+def tar_gz(store: ObjectStore, prefix: str, root: str) -> Iterator[bytes]:
+    """Every object under `prefix` as `root/<path>` in a gzip'd tar, spooled to disk past 64 MiB."""
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        with tarfile.open(fileobj=spool, mode="w:gz") as archive:
+            for key in store.list(prefix):
+                info = tarfile.TarInfo(f"{root}/{key[len(prefix) + 1 :]}")
+                info.size = store.size(key)
+                archive.addfile(info, _Reader(store.iter_bytes(key)))
+        spool.seek(0)
+        while block := spool.read(CHUNK):
+            yield block
+
+
+class _Reader(io.RawIOBase):
+    """A file-like view of a chunk iterator, for tarfile.addfile."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks, self.buffer = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self.buffer) < size:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                break
+            self.buffer += chunk
+        out, self.buffer = (self.buffer, b"") if size < 0 else (self.buffer[:size], self.buffer[size:])
+        return out
+
+
+def checkpoints(session: Session, job: JobModel) -> list[CheckpointModel]:
+    return list(
+        session.exec(
+            select(CheckpointModel)
+            .where(CheckpointModel.job_id == job.id)
+            .order_by(col(CheckpointModel.step).desc())
+        )
+    )
+
+
+def metrics(session: Session, job: JobModel) -> list[MetricModel]:
+    return list(
+        session.exec(
+            select(MetricModel)
+            .where(MetricModel.job_id == job.id)
+            .order_by(col(MetricModel.step), col(MetricModel.id))
+        )
+    )

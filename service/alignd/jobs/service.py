@@ -1,0 +1,155 @@
+"""Job requests from users: create (idempotent), read, cancel, pause, resume.
+
+The controller does everything that touches a launcher; these functions only record intent and
+move statuses through `state.transition`, the one door for status.
+"""
+
+from sqlmodel import Session, col, select
+
+from alignd.errors import InvalidRequest, NotFound
+from alignd.files import get_file
+from alignd.jobs.spec import resolve_job
+from alignd.jobs.state import JobStatus, record_event, transition
+from alignd.models import BaseModelModel, FileModel, JobEventModel, JobModel, ProjectModel, new_id
+from alignd.schemas import JobCreate
+
+
+def create_job(
+    *, session: Session, project: ProjectModel, request: JobCreate, idempotency_key: str | None = None
+) -> JobModel:
+    if idempotency_key is not None:
+        existing = session.exec(
+            select(JobModel).where(
+                JobModel.project_id == project.id, JobModel.idempotency_key == idempotency_key
+            )
+        ).first()
+        if existing is not None:
+            return existing
+    training = _data_file(session, project, request.training_file, "training_file")
+    if request.validation_file is not None:
+        _data_file(session, project, request.validation_file, "validation_file")
+    base = session.get(BaseModelModel, request.model)
+    if base is None:
+        raise InvalidRequest(
+            f"unknown model {request.model!r}; GET /v1/models lists the base models",
+            param="model",
+            code="model_not_found",
+        )
+    job_id = new_id("ftjob-")
+    resolved = resolve_job(request, job_id=job_id, model_location=base.location, training_rows=training.rows)
+    resources = resolved.spec.resources
+    job = JobModel(
+        id=job_id,
+        project_id=project.id,
+        model=request.model,
+        training_file=request.training_file,
+        validation_file=request.validation_file,
+        status=JobStatus.queued.value,
+        spec=resolved.spec.model_dump(mode="json"),
+        request=resolved.hyperparameters.model_dump(mode="json"),
+        suffix=request.suffix,
+        seed=resolved.spec.seed,
+        job_metadata=request.metadata,
+        priority=request.alignd.priority,
+        gpus=resources.gpus * resources.nodes,
+        idempotency_key=idempotency_key,
+    )
+    session.add(job)
+    session.commit()
+    record_event(session, job.id, f"Created fine-tuning job: {job.id}", data={"status": job.status})
+    session.refresh(job)
+    return job
+
+
+def _data_file(session: Session, project: ProjectModel, file_id: str, param: str) -> FileModel:
+    try:
+        return get_file(session, project, file_id)
+    except NotFound:
+        raise InvalidRequest(
+            f"no file with id {file_id!r}: upload it with POST /v1/files first",
+            param=param,
+            code="file_not_found",
+        ) from None
+
+
+def get_job(session: Session, project: ProjectModel, job_id: str) -> JobModel:
+    job = session.get(JobModel, job_id)
+    if job is None or job.project_id != project.id:
+        raise NotFound(f"no fine-tuning job with id {job_id!r}", param="fine_tuning_job_id")
+    return job
+
+
+def list_jobs(
+    session: Session, project: ProjectModel, *, after: str | None, limit: int, metadata: dict[str, str]
+) -> tuple[list[JobModel], bool]:
+    """Newest first; metadata filters match exactly on every given key."""
+    query = select(JobModel).where(JobModel.project_id == project.id)
+    if after is not None:
+        anchor = get_job(session, project, after)
+        query = query.where(
+            (col(JobModel.created_at) < anchor.created_at)
+            | ((col(JobModel.created_at) == anchor.created_at) & (col(JobModel.id) < anchor.id))
+        )
+    rows = session.exec(query.order_by(col(JobModel.created_at).desc(), col(JobModel.id).desc()))
+    matching = (r for r in rows if all((r.job_metadata or {}).get(k) == v for k, v in metadata.items()))
+    page = []
+    for row in matching:
+        page.append(row)
+        if len(page) > limit:
+            break
+    return page[:limit], len(page) > limit
+
+
+def cancel_job(session: Session, project: ProjectModel, job_id: str) -> JobModel:
+    """Cancelled at once, as OpenAI does; the controller then stops the run."""
+    job = get_job(session, project, job_id)
+    moved = transition(
+        session,
+        job.id,
+        to=JobStatus.cancelled,
+        event="Job cancelled by the user",
+        fields={"desired": "cancel"},
+    )
+    return moved or get_job(session, project, job_id)
+
+
+def pause_job(session: Session, project: ProjectModel, job_id: str) -> JobModel:
+    """Pausing: the controller sends SIGTERM, the trainer checkpoints and exits, the job is paused."""
+    job = get_job(session, project, job_id)
+    moved = transition(
+        session,
+        job.id,
+        to=JobStatus.pausing,
+        event="Pause requested: saving a checkpoint",
+        fields={"desired": "pause"},
+    )
+    return moved or get_job(session, project, job_id)
+
+
+def resume_job(session: Session, project: ProjectModel, job_id: str) -> JobModel:
+    job = get_job(session, project, job_id)
+    moved = transition(
+        session,
+        job.id,
+        to=JobStatus.queued,
+        event="Resumed: queued to continue from the last checkpoint",
+        fields={"desired": None},
+    )
+    return moved or get_job(session, project, job_id)
+
+
+def list_events(
+    session: Session, project: ProjectModel, job_id: str, *, after: str | None, limit: int
+) -> tuple[list[JobEventModel], bool]:
+    """Newest first, like OpenAI; `after` is an event id from the previous page."""
+    get_job(session, project, job_id)
+    query = select(JobEventModel).where(JobEventModel.job_id == job_id)
+    if after is not None:
+        anchor = session.exec(
+            select(JobEventModel).where(JobEventModel.id == after, JobEventModel.job_id == job_id)
+        ).first()
+        if anchor is None:
+            raise InvalidRequest(f"no event with id {after!r} in this job", param="after")
+        query = query.where(col(JobEventModel.seq) < anchor.seq)
+    rows = list(session.exec(query.order_by(col(JobEventModel.seq).desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit

@@ -1,0 +1,52 @@
+"""API tests run the real app (TestClient) on SQLite and on Postgres, with the local store."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from alignd.app import create_app
+from alignd.config import Settings
+from tests.db.conftest import backend, db_url, postgres
+from tests.trainer.conftest import rule_data
+
+__all__ = ["backend", "db_url", "postgres", "rule_data"]
+ADMIN_KEY = "sk-alignd-admin-test-key"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "alignd",
+        database_url=db_url,
+        admin_key=ADMIN_KEY,
+        public_url="http://testserver",
+        run_controller=False,
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def new_project_key(client: TestClient, name: str) -> str:
+    project = client.post("/v1/admin/projects", json={"name": name}, headers=bearer(ADMIN_KEY))
+    assert project.status_code == 200, project.text
+    key = client.post(
+        f"/v1/admin/projects/{project.json()['id']}/api_keys", json={}, headers=bearer(ADMIN_KEY)
+    )
+    assert key.status_code == 200, key.text
+    value: str = key.json()["value"]
+    return value
+
+
+@pytest.fixture
+def key(client: TestClient) -> str:
+    return new_project_key(client, "team-a")

@@ -1,0 +1,120 @@
+"""Uploading preference files: validated while streamed, 4xx naming line and field, nothing left
+behind on rejection, and one project never sees another's files."""
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
+
+ROW = {"prompt": "Name a fruit.", "chosen": " apple.", "rejected": " dog."}
+
+
+def _jsonl(rows: list[dict[str, object]]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def _upload(client: TestClient, key: str, body: bytes, purpose: str = "fine-tune", name: str = "prefs.jsonl"):  # type: ignore[no-untyped-def]
+    return client.post(
+        "/v1/files", files={"file": (name, body)}, data={"purpose": purpose}, headers=bearer(key)
+    )
+
+
+def _stored(client: TestClient) -> list[str]:
+    store = client.app.state.alignd.store  # type: ignore[attr-defined]
+    return store.list("files")  # type: ignore[no-any-return]
+
+
+def test_upload_list_retrieve_content_report_delete(client: TestClient, key: str) -> None:
+    body = _jsonl([ROW, ROW | {"chosen": " pear."}, ROW | {"rejected": " cat."}])
+    created = _upload(client, key, body)
+    assert created.status_code == 200, created.text
+    file = created.json()
+    assert file["object"] == "file" and file["bytes"] == len(body) and file["status"] == "processed"
+    assert file["alignd"]["format"] == "standard" and file["alignd"]["rows"] == 3
+    listed = client.get("/v1/files", headers=bearer(key)).json()
+    assert [f["id"] for f in listed["data"]] == [file["id"]] and listed["has_more"] is False
+    assert client.get(f"/v1/files/{file['id']}", headers=bearer(key)).json()["filename"] == "prefs.jsonl"
+    assert client.get(f"/v1/files/{file['id']}/content", headers=bearer(key)).content == body
+    report = client.get(f"/v1/files/{file['id']}/report", headers=bearer(key)).json()
+    assert report["rows"] == 3
+    deleted = client.delete(f"/v1/files/{file['id']}", headers=bearer(key)).json()
+    assert deleted == {"id": file["id"], "object": "file", "deleted": True}
+    assert client.get(f"/v1/files/{file['id']}", headers=bearer(key)).status_code == 404
+    assert _stored(client) == []
+
+
+BAD_FILES = [
+    (b'{"prompt": "p", "chosen": " a", "rejected": " b"}\n{oops\n', "line 2"),
+    (b'{"prompt": "p", "rejected": " b"}\n', "line 1"),
+    (b'{"prompt": "p", "chosen": "", "rejected": " b"}\n', "line 1"),
+    (
+        b'{"prompt": "p", "chosen": " a", "rejected": " b"}\n'
+        b'{"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}], '
+        b'"rejected": [{"role": "assistant", "content": "b"}]}\n',
+        "line 2",
+    ),
+    (b'{"prompt": "\xff", "chosen": " a", "rejected": " b"}\n', "line 1"),
+    (b"", "no rows"),
+]
+
+
+@pytest.mark.parametrize(("body", "where"), BAD_FILES)
+def test_bad_files_are_rejected_with_line_and_nothing_is_stored(
+    client: TestClient, key: str, body: bytes, where: str
+) -> None:
+    response = _upload(client, key, body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert where in error["message"] and error["type"] == "invalid_request_error"
+    assert _stored(client) == []
+    assert client.get("/v1/files", headers=bearer(key)).json()["data"] == []
+
+
+def test_wrong_purpose_and_missing_auth(client: TestClient, key: str) -> None:
+    response = _upload(client, key, _jsonl([ROW]), purpose="assistants")
+    assert response.status_code == 400 and response.json()["error"]["param"] == "purpose"
+    unauthenticated = client.get("/v1/files")
+    assert unauthenticated.status_code == 401 and unauthenticated.json()["error"]["code"] == "invalid_api_key"
+    assert client.get("/v1/files", headers=bearer("sk-alignd-wrong")).status_code == 401
+    assert client.get("/v1/files", headers=bearer(ADMIN_KEY)).status_code == 403
+    assert _stored(client) == []
+
+
+def test_a_project_cannot_see_or_touch_another_projects_files(client: TestClient, key: str) -> None:
+    file_id = _upload(client, key, _jsonl([ROW])).json()["id"]
+    other = new_project_key(client, "team-b")
+    for method, path in [("GET", ""), ("GET", "/content"), ("GET", "/report"), ("DELETE", "")]:
+        response = client.request(method, f"/v1/files/{file_id}{path}", headers=bearer(other))
+        assert response.status_code == 404, (method, path)
+    assert client.get("/v1/files", headers=bearer(other)).json()["data"] == []
+    assert client.get(f"/v1/files/{file_id}", headers=bearer(key)).status_code == 200
+
+
+def test_pagination_with_after_and_limit(client: TestClient, key: str) -> None:
+    ids = [_upload(client, key, _jsonl([ROW])).json()["id"] for _ in range(3)]
+    first = client.get("/v1/files?limit=2", headers=bearer(key)).json()
+    assert first["has_more"] is True and len(first["data"]) == 2
+    rest = client.get(f"/v1/files?limit=2&after={first['last_id']}", headers=bearer(key)).json()
+    assert rest["has_more"] is False
+    assert sorted(f["id"] for f in first["data"] + rest["data"]) == sorted(ids)
+
+
+def test_storage_quota_rejects_with_429(client: TestClient) -> None:
+    project = client.post(
+        "/v1/admin/projects", json={"name": "tiny", "quota_stored_bytes": 100}, headers=bearer(ADMIN_KEY)
+    ).json()
+    key = client.post(
+        f"/v1/admin/projects/{project['id']}/api_keys", json={}, headers=bearer(ADMIN_KEY)
+    ).json()
+    response = _upload(client, key["value"], _jsonl([ROW, ROW]))
+    assert response.status_code == 429 and "storage quota" in response.json()["error"]["message"]
+    assert _stored(client) == []
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    missing = client.get("/v1/nothing-here")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
