@@ -70,8 +70,7 @@ class LineSplitter:
         if self._pending:
             line = self._checked(bytes(self._pending))
             self._pending = bytearray()
-            if line:
-                yield self._line, line
+            yield self._line, line
 
     def _cut(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
         start = 0

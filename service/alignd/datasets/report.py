@@ -196,7 +196,7 @@ class QualityReportBuilder:
         if not prompt_text.strip():
             self._empty_prompts.add(line)
 
-        sizes = (len(prompt_text), _length(chosen), _length(rejected), line_bytes)
+        sizes = (_length(prompt), _length(chosen), _length(rejected), line_bytes)
         for moments, size in zip(self._lengths, sizes, strict=True):
             moments.add(size)
         self._sample_sizes(sizes)
@@ -352,11 +352,14 @@ def _hash_text(text: str) -> int:
 
 
 def _hash_row(prompt: Text, chosen: Text, rejected: Text) -> int:
-    return _hash_text(_ROW_KEY.encode([prompt, chosen, rejected]))
+    """Equal texts give equal keys, different ones different keys: strings behind their lengths,
+    message lists as canonical JSON (keys sorted)."""
+    if isinstance(prompt, str) and isinstance(chosen, str) and isinstance(rejected, str):
+        return _hash_text(f"{len(prompt)}:{len(chosen)}:{len(rejected)}:{prompt}{chosen}{rejected}")
+    return _hash_text(_CANONICAL_JSON.encode([prompt, chosen, rejected]))
 
 
-_ROW_KEY = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-"""Canonical JSON of a row's texts (message keys sorted): equal texts give equal strings."""
+_CANONICAL_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 def _flat(text: Text) -> str:

@@ -1,0 +1,209 @@
+"""`alignd`: run the server, the controller, the demo, and talk to the API from a terminal."""
+
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from alignd.client import TERMINAL, ApiError, Client
+from alignd.config import Settings, get_settings
+
+app = typer.Typer(
+    help="alignd: self-hosted DPO alignment with an OpenAI-compatible API.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+files_app = typer.Typer(help="Preference data files.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Fine-tuning jobs.", no_args_is_help=True)
+adapters_app = typer.Typer(help="Trained adapters.", no_args_is_help=True)
+for sub, name in ((db_app, "db"), (files_app, "files"), (jobs_app, "jobs"), (adapters_app, "adapters")):
+    app.add_typer(sub, name=name)
+console = Console()
+
+
+def _client() -> Client:
+    try:
+        return Client()
+    except ApiError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+
+def _show(data: Any) -> None:
+    console.print_json(json.dumps(data))
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the API server (and its controller) with the ALIGND_* settings."""
+    from alignd.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port)
+
+
+@app.command()
+def controller() -> None:
+    """Run only the reconcile loop (for deployments that split it from the API)."""
+    from alignd.app import build_controller, build_state
+
+    console.print("controller running; Ctrl-C stops it")
+    stop = threading.Event()
+    try:
+        build_controller(build_state(get_settings())).run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@app.command()
+def demo(
+    model: Annotated[
+        str | None, typer.Option(help="A local model directory instead of the tiny one.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the demo keeps its data (default: a temp dir).")
+    ] = None,
+) -> None:
+    """Upload synthetic preferences, train a LoRA DPO adapter, and compare held-out accuracy."""
+    from alignd.demo import run_demo, summary_table
+
+    directory = data_dir or Path(tempfile.mkdtemp(prefix="alignd-demo-"))
+    started = time.monotonic()
+    result = run_demo(data_dir=directory, model=model, console=console)
+    console.print(summary_table(result))
+    console.print(
+        f"adapter: {result.adapter_dir} (loads with peft.PeftModel.from_pretrained); "
+        f"{time.monotonic() - started:.0f}s in all"
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the configured database to this version's schema."""
+    from alignd.db import current_revision, make_engine, upgrade
+
+    settings: Settings = get_settings()
+    settings.resolved_data_dir().mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url())
+    upgrade(engine)
+    console.print(f"database at revision {current_revision(engine)}")
+
+
+@files_app.command("upload")
+def files_upload(path: Path) -> None:
+    """Upload a preference JSONL file (validated by the server)."""
+    _show(_call(lambda c: c.upload(path)))
+
+
+@files_app.command("list")
+def files_list() -> None:
+    rows = _call(lambda c: c.call("GET", "/v1/files"))["data"]
+    table = Table("id", "filename", "bytes", "rows", "format")
+    for f in rows:
+        table.add_row(
+            f["id"], f["filename"], str(f["bytes"]), str(f["alignd"]["rows"]), f["alignd"]["format"]
+        )
+    console.print(table)
+
+
+@files_app.command("report")
+def files_report(file_id: str) -> None:
+    _show(_call(lambda c: c.call("GET", f"/v1/files/{file_id}/report")))
+
+
+@jobs_app.command("create")
+def jobs_create(
+    model: str,
+    training_file: str,
+    validation_file: str | None = None,
+    hyperparameters: Annotated[str, typer.Option(help="JSON object of DPO hyperparameters.")] = "{}",
+    alignd: Annotated[str, typer.Option(help="JSON object of alignd options (lora, resources, ...).")] = "{}",
+) -> None:
+    body = {
+        "model": model,
+        "training_file": training_file,
+        "validation_file": validation_file,
+        "method": {"type": "dpo", "dpo": {"hyperparameters": json.loads(hyperparameters)}},
+        "alignd": json.loads(alignd),
+    }
+    _show(_call(lambda c: c.call("POST", "/v1/fine_tuning/jobs", json=body)))
+
+
+@jobs_app.command("list")
+def jobs_list() -> None:
+    table = Table("id", "model", "status", "created", "fine_tuned_model")
+    for job in _call(lambda c: c.call("GET", "/v1/fine_tuning/jobs"))["data"]:
+        table.add_row(
+            job["id"],
+            job["model"],
+            job["alignd"]["status"],
+            str(job["created_at"]),
+            job["fine_tuned_model"] or "",
+        )
+    console.print(table)
+
+
+@jobs_app.command("get")
+def jobs_get(job_id: str) -> None:
+    _show(_call(lambda c: c.job(job_id)))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str) -> None:
+    _show(_call(lambda c: c.call("POST", f"/v1/fine_tuning/jobs/{job_id}/cancel")))
+
+
+@jobs_app.command("events")
+def jobs_events(job_id: str, follow: Annotated[bool, typer.Option("--follow", "-f")] = False) -> None:
+    """Print events oldest first; with --follow, keep printing until the job ends."""
+    client, seen = _client(), set()
+    while True:
+        events = _call(
+            lambda c: c.call("GET", f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 100}), client
+        )["data"]
+        for event in reversed(events):
+            if event["id"] not in seen:
+                seen.add(event["id"])
+                console.print(
+                    f"{time.strftime('%H:%M:%S', time.localtime(event['created_at']))} "
+                    f"[{event['level']}] {event['message']}"
+                )
+        if not follow or client.job(job_id)["status"] in TERMINAL:
+            return
+        time.sleep(1)
+
+
+@jobs_app.command("wait")
+def jobs_wait(job_id: str) -> None:
+    """Block until the job ends; exit 0 only if it succeeded."""
+    client = _client()
+    while (job := client.job(job_id))["status"] not in TERMINAL:
+        time.sleep(1)
+    console.print(f"{job_id}: {job['status']}")
+    raise typer.Exit(0 if job["status"] == "succeeded" else 1)
+
+
+@adapters_app.command("download")
+def adapters_download(job_id: str, out: Path = Path("adapter.tar.gz")) -> None:
+    console.print(f"saved {_call(lambda c: c.download_adapter(job_id, out))}")
+
+
+def _call(action: Any, client: Client | None = None) -> Any:
+    try:
+        return action(client or _client())
+    except ApiError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

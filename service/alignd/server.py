@@ -1,0 +1,29 @@
+"""Running the API server: in the foreground (`alignd serve`) or in a thread (demo, tests)."""
+
+import threading
+import time
+
+import uvicorn
+
+from alignd.app import create_app
+from alignd.config import Settings
+
+
+class BackgroundServer:
+    def __init__(self, settings: Settings, host: str, port: int) -> None:
+        config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="alignd-api", daemon=True)
+
+    def __enter__(self) -> "BackgroundServer":
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the API server did not start; see the log above")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

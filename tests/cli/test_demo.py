@@ -1,0 +1,25 @@
+"""`alignd demo` (what `make demo` runs) works offline and shows the adapter learned the preference."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_trains_and_reports_accuracy_before_and_after(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "alignd.cli", "demo", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "COLUMNS": "120"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    before, after = (float(x) for x in re.findall(r"│\s*([\d.]+)%\s*│\s*([\d.]+)%", proc.stdout)[0])
+    assert after >= 90.0 and before < after
+    adapters = list(tmp_path.glob("demo/ftjob-*/adapter/adapter_model.safetensors"))
+    assert len(adapters) == 1
