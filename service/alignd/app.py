@@ -2,10 +2,10 @@
 database (migrating an empty one), the object store and the admin key."""
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from alignd import __version__, auth
 from alignd.api import admin, errors, files, health, internal, jobs, models, storage
@@ -14,6 +14,7 @@ from alignd.controller import Controller
 from alignd.db import check_schema, make_engine, session_factory
 from alignd.deps import AppState
 from alignd.launchers import LocalLauncher
+from alignd.metrics import Metrics
 from alignd.storage import store_from_settings
 
 
@@ -26,12 +27,20 @@ def build_state(settings: Settings) -> AppState:
         with sessions() as session:
             auth.ensure_admin_key(session, settings.admin_key.get_secret_value())
     store = store_from_settings(settings)
-    return AppState(settings=settings, engine=engine, sessions=sessions, store=store)
+    return AppState(
+        settings=settings, engine=engine, sessions=sessions, store=store, metrics=Metrics(sessions)
+    )
 
 
 def build_controller(state: AppState) -> Controller:
     launcher = LocalLauncher(state.settings.resolved_data_dir() / "runs")
-    return Controller(sessions=state.sessions, launcher=launcher, store=state.store, settings=state.settings)
+    return Controller(
+        sessions=state.sessions,
+        launcher=launcher,
+        store=state.store,
+        settings=state.settings,
+        pass_seconds=state.metrics.controller_seconds,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,6 +72,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Self-hosted DPO alignment with an OpenAI-compatible fine-tuning API.",
     )
     errors.install(app)
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        state: AppState | None = getattr(request.app.state, "alignd", None)
+        return await (state.metrics.middleware(request, call_next) if state else call_next(request))
+
     for router in (
         health.router,
         files.router,

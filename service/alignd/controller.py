@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prometheus_client import Histogram
 from sqlalchemy import update
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col, select
@@ -35,6 +36,7 @@ class Controller:
     store: ObjectStore
     settings: Settings
     clock: Callable[[], float] = time.time
+    pass_seconds: Histogram | None = None
 
     def reconcile_once(self) -> None:
         self.schedule()
@@ -271,4 +273,6 @@ class Controller:
                 self.reconcile_once()
             except Exception:
                 log.exception("reconcile pass failed; retrying")
+            if self.pass_seconds is not None:
+                self.pass_seconds.observe(time.monotonic() - started)
             stop.wait(max(0.0, self.settings.controller_interval_seconds - (time.monotonic() - started)))

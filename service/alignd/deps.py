@@ -12,6 +12,7 @@ from sqlmodel import Session
 from alignd import auth
 from alignd.config import Settings
 from alignd.errors import Forbidden, NotFound, Unauthenticated
+from alignd.metrics import Metrics
 from alignd.models import ApiKeyModel, ProjectModel
 from alignd.storage import ObjectStore
 
@@ -22,6 +23,7 @@ class AppState:
     engine: Engine
     sessions: sessionmaker[Session]
     store: ObjectStore
+    metrics: Metrics
 
 
 def get_state(request: Request) -> AppState:

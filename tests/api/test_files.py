@@ -118,3 +118,12 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/readyz").json() == {"status": "ready"}
     missing = client.get("/v1/nothing-here")
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_prometheus_metrics_count_requests_uploads_and_jobs(client: TestClient, key: str) -> None:
+    _upload(client, key, _jsonl([ROW]))
+    client.get("/v1/files", headers=bearer(key))
+    text = client.get("/metrics").text
+    assert 'alignd_http_requests_total{method="GET",route="/v1/files",status="200"} 1.0' in text
+    assert "alignd_upload_bytes_total" in text and "alignd_queue_depth 0.0" in text
+    assert "alignd_http_request_seconds_bucket" in text

@@ -6,7 +6,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from alignd import files
-from alignd.deps import ProjectDep, SessionDep, SettingsDep, StoreDep
+from alignd.deps import ProjectDep, SessionDep, SettingsDep, StateDep, StoreDep
 from alignd.models import FileModel
 from alignd.schemas import FileAligndInfo, FileDeleted, FileObject, ListResponse
 
@@ -32,6 +32,7 @@ async def upload(
     store: StoreDep,
     settings: SettingsDep,
     project: ProjectDep,
+    state: StateDep,
 ) -> FileObject:
     """Validated while it streams to the store (the body is spooled to disk, never held in memory)."""
 
@@ -49,6 +50,7 @@ async def upload(
         purpose=purpose,
         chunks=chunks(),
     )
+    state.metrics.upload_bytes.inc(row.bytes)
     return to_public(row)
 
 
