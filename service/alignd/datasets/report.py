@@ -1,12 +1,11 @@
 """The dataset quality report (DESIGN.md section 5), built one validated row at a time.
 
-Memory does not grow with the file except for duplicate detection: an 8-byte hash per distinct
+Memory does not grow with the file except for duplicate detection: a 64-bit hash per distinct
 row and one per distinct normalised prompt, in flat tables kept at most half full (16 to 32 bytes
-per entry). Everything else is counters, the first few example line numbers and a fixed-size
-sample for percentiles.
+per entry, so at most 64 bytes per row: 64 MB for a million rows). Everything else is counters,
+the first few example line numbers and a fixed-size sample for percentiles.
 """
 
-import hashlib
 import json
 import random
 import re
@@ -112,8 +111,8 @@ class QualityReport(BaseModel):
     weights and metadata aside). Near duplicates are rows that are not exact duplicates but whose
     normalised prompt (case-folded, punctuation removed, whitespace collapsed; for message lists
     the contents joined) equals an earlier row's: the same question asked again with a different
-    pair. Both compare 8-byte hashes, so a false match is possible but negligible (odds of a few in
-    a million for a file of ten million rows).
+    pair. Both compare 64-bit hashes (Python's SipHash of the texts), so a false match is possible
+    but negligible: odds of a few in a million for a file of ten million rows.
     """
 
     rows: int
@@ -121,7 +120,7 @@ class QualityReport(BaseModel):
     exact_duplicates: LineSample
     """Rows repeating an earlier row exactly; `example_lines` are the repeats, not the originals."""
     near_duplicates: LineSample
-    """Rows whose normalised prompt repeats an earlier row's, with a different pair."""
+    """Rows that are not exact duplicates but whose normalised prompt repeats an earlier row's."""
     chosen_equals_rejected: LineSample
     """Rows whose chosen and rejected responses are identical: no preference signal."""
     empty_responses: LineSample
@@ -347,18 +346,17 @@ class _HashSet:
 
 
 def _hash_text(text: str) -> int:
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") or 1
+    return hash(text) & _UNSIGNED_64 or 1
 
 
 def _hash_row(prompt: Text, chosen: Text, rejected: Text) -> int:
-    """Equal texts give equal keys, different ones different keys: strings behind their lengths,
-    message lists as canonical JSON (keys sorted)."""
+    """Equal texts hash equal: strings as they are, message lists as canonical JSON (keys sorted)."""
     if isinstance(prompt, str) and isinstance(chosen, str) and isinstance(rejected, str):
-        return _hash_text(f"{len(prompt)}:{len(chosen)}:{len(rejected)}:{prompt}{chosen}{rejected}")
+        return hash((prompt, chosen, rejected)) & _UNSIGNED_64 or 1
     return _hash_text(_CANONICAL_JSON.encode([prompt, chosen, rejected]))
 
 
+_UNSIGNED_64 = (1 << 64) - 1
 _CANONICAL_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
