@@ -142,3 +142,22 @@ def test_models_list_and_registration_errors(client: TestClient, key: str, model
     assert (
         client.post("/v1/models", json={"id": "x", "source": "/nope"}, headers=bearer(key)).status_code == 404
     )
+
+
+def test_events_stream_as_server_sent_events_until_the_job_ends(
+    client: TestClient, key: str, model_id: str, file_id: str
+) -> None:
+    job_id = _create(client, key, {"model": model_id, "training_file": file_id}).json()["id"]
+    client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=bearer(key))
+    with client.stream(
+        "GET", f"/v1/fine_tuning/jobs/{job_id}/events?stream=true", headers=bearer(key)
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        frames = [
+            json.loads(line[len("data: ") :]) for line in response.iter_lines() if line.startswith("data: ")
+        ]
+    assert [f["message"] for f in frames] == [
+        f"Created fine-tuning job: {job_id}",
+        "Job cancelled by the user",
+    ]
+    assert all(f["object"] == "fine_tuning.job.event" for f in frames)

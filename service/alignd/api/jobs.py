@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from alignd.deps import ProjectDep, SessionDep, StoreDep
+from alignd.deps import ProjectDep, SessionDep, StateDep, StoreDep
 from alignd.jobs import artifacts, service
 from alignd.jobs.state import JobStatus
 from alignd.models import JobEventModel, JobModel
@@ -124,8 +124,24 @@ def resume(job_id: str, session: SessionDep, project: ProjectDep) -> JobObject:
 
 @router.get("/{job_id}/events", response_model=ListResponse[JobEventObject])
 def events(
-    job_id: str, session: SessionDep, project: ProjectDep, after: str | None = None, limit: Limit = 20
-) -> ListResponse[JobEventObject]:
+    job_id: str,
+    session: SessionDep,
+    project: ProjectDep,
+    state: StateDep,
+    after: str | None = None,
+    limit: Limit = 20,
+    stream: bool = False,
+) -> ListResponse[JobEventObject] | StreamingResponse:
+    """Newest first, cursor paginated; `stream=true`: server-sent events, oldest first, until the job ends."""
+    if stream:
+        job = service.get_job(session, project, job_id)
+        frames = (
+            f"data: {event_to_public(e).model_dump_json()}\n\n"
+            for e in service.follow_events(state.sessions, job.id)
+        )
+        return StreamingResponse(
+            frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
     rows, has_more = service.list_events(session, project, job_id, after=after, limit=limit)
     data = [event_to_public(r) for r in rows]
     return ListResponse[JobEventObject](

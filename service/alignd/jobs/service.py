@@ -4,14 +4,20 @@ The controller does everything that touches a launcher; these functions only rec
 move statuses through `state.transition`, the one door for status.
 """
 
+import time
+from collections.abc import Iterator
+
+from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col, select
 
 from alignd.errors import InvalidRequest, NotFound
 from alignd.files import get_file
 from alignd.jobs.spec import resolve_job
-from alignd.jobs.state import JobStatus, record_event, transition
+from alignd.jobs.state import TERMINAL, JobStatus, record_event, transition
 from alignd.models import BaseModelModel, FileModel, JobEventModel, JobModel, ProjectModel, new_id
 from alignd.schemas import JobCreate
+
+TERMINAL_VALUES = {status.value for status in TERMINAL}
 
 
 def create_job(
@@ -153,3 +159,27 @@ def list_events(
         query = query.where(col(JobEventModel.seq) < anchor.seq)
     rows = list(session.exec(query.order_by(col(JobEventModel.seq).desc()).limit(limit + 1)))
     return rows[:limit], len(rows) > limit
+
+
+def follow_events(
+    sessions: sessionmaker[Session], job_id: str, *, poll_seconds: float = 0.5
+) -> Iterator[JobEventModel]:
+    """Every event of the job, oldest first, then new ones as they arrive, until the job has ended
+    and nothing is left to send. Each poll opens its own short session (no transaction is held)."""
+    last_seq = 0
+    while True:
+        with sessions() as session:
+            rows = list(
+                session.exec(
+                    select(JobEventModel)
+                    .where(JobEventModel.job_id == job_id, col(JobEventModel.seq) > last_seq)
+                    .order_by(col(JobEventModel.seq))
+                )
+            )
+            job = session.get(JobModel, job_id)
+        yield from rows
+        if rows:
+            last_seq = rows[-1].seq or last_seq
+        if job is None or (job.status in TERMINAL_VALUES and not rows):
+            return
+        time.sleep(poll_seconds)
