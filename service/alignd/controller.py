@@ -156,8 +156,11 @@ class Controller:
                 "The job has successfully completed",
                 fields={"fine_tuned_model": name},
             )
-        elif job.status == JobStatus.pausing.value and status.exit_code == ExitCode.TERMINATED:
-            self._finish(job, JobStatus.paused, "Job paused: checkpoint saved")
+        elif job.status == JobStatus.pausing.value and (
+            status.exit_code == ExitCode.TERMINATED or status.reason == "Lost"
+        ):
+            # A run stopped before its trainer could checkpoint resumes from its last checkpoint, if any.
+            self._finish(job, JobStatus.paused, "Job paused; resume continues from the last checkpoint")
         elif self._retriable(status) and job.attempt < MAX_ATTEMPTS and job.status == JobStatus.running.value:
             self._finish(
                 job,

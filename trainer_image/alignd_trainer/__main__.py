@@ -4,12 +4,19 @@ helpers to build a tiny model and synthetic data for trying it out offline.
 Exit codes are `alignd.contract.ExitCode`; a one-line JSON summary goes to the termination log.
 """
 
+# Before the heavy imports (seconds of torch and transformers): a SIGTERM that arrives while the
+# trainer is still starting must be recorded, not kill it without an exit summary.
+import signal
+import threading
+
+STOP = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: STOP.set())
+
+
 import argparse
 import contextlib
 import os
-import signal
 import sys
-import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,8 +82,7 @@ def load_spec(path: str | None) -> JobSpec:
 
 
 def run_training(spec_path: str | None, reporter: Reporter) -> int:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = STOP
     dist_info = init_distributed()
     try:
         recipe = DPORecipe(load_spec(spec_path), reporter, dist_info, stop, sink_from_env(os.environ))
