@@ -42,7 +42,12 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 def shutdown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+    """All ranks leave together. Gloo's group is left to process exit: destroying it while a peer
+    is already gone can block forever (seen on CPU); NCCL's is destroyed so GPU memory is freed."""
+    if not (info.enabled and dist.is_initialized()):
+        return
+    dist.barrier()
+    if dist.get_backend() == "nccl":
         dist.destroy_process_group()
 
 
