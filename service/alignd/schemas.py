@@ -45,6 +45,12 @@ class ListResponse(BaseModel, Generic[T]):
     first_id: str | None = None
     last_id: str | None = None
 
+    @classmethod
+    def page(cls, data: list[T], has_more: bool = False) -> "ListResponse[T]":
+        """A page with OpenAI's cursor fields taken from the first and last item's id."""
+        ids = [getattr(item, "id", None) for item in (data[0], data[-1])] if data else [None, None]
+        return cls(data=data, has_more=has_more, first_id=ids[0], last_id=ids[1])
+
 
 # ---- files ---------------------------------------------------------------------------------------------
 

@@ -63,12 +63,7 @@ def list_files(
 ) -> ListResponse[FileObject]:
     rows, has_more = files.list_files(session, project, after=after, limit=limit)
     data = [to_public(r) for r in rows]
-    return ListResponse[FileObject](
-        data=data,
-        has_more=has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListResponse[FileObject].page(data, has_more)
 
 
 @router.get("/{file_id}", response_model=FileObject)

@@ -94,12 +94,7 @@ def list_jobs(
     }
     rows, has_more = service.list_jobs(session, project, after=after, limit=limit, metadata=metadata)
     data = [to_public(r) for r in rows]
-    return ListResponse[JobObject](
-        data=data,
-        has_more=has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListResponse[JobObject].page(data, has_more)
 
 
 @router.get("/{job_id}", response_model=JobObject)
@@ -144,12 +139,7 @@ def events(
         )
     rows, has_more = service.list_events(session, project, job_id, after=after, limit=limit)
     data = [event_to_public(r) for r in rows]
-    return ListResponse[JobEventObject](
-        data=data,
-        has_more=has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListResponse[JobEventObject].page(data, has_more)
 
 
 @router.get("/{job_id}/checkpoints", response_model=ListResponse[CheckpointObject])
@@ -168,12 +158,7 @@ def list_checkpoints(job_id: str, session: SessionDep, project: ProjectDep) -> L
         )
         for c in artifacts.checkpoints(session, job)
     ]
-    return ListResponse[CheckpointObject](
-        data=data,
-        has_more=False,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListResponse[CheckpointObject].page(data, False)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsResponse)

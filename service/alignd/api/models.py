@@ -23,12 +23,7 @@ def list_models(session: SessionDep, key: ApiKeyDep) -> ListResponse[ModelObject
         ModelObject(id=str(j.fine_tuned_model), created=j.finished_at or j.created_at, owned_by=j.project_id)
         for j in session.exec(tuned)
     ]
-    return ListResponse[ModelObject](
-        data=data,
-        has_more=False,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListResponse[ModelObject].page(data, False)
 
 
 @router.post("", response_model=ModelObject)
