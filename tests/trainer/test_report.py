@@ -314,6 +314,26 @@ def test_an_unreachable_control_plane_gives_up_within_the_budget(
         reporter.metrics(_metric(1))
 
 
+def test_close_with_a_timeout_bounds_how_long_a_stopping_trainer_waits(
+    make_reporter: Callable[..., HttpReporter],
+) -> None:
+    """A trainer being stopped while the control plane is down must still exit with its summary."""
+    reporter = make_reporter(
+        f"http://127.0.0.1:{_closed_port()}",
+        give_up_after=300,
+        max_retries=1000,
+        flush_interval=0.05,
+        backoff_base=5.0,
+        backoff_max=30.0,
+    )
+    reporter.event(_event(0))
+    time.sleep(0.2)  # the background thread is now in a long backoff
+    started = time.monotonic()
+    with pytest.raises(InfrastructureError, match="gave up"):
+        reporter.close(timeout=1.0)
+    assert time.monotonic() - started < 5.0
+
+
 def test_heartbeat_is_an_empty_batch_sent_when_idle(
     server: ReportServer, make_reporter: Callable[..., HttpReporter]
 ) -> None:

@@ -35,6 +35,9 @@ from alignd_trainer.score import score_to_path
 from alignd_trainer.synthetic import preference_rows, write_jsonl
 from alignd_trainer.tiny_model import build_tiny_model
 
+SHUTDOWN_REPORT_SECONDS = 10.0
+"""How long a failing or stopped trainer keeps trying to deliver its last reports."""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m alignd_trainer", description=__doc__.split("\n")[0])
@@ -116,7 +119,7 @@ def _fail(error: TrainerError, reporter: Reporter | None) -> int:
                 )
             )
         with contextlib.suppress(Exception):
-            reporter.close()
+            reporter.close(timeout=SHUTDOWN_REPORT_SECONDS)
     print(f"alignd-trainer: {error.reason}: {message}", file=sys.stderr)
     write_termination_message(
         TerminationSummary(exit_code=int(error.exit_code), reason=error.reason, message=message[:3000])

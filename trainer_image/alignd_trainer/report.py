@@ -70,8 +70,10 @@ class Reporter(ABC):
     def flush(self) -> None:
         """Deliver everything taken so far before returning (e.g. before exiting or after a checkpoint)."""
 
-    def close(self) -> None:
-        """Flush and release resources; raises the delivery error, if any, so it is not lost."""
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and release resources; raises the delivery error, if any, so it is not lost.
+
+        `timeout` bounds how long undeliverable reports may hold up an exiting trainer."""
         self.flush()
 
     def __enter__(self) -> Self:
@@ -121,8 +123,8 @@ class MultiReporter(Reporter):
     def flush(self) -> None:
         self._each(lambda r: r.flush())
 
-    def close(self) -> None:
-        self._each(lambda r: r.close())
+    def close(self, timeout: float | None = None) -> None:
+        self._each(lambda r: r.close(timeout))
 
     def _each(self, call: Callable[[Reporter], None]) -> None:
         first: Exception | None = None
@@ -197,6 +199,7 @@ class HttpReporter(Reporter):
 
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alignd-reporter", daemon=True)
         self._thread.start()
 
@@ -217,12 +220,18 @@ class HttpReporter(Reporter):
         """Send everything buffered now, on the caller's thread, retrying as the background does."""
         self._send_pending(heartbeat=False)
 
-    def close(self) -> None:
-        """Stop the background thread, send what is left, and raise a recorded delivery error."""
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the background thread, send what is left, and raise a recorded delivery error.
+
+        With `timeout`, retries give up once that many seconds have passed, so a trainer that is
+        being stopped while the control plane is unreachable still exits with its summary."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            if timeout is not None:
+                self._give_up_after = min(self._give_up_after, timeout)
+        self._closing.set()
         self._stop.set()
         self._wake.set()
         self._thread.join()
@@ -292,7 +301,9 @@ class HttpReporter(Reporter):
                     f"{attempt + 1} attempts in {elapsed:.1f}s; last error: {outcome.reason}"
                 )
             log.warning("report to %s failed (%s); retrying in %.2fs", self._endpoint, outcome.reason, delay)
-            time.sleep(delay)
+            # A close() with a timeout wakes a long backoff so the shorter budget applies at once.
+            if self._closing.wait(delay):
+                time.sleep(min(delay, 0.2))
             attempt += 1
 
     def _attempt(self, body: str, key: str) -> _Retry | None:
