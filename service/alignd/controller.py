@@ -25,7 +25,7 @@ from alignd.models import JobModel, ProjectModel
 from alignd.storage import ObjectStore
 
 log = logging.getLogger("alignd.controller")
-MAX_ATTEMPTS = 3
+MAX_RETRIES = 2
 ACTIVE = (JobStatus.running.value, JobStatus.pausing.value)
 
 
@@ -161,12 +161,13 @@ class Controller:
         ):
             # A run stopped before its trainer could checkpoint resumes from its last checkpoint, if any.
             self._finish(job, JobStatus.paused, "Job paused; resume continues from the last checkpoint")
-        elif self._retriable(status) and job.attempt < MAX_ATTEMPTS and job.status == JobStatus.running.value:
+        elif self._retriable(status) and job.retries < MAX_RETRIES and job.status == JobStatus.running.value:
             self._finish(
                 job,
                 JobStatus.queued,
                 f"Run ended ({status.reason}: {status.message}); retrying from the last checkpoint",
                 level="warn",
+                fields={"retries": job.retries + 1},
             )
         else:
             message = status.message or "the run failed"

@@ -154,6 +154,8 @@ class JobModel(SQLModel, table=True):
     launcher_ref: str | None = None
     """The launcher's handle on the current run (a pid, a Kubernetes Job name)."""
     attempt: int = 0
+    retries: int = 0
+    """Automatic re-launches after a retriable failure; pauses and resumes do not count."""
     token_hash: str | None = None
     """SHA-256 hex of the current run's job token."""
     last_heartbeat_at: int | None = Field(default=None, sa_type=BigInteger)

@@ -109,6 +109,7 @@ def upgrade() -> None:
         sa.Column("lock_token", sa.String(), nullable=False),
         sa.Column("launcher_ref", sa.String(), nullable=True),
         sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("retries", sa.Integer(), nullable=False),
         sa.Column("token_hash", sa.String(), nullable=True),
         sa.Column("last_heartbeat_at", sa.BigInteger(), nullable=True),
         sa.Column("desired", sa.String(), nullable=True),
