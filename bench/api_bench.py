@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,13 +21,9 @@ from pathlib import Path
 
 import httpx
 
+from alignd.server import free_port
+
 ADMIN = "sk-alignd-admin-bench"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def peak_rss_mib(pid: int) -> float:

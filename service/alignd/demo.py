@@ -8,7 +8,6 @@ downloads the adapter, loads it with peft and prints held-out preference accurac
 import io
 import json
 import secrets
-import socket
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from rich.table import Table
 
 from alignd.client import Client
 from alignd.config import Settings
-from alignd.server import BackgroundServer
+from alignd.server import BackgroundServer, free_port
 from alignd_trainer.score import score_file
 from alignd_trainer.synthetic import preference_rows, write_jsonl
 from alignd_trainer.tiny_model import build_tiny_model
@@ -44,12 +43,6 @@ class DemoResult:
     accuracy_before: float
     accuracy_after: float
     adapter_dir: Path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run_demo(*, data_dir: Path, model: str | None, console: Console) -> DemoResult:

@@ -7,12 +7,13 @@ ends, and deleted again if the file turns out invalid or over quota.
 from collections.abc import Iterable, Iterator
 
 from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from alignd.config import Settings
 from alignd.datasets import DatasetValidator
 from alignd.errors import InvalidRequest, NotFound, QuotaExceeded
 from alignd.models import FileModel, ProjectModel, new_id
+from alignd.pagination import newest_first
 from alignd.storage import ObjectStore
 
 PURPOSE = "fine-tune"
@@ -100,18 +101,9 @@ def list_files(
     session: Session, project: ProjectModel, *, after: str | None, limit: int
 ) -> tuple[list[FileModel], bool]:
     """Newest first; `after` is the id of the last file of the previous page."""
-    query = select(FileModel).where(FileModel.project_id == project.id)
-    if after is not None:
-        anchor = get_file(session, project, after)
-        query = query.where(
-            (col(FileModel.created_at) < anchor.created_at)
-            | ((col(FileModel.created_at) == anchor.created_at) & (col(FileModel.id) < anchor.id))
-        )
-    rows = list(
-        session.exec(
-            query.order_by(col(FileModel.created_at).desc(), col(FileModel.id).desc()).limit(limit + 1)
-        )
-    )
+    anchor = get_file(session, project, after) if after is not None else None
+    query = newest_first(select(FileModel).where(FileModel.project_id == project.id), FileModel, anchor)
+    rows = list(session.exec(query.limit(limit + 1)))
     return rows[:limit], len(rows) > limit
 
 

@@ -1,5 +1,6 @@
 """Running the API server: in the foreground (`alignd serve`) or in a thread (demo, tests)."""
 
+import socket
 import threading
 import time
 
@@ -7,6 +8,13 @@ import uvicorn
 
 from alignd.app import create_app
 from alignd.config import Settings
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class BackgroundServer:

@@ -21,8 +21,9 @@ import uvicorn
 
 from alignd.app import create_app
 from alignd.config import Settings
+from alignd.server import free_port
 from tests.api.conftest import ADMIN_KEY, bearer
-from tests.api.test_e2e_local import TERMINAL, _free_port, _proc_state, _upload, _wait
+from tests.api.test_e2e_local import TERMINAL, _proc_state, _upload, _wait
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +74,7 @@ class Deployment:
     def serve(self, **settings: Any) -> tuple[LiveServer, httpx.Client]:
         """A new server on a port no earlier one used, and a client holding the project's key."""
         used = {server.settings.public_url for server in self.servers}
-        while (url := f"http://127.0.0.1:{(port := _free_port())}") in used:
+        while (url := f"http://127.0.0.1:{(port := free_port())}") in used:
             pass
         server = LiveServer(
             Settings(

@@ -4,9 +4,7 @@ checkpoints -> adapter downloaded and loaded with peft."""
 
 import io
 import json
-import socket
 import tarfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,22 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from alignd.app import create_app
 from alignd.config import Settings
+from alignd.server import BackgroundServer, free_port
 from tests.api.conftest import ADMIN_KEY, bearer
 
 pytestmark = pytest.mark.slow
 TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -39,23 +30,13 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def live_url(data_dir: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = Settings(
         data_dir=data_dir, admin_key=ADMIN_KEY, public_url=url, controller_interval_seconds=0.2
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the API server did not start"
-        time.sleep(0.05)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=30)
+    with BackgroundServer(settings, "127.0.0.1", port):
+        yield url
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from alignd.server import free_port
 from tests.api.conftest import ADMIN_KEY, bearer
-from tests.api.test_e2e_local import _free_port
 
 pytestmark = pytest.mark.slow
 TARGET_BYTES = 200 * 1024 * 1024
@@ -57,7 +57,7 @@ def _multipart(digest: "hashlib._Hash") -> Iterator[bytes]:
 
 
 def test_200_mb_upload_keeps_server_memory_flat(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = os.environ | {
         "ALIGND_DATA_DIR": str(tmp_path),
         "ALIGND_ADMIN_KEY": ADMIN_KEY,

@@ -29,6 +29,7 @@ from alignd_trainer.artifacts import sink_from_env
 from alignd_trainer.distributed import init_distributed, shutdown
 from alignd_trainer.errors import BadInputError, OutOfMemory, TrainerError
 from alignd_trainer.loop import DPORecipe
+from alignd_trainer.managed import MANAGED_ENV, managed_job
 from alignd_trainer.remote import fetch_spec, localize_data
 from alignd_trainer.report import Reporter, reporter_from_env, write_termination_message
 from alignd_trainer.score import score_to_path
@@ -67,14 +68,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def load_spec(path: str | None) -> JobSpec:
     if path is None:
-        job_id, api_url, token = (
-            os.environ.get(k) for k in ("ALIGND_JOB_ID", "ALIGND_API_URL", "ALIGND_JOB_TOKEN")
-        )
-        if not (job_id and api_url and token):
-            raise BadInputError(
-                "no --spec given and ALIGND_JOB_ID/ALIGND_API_URL/ALIGND_JOB_TOKEN are not all set"
-            )
-        return localize_data(fetch_spec(api_url, job_id, token))
+        job = managed_job(os.environ)
+        if job is None:
+            raise BadInputError(f"no --spec given and none of {', '.join(MANAGED_ENV)} is set")
+        return localize_data(fetch_spec(job.api_url, job.job_id, job.token))
     try:
         return localize_data(JobSpec.model_validate_json(Path(path).read_bytes()))
     except FileNotFoundError:

@@ -12,6 +12,7 @@ import httpx
 
 from alignd.contract import UploadUrlsRequest, UploadUrlsResponse
 from alignd_trainer.errors import InfrastructureError
+from alignd_trainer.managed import managed_job
 
 UPLOAD_ATTEMPTS = 3
 
@@ -77,7 +78,5 @@ class HttpUploadSink:
 
 
 def sink_from_env(environ: Mapping[str, str]) -> ArtifactSink:
-    job_id, api_url, token = (environ.get(k) for k in ("ALIGND_JOB_ID", "ALIGND_API_URL", "ALIGND_JOB_TOKEN"))
-    if job_id and api_url and token:
-        return HttpUploadSink(api_url, job_id, token)
-    return LocalSink()
+    job = managed_job(environ)
+    return LocalSink() if job is None else HttpUploadSink(job.api_url, job.job_id, job.token)

@@ -30,13 +30,13 @@ from urllib.parse import quote
 import httpx
 
 from alignd.contract import CheckpointReport, MetricPoint, ReportBatch, TerminationSummary, TrainerEvent
-from alignd_trainer.errors import BadInputError, InfrastructureError
+from alignd_trainer.errors import InfrastructureError
+from alignd_trainer.managed import managed_job
 
 log = logging.getLogger(__name__)
 
 Payload = TrainerEvent | MetricPoint | CheckpointReport
 
-MANAGED_ENV = ("ALIGND_JOB_ID", "ALIGND_API_URL", "ALIGND_JOB_TOKEN")
 """All three set: managed run (report to the control plane); none set: offline run."""
 
 TERMINATION_LOG = Path("/dev/termination-log")
@@ -386,22 +386,11 @@ def _parse_retry_after(value: str | None) -> float | None:
 
 
 def reporter_from_env(environ: Mapping[str, str]) -> Reporter:
-    """Managed run (stdout + control plane) when the launcher set all of `MANAGED_ENV`, else stdout.
-
-    A partial set means a broken launcher or a hand-run pod; failing fast beats a managed job that
-    trains silently and is then killed for not reporting.
-    """
-    present = [name for name in MANAGED_ENV if environ.get(name)]
-    if not present:
+    """Managed run (stdout + control plane) when the launcher set all of `MANAGED_ENV`, else stdout."""
+    job = managed_job(environ)
+    if job is None:
         return StdoutReporter()
-    missing = [name for name in MANAGED_ENV if not environ.get(name)]
-    if missing:
-        raise BadInputError(
-            f"managed mode needs all of {', '.join(MANAGED_ENV)}; missing: {', '.join(missing)} "
-            "(set all three to report to the control plane, or none for an offline run)"
-        )
-    http = HttpReporter(environ["ALIGND_API_URL"], environ["ALIGND_JOB_ID"], environ["ALIGND_JOB_TOKEN"])
-    return MultiReporter(StdoutReporter(), http)
+    return MultiReporter(StdoutReporter(), HttpReporter(job.api_url, job.job_id, job.token))
 
 
 def termination_log_path(environ: Mapping[str, str]) -> Path | None:

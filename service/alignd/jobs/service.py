@@ -15,6 +15,7 @@ from alignd.files import get_file
 from alignd.jobs.spec import resolve_job
 from alignd.jobs.state import TERMINAL, JobStatus, record_event, transition
 from alignd.models import BaseModelModel, FileModel, JobEventModel, JobModel, ProjectModel, new_id
+from alignd.pagination import newest_first
 from alignd.schemas import JobCreate
 
 TERMINAL_VALUES = {status.value for status in TERMINAL}
@@ -89,14 +90,10 @@ def list_jobs(
     session: Session, project: ProjectModel, *, after: str | None, limit: int, metadata: dict[str, str]
 ) -> tuple[list[JobModel], bool]:
     """Newest first; metadata filters match exactly on every given key."""
-    query = select(JobModel).where(JobModel.project_id == project.id)
-    if after is not None:
-        anchor = get_job(session, project, after)
-        query = query.where(
-            (col(JobModel.created_at) < anchor.created_at)
-            | ((col(JobModel.created_at) == anchor.created_at) & (col(JobModel.id) < anchor.id))
-        )
-    rows = session.exec(query.order_by(col(JobModel.created_at).desc(), col(JobModel.id).desc()))
+    anchor = get_job(session, project, after) if after is not None else None
+    rows = session.exec(
+        newest_first(select(JobModel).where(JobModel.project_id == project.id), JobModel, anchor)
+    )
     matching = (r for r in rows if all((r.job_metadata or {}).get(k) == v for k, v in metadata.items()))
     page = []
     for row in matching:
