@@ -5,8 +5,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GpuProfile(BaseModel):
+    """How to land a run on one kind of GPU node: `resources.gpu_type` names a profile."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, str]] = Field(default_factory=list)
+    resource_name: str = "nvidia.com/gpu"
 
 
 class Settings(BaseSettings):
@@ -33,6 +41,27 @@ class Settings(BaseSettings):
     controller_interval_seconds: float = Field(1.0, gt=0)
     heartbeat_timeout_seconds: float = Field(300.0, gt=0, description="Silent trainers fail after this.")
     cancel_grace_seconds: float = Field(30.0, ge=0, description="SIGTERM, then SIGKILL after this.")
+
+    leader_election: bool = Field(
+        True, description="Only the replica holding the DB lease runs the controller (safe with >1 replica)."
+    )
+    leader_lease_seconds: float = Field(15.0, gt=0, description="A leader silent this long is replaced.")
+
+    k8s_namespace: str | None = Field(None, description="Where trainer Jobs run; default the server's own.")
+    k8s_kubeconfig: Path | None = Field(None, description="Kubeconfig when not running in the cluster.")
+    k8s_trainer_image: str = "ghcr.io/alignd/alignd-trainer:0.1.0"
+    k8s_trainer_service_account: str | None = Field(None, description="Trainer pods' account (no RBAC).")
+    k8s_image_pull_secrets: list[str] = Field(default_factory=list)
+    k8s_gpu_profiles: dict[str, GpuProfile] = Field(
+        default_factory=dict, description="resources.gpu_type -> node selector and tolerations (JSON)."
+    )
+    k8s_pending_deadline_seconds: float = Field(
+        900.0, gt=0, description="A run whose pods cannot schedule this long fails with the reason."
+    )
+    k8s_ttl_seconds_after_finished: int = Field(3600, ge=0)
+    k8s_backoff_limit: int = Field(3, ge=0, description="Pod retries after preemption or eviction.")
+    k8s_shm_size: str = "16Gi"
+    k8s_labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on trainer pods.")
 
     max_upload_bytes: int = Field(10 * 1024**3, gt=0)
     max_line_bytes: int = Field(8 * 1024**2, gt=0)
