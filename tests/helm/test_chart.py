@@ -1,0 +1,508 @@
+"""The Helm chart (helm/alignd), rendered by the real helm v4 binary and checked by what a cluster would
+check: `helm lint --strict`, the values schema, `kubernetes-validate --strict` for 1.31 and 1.35, and
+the places where the chart must agree with the code (settings names, images, probes, RBAC)."""
+
+import base64
+import inspect
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import alignd
+from alignd.api import health
+from alignd.cli import serve
+from alignd.config import GpuProfile, Settings
+from tests.helm.helm_binary import helm_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "alignd"
+PRODUCTION = CHART / "examples" / "production.yaml"
+QUICKSTART = CHART / "examples" / "quickstart.yaml"
+RELEASE, NAMESPACE = "alignd", "ml-platform"
+KUBERNETES_VERSIONS = ("1.31.0", "1.35.0")
+SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+
+LAUNCHER_RULES = {("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete")} | {
+    *(("", "pods", verb) for verb in ("get", "list", "watch")),
+    ("", "pods/log", "get"),
+    *(("", "events", verb) for verb in ("list", "watch")),
+    *(("", "secrets", verb) for verb in ("create", "delete", "get")),
+    *(("", "services", verb) for verb in ("create", "delete", "get")),
+}
+"""(apiGroup, resource, verb) the Kubernetes launcher needs: exactly what the Role may grant."""
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The helm command line prefix, with helm's config/cache/data homes in a temporary directory."""
+    binary = helm_binary()
+    homes = tmp_path_factory.mktemp("helm-home")
+    env = {f"HELM_{kind}_HOME": str(homes / kind.lower()) for kind in ("CACHE", "CONFIG", "DATA")}
+    return ["env", *(f"{key}={value}" for key, value in env.items()), str(binary)]
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def template(helm: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run([*helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args])
+
+
+def render(helm: list[str], *args: str) -> list[dict[str, Any]]:
+    result = template(helm, *args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def only(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [m for m in manifests if m["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {[m['metadata']['name'] for m in found]}"
+    return found[0]
+
+
+def api_container(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["api"]
+    return containers[0]
+
+
+VALUE_SETS = {
+    "default": [],
+    "production": ["-f", str(PRODUCTION)],
+    "quickstart": ["-f", str(QUICKSTART)],
+}
+
+
+def test_the_binary_is_helm_v4(helm: list[str]) -> None:
+    result = run([*helm, "version", "--short"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("v4."), result.stdout
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_lint_strict(helm: list[str], values: list[str]) -> None:
+    result = run([*helm, "lint", "--strict", str(CHART), *values])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("with_crd", [False, True], ids=["plain", "prometheus-operator"])
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_rendered_manifests_pass_kubernetes_validate(
+    helm: list[str], values: list[str], with_crd: bool, tmp_path: Path
+) -> None:
+    extra = ["--api-versions", SERVICE_MONITOR_API] if with_crd else []
+    result = template(helm, *values, *extra)
+    assert result.returncode == 0, result.stderr
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(result.stdout)
+    manifests = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    # Every object has a schema in kubernetes-validate except the Prometheus Operator's CRD.
+    core = {
+        f"{m['kind'].lower()}/{m['metadata']['name']}" for m in manifests if m["kind"] != "ServiceMonitor"
+    }
+    assert {"deployment/alignd", "role/alignd", "configmap/alignd", "service/alignd"} <= core
+
+    versions = [arg for version in KUBERNETES_VERSIONS for arg in ("-k", version)]
+    check = run([sys.executable, "-m", "kubernetes_validate", "--strict", *versions, str(rendered)])
+
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "ERROR" not in check.stdout
+    for version in KUBERNETES_VERSIONS:
+        minor = version.rsplit(".", 1)[0]
+        passed = set(
+            re.findall(rf"passed for resource (\S+) against version {re.escape(minor)}\n", check.stdout)
+        )
+        assert passed == core, f"not validated against {minor}: {core - passed}"
+
+
+def test_kubernetes_validate_strict_rejects_an_unknown_field(helm: list[str], tmp_path: Path) -> None:
+    """The validation above would catch a misspelt field: the same Deployment with one fails."""
+    deployment = only(render(helm), "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {"periodSeconds": 10}
+    rendered = tmp_path / "bad.yaml"
+    rendered.write_text(yaml.safe_dump(deployment))
+
+    check = run([sys.executable, "-m", "kubernetes_validate", "--strict", "-k", "1.35.0", str(rendered)])
+
+    assert check.returncode != 0
+    assert "livenessprobe" in check.stdout
+
+
+def test_service_monitor_only_where_the_crd_is_served(helm: list[str]) -> None:
+    assert not [m for m in render(helm) if m["kind"] == "ServiceMonitor"]
+    assert not [
+        m
+        for m in render(
+            helm, "--api-versions", SERVICE_MONITOR_API, "--set", "metrics.serviceMonitor.enabled=false"
+        )
+        if m["kind"] == "ServiceMonitor"
+    ]
+
+    manifests = render(helm, "--api-versions", SERVICE_MONITOR_API)
+    monitor, service = only(manifests, "ServiceMonitor"), only(manifests, "Service")
+
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+    assert "/metrics" in {route.path for route in health.router.routes}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "store=ftp"], "at '/store': value must be one of 's3', 'local'"),
+        (["--set-json", 'replicaCount="two"'], "at '/replicaCount': got string, want integer"),
+        (["--set", "persistence.mode=sqlite"], "at '/persistence/mode': value must be one of"),
+        (["--set", "replicas=2"], "additional properties 'replicas' not allowed"),
+        (["--set", "s3.endpoint=https://s3.example.com"], "at '/s3/endpoint'"),
+        (["--set", "trainer.gpuProfiles.h100.nodeSelector=x"], "at '/trainer/gpuProfiles/h100/nodeSelector'"),
+        (
+            ["--set", "trainer.gpuProfiles.h100.tolerations[0].tolerationSeconds=60"],
+            "additional properties 'tolerationSeconds' not allowed",
+        ),
+    ],
+    ids=["store", "replicas-type", "persistence-mode", "unknown-key", "s3-scheme", "gpu-profile", "tolerate"],
+)
+def test_schema_rejects_bad_values(helm: list[str], args: list[str], message: str) -> None:
+    result = template(helm, *args)
+
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr
+
+
+def test_embedded_mode_refuses_more_than_one_replica(helm: list[str]) -> None:
+    result = template(helm, "-f", str(QUICKSTART), "--set", "replicaCount=2")
+
+    assert result.returncode != 0
+    assert "persistence.mode=embedded" in result.stderr
+    assert "runs exactly one replica, but replicaCount=2" in result.stderr
+
+
+def test_quickstart_keeps_sqlite_and_the_store_on_one_claim(helm: list[str]) -> None:
+    manifests = render(helm, "-f", str(QUICKSTART))
+    deployment, claim = only(manifests, "Deployment"), only(manifests, "PersistentVolumeClaim")
+    container, pod = api_container(manifests), deployment["spec"]["template"]["spec"]
+    config = only(manifests, "ConfigMap")["data"]
+
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert claim["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    data_volume = next(v for v in pod["volumes"] if v["name"] == "data")
+    assert data_volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["data"] == config["ALIGND_DATA_DIR"]
+    assert config["ALIGND_STORE"] == "local"
+    assert "ALIGND_DATABASE_URL" not in {e["name"] for e in container["env"]}  # SQLite in the data dir
+    assert not [m for m in manifests if m["kind"] == "PodDisruptionBudget"]
+
+
+def test_production_mode_keeps_nothing_in_the_pod(helm: list[str]) -> None:
+    manifests = render(helm, "-f", str(PRODUCTION))
+    container = api_container(manifests)
+    pod = only(manifests, "Deployment")["spec"]["template"]["spec"]
+
+    assert not [m for m in manifests if m["kind"] in ("PersistentVolumeClaim", "Secret")]
+    assert only(manifests, "Deployment")["spec"]["replicas"] == 3
+    assert only(manifests, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    volumes = {v["name"]: set(v) - {"name"} for v in pod["volumes"]}
+    assert volumes == {"tmp": {"emptyDir"}, "data": {"emptyDir"}}
+    secret_refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    names = ("DATABASE_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "ADMIN_KEY", "SIGNING_KEY")
+    assert {name: ref["name"] for name, ref in secret_refs.items()} == {
+        f"ALIGND_{name}": "alignd-credentials" for name in names
+    }
+    assert not secret_refs["ALIGND_DATABASE_URL"].get("optional", False)
+    assert secret_refs["ALIGND_ADMIN_KEY"]["optional"] is True
+    # No credential is written into the pod spec or the ConfigMap.
+    assert not [e for e in container["env"] if "value" in e and "KEY" in e["name"]]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "store=local"], "store=local keeps objects on the embedded volume"),
+        (["--set", "secret.create=true,existingSecret=mine"], "not both"),
+        (["--set", "secret.create=true"], "needs secret.databaseUrl"),
+        (
+            ["--set", "secret.create=true,secret.databaseUrl=postgresql+psycopg://db/alignd"],
+            "needs secret.s3AccessKey and secret.s3SecretKey",
+        ),
+    ],
+    ids=["local-store-external", "two-secrets", "no-database-url", "no-s3-keys"],
+)
+def test_inconsistent_values_fail_with_what_to_change(helm: list[str], args: list[str], message: str) -> None:
+    result = template(helm, *args)
+
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_chart_made_secret_generates_keys_and_keeps_given_ones(helm: list[str]) -> None:
+    manifests = render(
+        helm, "-f", str(QUICKSTART), "--set", "store=s3,secret.s3AccessKey=AK,secret.s3SecretKey=SK"
+    )
+    secret = only(manifests, "Secret")
+    data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+    assert set(data) == {"s3-access-key", "s3-secret-key", "admin-key", "signing-key"}
+    assert (data["s3-access-key"], data["s3-secret-key"]) == ("AK", "SK")
+    assert re.fullmatch(r"sk-alignd-admin-[A-Za-z0-9]{40}", data["admin-key"])
+    assert len(data["signing-key"]) == 64
+    refs = {
+        e["valueFrom"]["secretKeyRef"]["name"] for e in api_container(manifests)["env"] if "valueFrom" in e
+    }
+    assert refs == {secret["metadata"]["name"]}
+
+
+def test_role_grants_exactly_what_the_launcher_uses(helm: list[str]) -> None:
+    manifests = render(helm)
+    role = only(manifests, "Role")
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+    assert granted == LAUNCHER_RULES
+    # Nothing beyond groups, resources and verbs: no resourceNames, no nonResourceURLs.
+    assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in role["rules"])
+    assert not [m for m in manifests if m["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    binding = only(manifests, "RoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "alignd"}
+    api_account = only(manifests, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": api_account, "namespace": NAMESPACE}]
+
+
+def test_trainer_service_account_has_no_rbac_and_no_token(helm: list[str]) -> None:
+    manifests = render(helm, "-f", str(PRODUCTION))
+    accounts = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "ServiceAccount"}
+    trainer = only(manifests, "ConfigMap")["data"]["ALIGND_K8S_TRAINER_SERVICE_ACCOUNT"]
+    api = only(manifests, "Deployment")["spec"]["template"]["spec"]
+
+    assert set(accounts) == {api["serviceAccountName"], trainer}
+    assert trainer != api["serviceAccountName"]
+    assert accounts[trainer]["automountServiceAccountToken"] is False
+    bound = {
+        subject["name"]
+        for m in manifests
+        if m["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        for subject in m["subjects"]
+    }
+    assert trainer not in bound
+    # Only the API pod asks for a token (it drives the Kubernetes API); its account does not hand one out.
+    assert api["automountServiceAccountToken"] is True
+    assert accounts[api["serviceAccountName"]]["automountServiceAccountToken"] is False
+
+
+@pytest.fixture
+def clean_alignd_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in [n for n in os.environ if n.startswith("ALIGND_")]:
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_every_rendered_setting_is_a_settings_field_and_parses(
+    helm: list[str], values: list[str], clean_alignd_env: pytest.MonkeyPatch
+) -> None:
+    """Catches drift: a renamed setting, a JSON value Settings can't read, a number in e-notation."""
+    manifests = render(helm, *values)
+    config = only(manifests, "ConfigMap")["data"]
+    env_names = [e["name"] for e in api_container(manifests)["env"]]
+    fields = {f"ALIGND_{name.upper()}" for name in Settings.model_fields}
+
+    assert all(name.startswith("ALIGND_") for name in [*config, *env_names])
+    assert set(config) - fields == set()
+    assert set(env_names) - fields == set()
+    assert not set(config) & set(env_names)
+
+    for name, value in config.items():
+        clean_alignd_env.setenv(name, value)
+    for name in env_names:
+        clean_alignd_env.setenv(name, "placeholder")
+    settings = Settings()
+
+    assert settings.launcher == "kubernetes"
+    assert settings.k8s_namespace == NAMESPACE
+    assert settings.run_controller and settings.leader_election
+    assert str(settings.data_dir) == "/var/lib/alignd"
+    assert settings.max_upload_bytes >= 10 * 1024**3
+    assert settings.k8s_trainer_service_account
+
+
+def test_settings_from_the_production_example(helm: list[str], clean_alignd_env: pytest.MonkeyPatch) -> None:
+    production = yaml.safe_load(PRODUCTION.read_text())
+    for name, value in only(render(helm, "-f", str(PRODUCTION)), "ConfigMap")["data"].items():
+        clean_alignd_env.setenv(name, value)
+    settings = Settings()
+
+    assert settings.k8s_gpu_profiles == {
+        "a100": GpuProfile(
+            node_selector={"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        ),
+        "h100": GpuProfile(
+            node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "node-pool": "h100-spot"},
+            tolerations=production["trainer"]["gpuProfiles"]["h100"]["tolerations"],
+            resource_name="nvidia.com/gpu",
+        ),
+    }
+    assert settings.k8s_image_pull_secrets == ["registry-example-com"]
+    assert settings.k8s_trainer_image == "registry.example.com/ml/alignd-trainer:0.1.0"
+    assert settings.k8s_labels == {"team": "ml-platform"}
+    assert settings.k8s_pending_deadline_seconds == 1800
+    assert settings.max_upload_bytes == 50 * 1024**3
+    assert settings.default_quota_stored_bytes == 1024**4
+    assert (settings.store, settings.s3_endpoint, settings.s3_bucket) == (
+        "s3",
+        "s3.us-east-1.amazonaws.com",
+        "acme-alignd",
+    )
+    assert (settings.s3_region, settings.s3_secure) == ("us-east-1", True)
+    # No Ingress URL is used for trainers unless asked: they reach the API inside the cluster.
+    assert settings.public_url == f"http://alignd.{NAMESPACE}.svc:8000"
+
+
+def test_public_url_can_be_overridden(helm: list[str]) -> None:
+    config = only(render(helm, "--set", "publicUrl=https://alignd.example.com"), "ConfigMap")["data"]
+
+    assert config["ALIGND_PUBLIC_URL"] == "https://alignd.example.com"
+
+
+def test_images_match_the_dockerfiles_and_the_settings(helm: list[str]) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    manifests = render(helm)
+    config = only(manifests, "ConfigMap")["data"]
+
+    assert chart["apiVersion"] == "v2"
+    assert chart["appVersion"] == version == alignd.__version__
+    assert api_container(manifests)["image"] == f"ghcr.io/alignd/alignd:{version}"
+    assert config["ALIGND_K8S_TRAINER_IMAGE"] == Settings.model_fields["k8s_trainer_image"].default
+    assert Settings.model_fields["k8s_trainer_image"].default == f"ghcr.io/alignd/alignd-trainer:{version}"
+
+
+def test_api_pod_matches_the_api_image(helm: list[str]) -> None:
+    """Port, user, command and data directory agree between the chart and the root Dockerfile."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    manifests = render(helm)
+    container = api_container(manifests)
+    pod = only(manifests, "Deployment")["spec"]["template"]["spec"]
+    [port] = container["ports"]
+
+    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
+    assert re.search(r"pip install '\.\[server\]'", dockerfile)
+    assert "torch" not in dockerfile.lower().replace("pytorch", "")
+    [user] = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.M)
+    context = pod["securityContext"]
+    assert (context["runAsUser"], context["runAsGroup"]) == tuple(map(int, user))
+    assert re.findall(r"^EXPOSE (\d+)$", dockerfile, re.M) == [str(port["containerPort"])]
+    [cmd] = re.findall(r"^CMD (\[.*\])$", dockerfile, re.M)
+    assert yaml.safe_load(cmd) == container["args"] == ["serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert re.search(r'ENTRYPOINT \["alignd"\]', dockerfile)
+    assert set(inspect.signature(serve).parameters) == {"host", "port"}
+    [data_dir] = re.findall(r"ALIGND_DATA_DIR=(\S+)", dockerfile)
+    assert only(manifests, "ConfigMap")["data"]["ALIGND_DATA_DIR"] == data_dir
+
+
+def test_api_pod_is_locked_down_and_probed(helm: list[str]) -> None:
+    manifests = render(helm)
+    container = api_container(manifests)
+    pod = only(manifests, "Deployment")["spec"]["template"]["spec"]
+    routes = {route.path for route in health.router.routes}  # type: ignore[attr-defined]
+
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    # A Service named "alignd" would otherwise inject ALIGND_PORT=tcp://... and friends.
+    assert pod["enableServiceLinks"] is False
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert {"/healthz", "/readyz"} <= routes
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+
+
+def network_policies(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m["spec"] for m in manifests if m["kind"] == "NetworkPolicy"}
+
+
+def test_network_policy_opens_only_the_api_port(helm: list[str]) -> None:
+    default = network_policies(render(helm))["alignd"]
+    assert default["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "api"
+    assert default["policyTypes"] == ["Ingress"]
+    assert default["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+
+    locked = network_policies(render(helm, "-f", str(PRODUCTION)))["alignd"]
+    production = yaml.safe_load(PRODUCTION.read_text())["networkPolicy"]
+    assert locked["policyTypes"] == ["Ingress", "Egress"]
+    [rule] = locked["ingress"]
+    assert rule["from"] == [{"podSelector": {}}, *production["extraIngressFrom"]]
+    assert {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]} in locked["egress"]
+    assert locked["egress"][-len(production["extraEgress"]) :] == production["extraEgress"]
+
+    assert not network_policies(render(helm, "--set", "networkPolicy.enabled=false"))
+
+
+def test_trainer_pods_accept_connections_only_from_trainer_pods(helm: list[str]) -> None:
+    """The selector is the launcher's label pair on every trainer pod (app.kubernetes.io/managed-by=alignd,
+    app.kubernetes.io/component=trainer); the API's own pods are labelled managed-by=Helm, component=api."""
+    manifests = render(helm)
+    trainers = network_policies(manifests)["alignd-trainers"]
+    labels = {"app.kubernetes.io/managed-by": "alignd", "app.kubernetes.io/component": "trainer"}
+    api_pod_labels = only(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+
+    assert trainers["podSelector"] == {"matchLabels": labels}
+    assert trainers["policyTypes"] == ["Ingress"]
+    assert trainers["ingress"] == [{"from": [{"podSelector": {"matchLabels": labels}}]}]
+    assert not labels.items() <= api_pod_labels.items()
+    assert "alignd-trainers" not in network_policies(
+        render(helm, "--set", "networkPolicy.isolateTrainers=false")
+    )
+
+
+def test_ingress_routes_to_the_api_service(helm: list[str]) -> None:
+    manifests = render(helm, "-f", str(PRODUCTION))
+    ingress, service = only(manifests, "Ingress"), only(manifests, "Service")
+    [rule] = ingress["spec"]["rules"]
+    [path] = rule["http"]["paths"]
+
+    assert rule["host"] == "alignd.example.com"
+    assert ingress["spec"]["tls"] == [{"secretName": "alignd-tls", "hosts": ["alignd.example.com"]}]
+    assert path["backend"]["service"]["name"] == service["metadata"]["name"]
+    assert path["backend"]["service"]["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    assert not [m for m in render(helm) if m["kind"] == "Ingress"]
+
+
+def test_notes_tell_how_to_create_the_secret(helm: list[str]) -> None:
+    result = run([*helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client"])
+
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert f"kubectl -n {NAMESPACE} create secret generic alignd" in notes
+    for key in ("database-url", "s3-access-key", "s3-secret-key", "admin-key"):
+        assert f"--from-literal={key}=" in notes
