@@ -1,0 +1,276 @@
+"""The Kubernetes objects of one trainer run, as plain dicts (pure: no API calls).
+
+One batch/v1 Job per attempt, named from the job id and attempt so a repeated launch finds the
+first one; a Secret with the job token owned by the Job (the token never appears in the pod spec);
+for multi-node runs an Indexed Job and a headless Service for torchrun's rendezvous at index 0.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from alignd.config import GpuProfile, Settings
+from alignd.contract import ExitCode
+from alignd.launchers.base import LaunchRequest
+
+Manifest = dict[str, Any]
+
+JOB_ID_LABEL = "alignd.dev/job-id"
+ATTEMPT_LABEL = "alignd.dev/attempt"
+RUN_LABEL = "alignd.dev/run"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "alignd"}
+SELECTOR = "app.kubernetes.io/managed-by=alignd,app.kubernetes.io/component=trainer"
+CONTAINER = "trainer"
+TOKEN_ENV = "ALIGND_JOB_TOKEN"
+TOKEN_KEY = "job-token"
+TERMINATION_LOG = "/dev/termination-log"
+WORK_DIR = "/work"
+RENDEZVOUS_PORT = 29500
+TRAINER_UID = 1000
+"""Matches the USER of trainer_image/Dockerfile."""
+
+
+class ManifestError(ValueError):
+    """The job cannot be expressed as a run on this cluster (e.g. an unknown GPU profile)."""
+
+
+def job_name(job_id: str, attempt: int) -> str:
+    """A DNS-1123 label, short enough for Indexed pods' hostnames (`{name}-{index}`)."""
+    name = f"alignd-{job_id}-{attempt}".lower().replace("_", "-").replace(".", "-")
+    if len(name) > 56:
+        raise ManifestError(f"job id {job_id!r} is too long for a Kubernetes name ({name})")
+    return name
+
+
+def not_retriable_exit_codes() -> list[int]:
+    return sorted(int(code) for code in ExitCode if code is not ExitCode.SUCCESS and not code.retriable)
+
+
+@dataclass(frozen=True)
+class RunManifests:
+    name: str
+    job: Manifest
+    secret: Manifest
+    service: Manifest | None
+
+    def owned(self, job_uid: str) -> list[Manifest]:
+        """The Secret (and Service) with an ownerReference to the created Job, so they go with it."""
+        owner = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": self.name,
+            "uid": job_uid,
+            "controller": True,
+            "blockOwnerDeletion": False,
+        }
+        objects = [self.secret] + ([self.service] if self.service else [])
+        return [_with_owner(obj, owner) for obj in objects]
+
+
+def _with_owner(obj: Manifest, owner: Manifest) -> Manifest:
+    metadata = dict(obj["metadata"]) | {"ownerReferences": [owner]}
+    return obj | {"metadata": metadata}
+
+
+def build(request: LaunchRequest, settings: Settings, namespace: str) -> RunManifests:
+    name = job_name(request.job_id, request.attempt)
+    labels = _labels(request, name, settings)
+    metadata = {
+        "name": name,
+        "namespace": namespace,
+        "labels": labels,
+        "annotations": {JOB_ID_LABEL: request.job_id},
+    }
+    multi_node = request.spec.resources.nodes > 1
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata | {"name": f"{name}-token"},
+        "type": "Opaque",
+        "stringData": {TOKEN_KEY: request.env[TOKEN_ENV]},
+    }
+    service = _headless_service(metadata, name) if multi_node else None
+    return RunManifests(name, _job(request, settings, metadata, labels), secret, service)
+
+
+def _labels(request: LaunchRequest, name: str, settings: Settings) -> dict[str, str]:
+    return (
+        dict(settings.k8s_labels)
+        | MANAGED_BY
+        | {
+            "app.kubernetes.io/name": "alignd-trainer",
+            "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/component": "trainer",
+            JOB_ID_LABEL: request.job_id,
+            ATTEMPT_LABEL: str(request.attempt),
+            RUN_LABEL: name,
+        }
+    )
+
+
+def _job(request: LaunchRequest, settings: Settings, metadata: Manifest, labels: dict[str, str]) -> Manifest:
+    nodes = request.spec.resources.nodes
+    spec: Manifest = {
+        "backoffLimit": settings.k8s_backoff_limit,
+        "ttlSecondsAfterFinished": settings.k8s_ttl_seconds_after_finished,
+        "podFailurePolicy": {
+            "rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": not_retriable_exit_codes(),
+                    },
+                },
+            ]
+        },
+        "template": {
+            "metadata": {"labels": labels, "annotations": dict(metadata["annotations"])},
+            "spec": _pod_spec(request, settings, metadata["name"]),
+        },
+    }
+    if request.spec.max_runtime_seconds is not None:
+        spec["activeDeadlineSeconds"] = request.spec.max_runtime_seconds
+    if nodes > 1:
+        # A node that fails leaves its peers stuck in a collective: fail the attempt, and let the
+        # controller's retry start every node again from the last checkpoint.
+        spec |= {"completionMode": "Indexed", "completions": nodes, "parallelism": nodes, "backoffLimit": 0}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
+
+
+def _pod_spec(request: LaunchRequest, settings: Settings, name: str) -> Manifest:
+    resources = request.spec.resources
+    profile = _profile(resources.gpu_type, settings.k8s_gpu_profiles)
+    pod: Manifest = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": max(30, int(settings.cancel_grace_seconds)),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRAINER_UID,
+            "runAsGroup": TRAINER_UID,
+            "fsGroup": TRAINER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_container(request, settings, name, profile)],
+        "volumes": [
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.k8s_shm_size}},
+            {"name": "work", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if settings.k8s_trainer_service_account:
+        pod["serviceAccountName"] = settings.k8s_trainer_service_account
+    if settings.k8s_image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": secret} for secret in settings.k8s_image_pull_secrets]
+    if profile is not None and profile.node_selector:
+        pod["nodeSelector"] = dict(profile.node_selector)
+    if profile is not None and profile.tolerations:
+        pod["tolerations"] = [dict(t) for t in profile.tolerations]
+    if resources.nodes > 1:
+        pod["subdomain"] = name
+    return pod
+
+
+def _profile(gpu_type: str | None, profiles: Mapping[str, GpuProfile]) -> GpuProfile | None:
+    if gpu_type is None:
+        return None
+    if gpu_type not in profiles:
+        known = ", ".join(sorted(profiles)) or "none configured (ALIGND_K8S_GPU_PROFILES)"
+        raise ManifestError(f"resources.gpu_type {gpu_type!r} is not a GPU profile here; known: {known}")
+    return profiles[gpu_type]
+
+
+def _container(request: LaunchRequest, settings: Settings, name: str, profile: GpuProfile | None) -> Manifest:
+    resources = request.spec.resources
+    limits: dict[str, str] = {}
+    requests: dict[str, str] = {}
+    if resources.gpus > 0:
+        limits[profile.resource_name if profile else "nvidia.com/gpu"] = str(resources.gpus)
+    if resources.memory:
+        limits["memory"] = requests["memory"] = resources.memory
+    if resources.cpu:
+        requests["cpu"] = resources.cpu
+    return {
+        "name": CONTAINER,
+        "image": settings.k8s_trainer_image,
+        "command": command(request, name),
+        "workingDir": WORK_DIR,
+        "env": _env(request),
+        "resources": {"limits": limits, "requests": requests},
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "work", "mountPath": WORK_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def command(request: LaunchRequest, name: str) -> list[str]:
+    """`python -m alignd_trainer` for one process; torchrun for several GPUs or nodes."""
+    resources = request.spec.resources
+    if resources.gpus <= 1 and resources.nodes == 1:
+        return ["python", "-m", "alignd_trainer"]
+    per_node = str(max(1, resources.gpus))
+    if resources.nodes == 1:
+        return ["torchrun", "--standalone", f"--nproc_per_node={per_node}", "-m", "alignd_trainer"]
+    return [
+        "torchrun",
+        f"--nnodes={resources.nodes}",
+        f"--nproc_per_node={per_node}",
+        "--node_rank=$(JOB_COMPLETION_INDEX)",
+        f"--master_addr={name}-0.{name}",
+        f"--master_port={RENDEZVOUS_PORT}",
+        "-m",
+        "alignd_trainer",
+    ]
+
+
+def _env(request: LaunchRequest) -> list[Manifest]:
+    plain = {k: v for k, v in request.env.items() if k != TOKEN_ENV} | {
+        "ALIGND_TERMINATION_LOG": TERMINATION_LOG,
+        "HOME": WORK_DIR,
+        "HF_HOME": f"{WORK_DIR}/.cache/huggingface",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env: list[Manifest] = [{"name": k, "value": v} for k, v in sorted(plain.items())]
+    env.append(
+        {
+            "name": TOKEN_ENV,
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": f"{job_name(request.job_id, request.attempt)}-token",
+                    "key": TOKEN_KEY,
+                }
+            },
+        }
+    )
+    if request.spec.resources.nodes > 1:
+        index_path = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+        env.append({"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {"fieldPath": index_path}}})
+    return env
+
+
+def _headless_service(metadata: Manifest, name: str) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": dict(metadata),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {RUN_LABEL: name},
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
+        },
+    }
