@@ -12,7 +12,7 @@ from alignd.launchers.kubernetes import KubernetesLauncher
 from alignd.storage.local import LocalStore
 from alignd.storage.signing import UrlSigner
 from tests.db.conftest import backend, engine, postgres, session
-from tests.kubernetes.cluster import EmulatorThread, Kubelet, PodScript
+from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript
 
 __all__ = ["backend", "engine", "postgres", "session"]
 NAMESPACE = "alignd-test"

@@ -16,8 +16,8 @@ from alignd.launchers.kubernetes import KubernetesLauncher
 from alignd.models import JobEventModel, JobModel, ProjectModel
 from kubernetes import client
 from tests.db.factories import make_job
-from tests.kubernetes.cluster import EmulatorThread, Kubelet, PodScript, summary_json, wait_for
-from tests.kubernetes.conftest import NAMESPACE, Scripts
+from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript, summary_json, wait_for
+from tests.k8s.conftest import NAMESPACE, Scripts
 
 SPEC = {"model": "/models/tiny", "training_file": "file-test", "resources": {"gpus": 1, "gpu_type": "h100"}}
 
