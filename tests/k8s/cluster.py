@@ -30,10 +30,9 @@ import aiohttp.web
 import attrs
 import kmock
 from kmock._internal import enums, rendering
+from kubernetes import client
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
-
-from kubernetes import client
 
 Obj = dict[str, Any]
 RESOURCES = ("batch/v1/jobs", "v1/pods", "v1/secrets", "v1/services", "v1/events")

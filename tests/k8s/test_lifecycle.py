@@ -5,6 +5,7 @@ run, and what the user sees on the job afterwards."""
 import time
 from collections.abc import Callable
 
+from kubernetes import client
 from kubernetes.client import ApiClient
 from sqlmodel import Session, col, select
 
@@ -14,7 +15,6 @@ from alignd.jobs.state import JobStatus
 from alignd.launchers.k8s_manifests import job_name
 from alignd.launchers.kubernetes import KubernetesLauncher
 from alignd.models import JobEventModel, JobModel, ProjectModel
-from kubernetes import client
 from tests.db.factories import make_job
 from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript, summary_json, wait_for
 from tests.k8s.conftest import NAMESPACE, Scripts
