@@ -8,17 +8,18 @@ compare-and-set on the job's lock token; losing the race drops the result (STYLE
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Histogram
 from sqlalchemy import update
 from sqlalchemy.orm import sessionmaker
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from alignd import auth
 from alignd.config import Settings
 from alignd.contract import ExitCode, JobSpec
+from alignd.jobs.results import results_csv, store_results_file
 from alignd.jobs.state import JobStatus, record_event, transition
 from alignd.launchers import Launcher, LaunchRequest, RunState, RunStatus
 from alignd.models import JobModel, ProjectModel
@@ -150,11 +151,15 @@ class Controller:
         self._keep_logs(job)
         if status.state is RunState.succeeded:
             name = f"ft:{job.model}:{job.project_id}:{job.suffix or 'alignd'}:{job.id}"
+            with self.sessions() as session:
+                data = results_csv(session, job)
+            results = store_results_file(self.store, job, data)
             self._finish(
                 job,
                 JobStatus.succeeded,
                 "The job has successfully completed",
-                fields={"fine_tuned_model": name},
+                fields={"fine_tuned_model": name, "result_files": [results.id]},
+                rows=[results],
             )
         elif job.status == JobStatus.pausing.value and (
             status.exit_code == ExitCode.TERMINATED or status.reason == "Lost"
@@ -241,10 +246,14 @@ class Controller:
         error: dict[str, str] | None = None,
         fields: dict[str, object] | None = None,
         level: str = "info",
-    ) -> None:
+        rows: Sequence[SQLModel] = (),
+    ) -> JobModel | None:
+        """Move the job on if nobody did since we read it; `rows` are inserted in the same transaction.
+        Returns the moved job, or None when the move was dropped."""
         values = dict(fields or {}) | ({"error": error} if error else {}) | {"token_hash": None}
         with self.sessions() as session:
-            transition(
+            session.add_all(rows)
+            return transition(
                 session,
                 job.id,
                 to=to,

@@ -12,11 +12,14 @@ from sqlmodel import Session, select
 from alignd.config import Settings
 from alignd.datasets import DatasetValidator
 from alignd.errors import InvalidRequest, NotFound, QuotaExceeded
-from alignd.models import FileModel, ProjectModel, new_id
+from alignd.models import FileModel, ProjectModel, new_id, unix_now_us
 from alignd.pagination import newest_first
 from alignd.storage import ObjectStore
 
 PURPOSE = "fine-tune"
+"""Uploaded preference data, what jobs train on."""
+RESULTS_PURPOSE = "fine-tune-results"
+"""A succeeded job's metrics as CSV (`alignd.jobs.results`), written by alignd, not uploaded."""
 
 
 def create_file(
@@ -49,6 +52,7 @@ def create_file(
     except Exception:
         store.delete(key)
         raise
+    now_us = unix_now_us()
     row = FileModel(
         id=file_id,
         project_id=project.id,
@@ -60,6 +64,8 @@ def create_file(
         sha256=summary.sha256,
         storage_key=key,
         report=summary.report.model_dump(mode="json"),
+        created_at=now_us // 1_000_000,
+        created_at_us=now_us,
     )
     session.add(row)
     session.commit()

@@ -13,6 +13,7 @@ that the migrated schema matches these classes.
 """
 
 import secrets
+import threading
 import time
 from typing import Any
 
@@ -43,6 +44,25 @@ def new_lock_token() -> str:
 
 def unix_now() -> int:
     return int(time.time())
+
+
+class _MonotonicMicros:
+    """Unix time in microseconds that never repeats nor goes back within this process: two rows created
+    in the same microsecond, or across a clock step backwards, still get increasing values."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            self._last = max(time.time_ns() // 1000, self._last + 1)
+            return self._last
+
+
+unix_now_us = _MonotonicMicros()
+"""Creation order of files and jobs (`created_at_us`): lists sort by it, so rows made in the same second
+come back in the order they were made, not by their random ids. `created_at` stays whole seconds."""
 
 
 class ProjectModel(SQLModel, table=True):
@@ -94,6 +114,8 @@ class FileModel(SQLModel, table=True):
     report: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     """The dataset quality report (DESIGN.md section 5)."""
     created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    created_at_us: int = Field(default_factory=unix_now_us, sa_type=BigInteger)
+    """List order (`unix_now_us`); `created_at` is what users see."""
 
 
 class BaseModelModel(SQLModel, table=True):
@@ -146,6 +168,8 @@ class JobModel(SQLModel, table=True):
     idempotency_key: str | None = None
     """The `Idempotency-Key` header it was created with; unique per project."""
     created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    created_at_us: int = Field(default_factory=unix_now_us, sa_type=BigInteger)
+    """List order (`unix_now_us`); `created_at` is what users see."""
     started_at: int | None = Field(default=None, sa_type=BigInteger)
     finished_at: int | None = Field(default=None, sa_type=BigInteger)
     updated_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
@@ -161,17 +185,34 @@ class JobModel(SQLModel, table=True):
     last_heartbeat_at: int | None = Field(default=None, sa_type=BigInteger)
     desired: str | None = None
     """A pending request the controller acts on: "cancel" or "pause"."""
+    event_seq: int = Field(default=0, sa_type=BigInteger)
+    """The last `JobEventModel.job_seq` handed out; bumped under this row's lock (`jobs.events`)."""
+    step: int | None = None
+    """The last optimizer step the trainer reported."""
+    total_steps: int | None = None
+    """Steps the trainer will run in all, as it announced when its training loop started."""
+    run_start_step: int | None = None
+    run_start_at: int | None = Field(default=None, sa_type=BigInteger)
+    """Step and unix time the current run's training loop started from (after a resume, the checkpoint's
+    step): the base of the pace behind `estimated_finish`."""
 
 
 class JobEventModel(SQLModel, table=True):
-    """One line of a job's event log. `seq` is the cursor order; `id` is the public id."""
+    """One line of a job's event log. `job_seq` is the cursor order within the job; `id` is the public id.
+
+    Rows are added only through `alignd.jobs.events.add_events`, which numbers them under the job row's
+    lock, so per job they commit in `job_seq` order and a reader that has seen `job_seq` n has seen every
+    earlier one. (`seq` is a global row key: on Postgres its values commit out of order.)
+    """
 
     __tablename__ = "job_events"
-    __table_args__ = (Index("ix_job_events_job_id_seq", "job_id", "seq"),)
+    __table_args__ = (UniqueConstraint("job_id", "job_seq"),)
 
     seq: int | None = Field(default=None, primary_key=True, sa_type=BigSerial)
     id: str = Field(default_factory=lambda: new_id("ftevent-"), unique=True)
     job_id: str = Field(foreign_key="jobs.id", ondelete="CASCADE")
+    job_seq: int | None = Field(default=None, sa_type=BigInteger, nullable=False)
+    """1, 2, 3, ... per job, in commit order; set by `add_events` (a row added without it is refused)."""
     created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
     level: str = "info"
     type: str = "message"

@@ -67,7 +67,8 @@ class FileObject(BaseModel):
     bytes: int
     created_at: int
     filename: str
-    purpose: Literal["fine-tune"] = "fine-tune"
+    purpose: Literal["fine-tune", "fine-tune-results"] = "fine-tune"
+    """fine-tune: uploaded preference data; fine-tune-results: a succeeded job's metrics CSV."""
     status: Literal["uploaded", "processed", "error"] = "processed"
     status_details: str | None = None
     expires_at: int | None = None

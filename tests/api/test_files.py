@@ -101,6 +101,22 @@ def test_pagination_with_after_and_limit(client: TestClient, key: str) -> None:
     assert sorted(f["id"] for f in first["data"] + rest["data"]) == sorted(ids)
 
 
+def test_files_made_within_a_second_list_newest_first_in_creation_order(
+    client: TestClient, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids are random; give them the opposite order to creation, so only the creation order can win."""
+    backwards = (f"file-{n:024x}" for n in range(10**6, 0, -1))
+    monkeypatch.setattr("alignd.files.new_id", lambda prefix: next(backwards))
+    made = [_upload(client, key, _jsonl([ROW])).json() for _ in range(5)]
+    assert len({f["created_at"] for f in made}) <= 2, "made within a second or two"
+
+    newest_first = [f["id"] for f in reversed(made)]
+    assert [f["id"] for f in client.get("/v1/files", headers=bearer(key)).json()["data"]] == newest_first
+    first = client.get("/v1/files?limit=3", headers=bearer(key)).json()
+    rest = client.get(f"/v1/files?limit=3&after={first['last_id']}", headers=bearer(key)).json()
+    assert [f["id"] for f in first["data"] + rest["data"]] == newest_first
+
+
 def test_storage_quota_rejects_with_429(client: TestClient) -> None:
     project = client.post(
         "/v1/admin/projects", json={"name": "tiny", "quota_stored_bytes": 100}, headers=bearer(ADMIN_KEY)

@@ -239,7 +239,7 @@ class DPORecipe:
         self._event(
             "status",
             f"training for {self.total_steps} steps ({self.steps_per_epoch} per epoch)",
-            data={"total_steps": self.total_steps},
+            data={"total_steps": self.total_steps, "step": self.step},
         )
         while self.step < self.total_steps:
             if self._stop_requested():

@@ -20,6 +20,7 @@ def to_public(row: FileModel) -> FileObject:
         bytes=row.bytes,
         created_at=row.created_at,
         filename=row.filename,
+        purpose=files.RESULTS_PURPOSE if row.purpose == files.RESULTS_PURPOSE else files.PURPOSE,
         alignd=FileAligndInfo(format=row.format or "", rows=row.rows, sha256=row.sha256 or ""),
     )
 

@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from alignd.deps import ProjectDep, SessionDep, StateDep, StoreDep
+from alignd.deps import ProjectDep, SessionDep, SettingsDep, StateDep, StoreDep
 from alignd.jobs import artifacts, service
 from alignd.jobs.state import JobStatus
 from alignd.models import JobEventModel, JobModel
@@ -53,6 +53,8 @@ def to_public(job: JobModel) -> JobObject:
         alignd=JobAligndInfo(
             training_type=job.spec["training_type"],
             spec=job.spec,
+            step=job.step,
+            total_steps=job.total_steps,
             attempt=job.attempt,
             priority=job.priority,
             status=job.status,
@@ -75,12 +77,14 @@ def event_to_public(event: JobEventModel) -> JobEventObject:
 def create(
     body: JobCreate,
     session: SessionDep,
+    settings: SettingsDep,
     project: ProjectDep,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> JobObject:
-    return to_public(
-        service.create_job(session=session, project=project, request=body, idempotency_key=idempotency_key)
+    job = service.create_job(
+        session=session, settings=settings, project=project, request=body, idempotency_key=idempotency_key
     )
+    return to_public(job)
 
 
 @router.get("", response_model=ListResponse[JobObject])

@@ -1,29 +1,36 @@
 """What trainer reports do to a job: events, metric series, checkpoints, heartbeat, progress."""
 
-import time
+from typing import Any
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from alignd.contract import EventLevel, ReportBatch
-from alignd.models import CheckpointModel, JobEventModel, JobModel, MetricModel, new_id
+from alignd.jobs.events import add_events
+from alignd.jobs.state import ACTIVE
+from alignd.models import CheckpointModel, JobEventModel, JobModel, MetricModel, new_id, unix_now
 
 SUMMARY_METRICS = ("loss", "rewards/margins", "rewards/accuracies", "learning_rate")
+ACTIVE_VALUES = [status.value for status in ACTIVE]
 
 
 def apply_report(session: Session, job: JobModel, batch: ReportBatch) -> None:
     """Record one report batch; an empty batch is a heartbeat. Idempotent per checkpoint step."""
-    now = int(time.time())
+    now = unix_now()
+    timed: list[tuple[float, JobEventModel]] = []
     for event in batch.events:
         level = "warn" if event.level is EventLevel.warn else event.level.value
-        session.add(
-            JobEventModel(
-                job_id=job.id,
-                created_at=int(event.created_at),
-                level=level,
-                type="message",
-                message=event.message,
-                data={"trainer_event": event.type, **event.data},
+        timed.append(
+            (
+                event.created_at,
+                JobEventModel(
+                    job_id=job.id,
+                    created_at=int(event.created_at),
+                    level=level,
+                    type="message",
+                    message=event.message,
+                    data={"trainer_event": event.type, **event.data},
+                ),
             )
         )
     for point in batch.metrics:
@@ -39,15 +46,20 @@ def apply_report(session: Session, job: JobModel, batch: ReportBatch) -> None:
         )
         if point.split == "train":
             summary = {k: point.values[k] for k in SUMMARY_METRICS if k in point.values}
-            session.add(
-                JobEventModel(
-                    job_id=job.id,
-                    created_at=int(point.created_at),
-                    type="metrics",
-                    message=f"Step {point.step}: training loss={point.values.get('loss', 0):.4f}",
-                    data={"step": point.step, "train_loss": point.values.get("loss"), **summary},
+            timed.append(
+                (
+                    point.created_at,
+                    JobEventModel(
+                        job_id=job.id,
+                        created_at=int(point.created_at),
+                        type="metrics",
+                        message=f"Step {point.step}: training loss={point.values.get('loss', 0):.4f}",
+                        data={"step": point.step, "train_loss": point.values.get("loss"), **summary},
+                    ),
                 )
             )
+    # Events and metric points travel in separate lists; the log shows them in the order they happened.
+    add_events(session, job.id, [event for _, event in sorted(timed, key=lambda pair: pair[0])])
     for checkpoint in batch.checkpoints:
         exists = session.exec(
             select(CheckpointModel).where(
@@ -69,4 +81,72 @@ def apply_report(session: Session, job: JobModel, batch: ReportBatch) -> None:
     if tokens:
         values["trained_tokens"] = int(max(tokens))
     session.execute(update(JobModel).where(col(JobModel.id) == job.id).values(**values))
+    if progress := _progress(job, batch, now=now):
+        # Only while the run is live: a report that lands after the job ended leaves no estimate behind.
+        session.execute(
+            update(JobModel)
+            .where(col(JobModel.id) == job.id, col(JobModel.status).in_(ACTIVE_VALUES))
+            .values(**progress)
+        )
     session.commit()
+
+
+def _progress(job: JobModel, batch: ReportBatch, *, now: int) -> dict[str, Any]:
+    """Step, total steps and `estimated_finish` after this batch, where it tells anything new.
+
+    The trainer announces `total_steps` (and the step it starts from: 0, or a checkpoint's after a
+    resume) when its training loop starts; every train metric point is a step done. The pace is this
+    run's own (steps since its loop started over the time they took, both on the trainer's clock), so
+    time spent paused, queued or loading the model does not count as training time.
+    """
+    values: dict[str, Any] = {}
+    for event in batch.events:
+        if event.type == "status" and isinstance(event.data.get("total_steps"), int):
+            values["total_steps"] = event.data["total_steps"]
+            values["run_start_step"] = int(event.data.get("step", 0))
+            values["run_start_at"] = int(event.created_at)
+            values["step"] = values["run_start_step"]
+    train = [p for p in batch.metrics if p.split == "train"]
+    if not values and not train:
+        return {}
+    if train:
+        latest = max(train, key=lambda p: p.step)
+        values["step"] = latest.step
+        reported_at = latest.created_at
+    else:
+        reported_at = float(values["run_start_at"])
+    total = values.get("total_steps", job.total_steps)
+    start_step = values.get("run_start_step", job.run_start_step or 0)
+    start_at = values.get("run_start_at", job.run_start_at or job.started_at)
+    values["estimated_finish"] = estimate_finish(
+        step=values["step"],
+        total_steps=total,
+        start_step=start_step,
+        start_at=start_at,
+        reported_at=reported_at,
+        now=now,
+    )
+    return values
+
+
+def estimate_finish(
+    *,
+    step: int,
+    total_steps: int | None,
+    start_step: int,
+    start_at: float | None,
+    reported_at: float,
+    now: int,
+) -> int | None:
+    """Unix seconds the run should end at its pace so far; None until one step of this run is done.
+
+    pace = (reported_at - start_at) / (step - start_step) seconds per step;
+    finish = now + (total_steps - step) * pace.
+    """
+    done = step - start_step
+    if total_steps is None or start_at is None or done <= 0:
+        return None
+    if step >= total_steps:
+        return now
+    pace = max(0.0, reported_at - start_at) / done
+    return int(now + (total_steps - step) * pace)

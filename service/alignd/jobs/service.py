@@ -10,11 +10,22 @@ from collections.abc import Iterator
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col, select
 
+from alignd.config import Settings
 from alignd.errors import InvalidRequest, NotFound
-from alignd.files import get_file
+from alignd.files import PURPOSE, get_file
+from alignd.jobs.events import add_events
+from alignd.jobs.quotas import check_job_quota, lock_project
 from alignd.jobs.spec import resolve_job
-from alignd.jobs.state import TERMINAL, JobStatus, record_event, transition
-from alignd.models import BaseModelModel, FileModel, JobEventModel, JobModel, ProjectModel, new_id
+from alignd.jobs.state import TERMINAL, JobStatus, transition
+from alignd.models import (
+    BaseModelModel,
+    FileModel,
+    JobEventModel,
+    JobModel,
+    ProjectModel,
+    new_id,
+    unix_now_us,
+)
 from alignd.pagination import newest_first
 from alignd.schemas import JobCreate
 
@@ -22,7 +33,34 @@ TERMINAL_VALUES = {status.value for status in TERMINAL}
 
 
 def create_job(
-    *, session: Session, project: ProjectModel, request: JobCreate, idempotency_key: str | None = None
+    *,
+    session: Session,
+    settings: Settings,
+    project: ProjectModel,
+    request: JobCreate,
+    idempotency_key: str | None = None,
+) -> JobModel:
+    """Validate, resolve and queue a job, with its first event, in one transaction.
+
+    Runs under the project's lock (`quotas.lock_project`), so concurrent requests cannot both take the
+    last quota slot, and a request repeating an `Idempotency-Key` always finds the job the first one
+    created and returns it, whatever the quota or the files say now. A new job that does not fit the
+    project's quota is refused with QuotaExceeded (429).
+    """
+    lock_project(session, project)
+    try:
+        return _create_locked(session, settings, project, request, idempotency_key)
+    except Exception:
+        session.rollback()  # let go of the project's lock now, not when the request's session closes
+        raise
+
+
+def _create_locked(
+    session: Session,
+    settings: Settings,
+    project: ProjectModel,
+    request: JobCreate,
+    idempotency_key: str | None,
 ) -> JobModel:
     if idempotency_key is not None:
         existing = session.exec(
@@ -31,6 +69,7 @@ def create_job(
             )
         ).first()
         if existing is not None:
+            session.commit()
             return existing
     training = _data_file(session, project, request.training_file, "training_file")
     if request.validation_file is not None:
@@ -45,6 +84,9 @@ def create_job(
     job_id = new_id("ftjob-")
     resolved = resolve_job(request, job_id=job_id, model_location=base.location, training_rows=training.rows)
     resources = resolved.spec.resources
+    gpus = resources.gpus * resources.nodes
+    check_job_quota(session, settings, project, gpus=gpus)
+    now_us = unix_now_us()
     job = JobModel(
         id=job_id,
         project_id=project.id,
@@ -58,25 +100,39 @@ def create_job(
         seed=resolved.spec.seed,
         job_metadata=request.metadata,
         priority=request.alignd.priority,
-        gpus=resources.gpus * resources.nodes,
+        gpus=gpus,
         idempotency_key=idempotency_key,
+        created_at=now_us // 1_000_000,
+        created_at_us=now_us,
     )
     session.add(job)
+    session.flush()
+    created = JobEventModel(
+        job_id=job.id, message=f"Created fine-tuning job: {job.id}", data={"status": job.status}
+    )
+    add_events(session, job.id, [created])
     session.commit()
-    record_event(session, job.id, f"Created fine-tuning job: {job.id}", data={"status": job.status})
     session.refresh(job)
     return job
 
 
 def _data_file(session: Session, project: ProjectModel, file_id: str, param: str) -> FileModel:
     try:
-        return get_file(session, project, file_id)
+        row = get_file(session, project, file_id)
     except NotFound:
         raise InvalidRequest(
             f"no file with id {file_id!r}: upload it with POST /v1/files first",
             param=param,
             code="file_not_found",
         ) from None
+    if row.purpose != PURPOSE:
+        raise InvalidRequest(
+            f"file {file_id} has purpose {row.purpose!r}, not preference data: pass a file uploaded "
+            f"with purpose '{PURPOSE}'",
+            param=param,
+            code="invalid_file_purpose",
+        )
+    return row
 
 
 def get_job(session: Session, project: ProjectModel, job_id: str) -> JobModel:
@@ -153,8 +209,8 @@ def list_events(
         ).first()
         if anchor is None:
             raise InvalidRequest(f"no event with id {after!r} in this job", param="after")
-        query = query.where(col(JobEventModel.seq) < anchor.seq)
-    rows = list(session.exec(query.order_by(col(JobEventModel.seq).desc()).limit(limit + 1)))
+        query = query.where(col(JobEventModel.job_seq) < anchor.job_seq)
+    rows = list(session.exec(query.order_by(col(JobEventModel.job_seq).desc()).limit(limit + 1)))
     return rows[:limit], len(rows) > limit
 
 
@@ -162,21 +218,32 @@ def follow_events(
     sessions: sessionmaker[Session], job_id: str, *, poll_seconds: float = 0.5
 ) -> Iterator[JobEventModel]:
     """Every event of the job, oldest first, then new ones as they arrive, until the job has ended
-    and nothing is left to send. Each poll opens its own short session (no transaction is held)."""
+    and nothing is left to send. Each poll opens its own short session (no transaction is held).
+
+    The job's status is read before its events: the event that ends a job commits with the status
+    change, so once a poll sees the job ended, its events query sees that event too."""
     last_seq = 0
     while True:
         with sessions() as session:
-            rows = list(
-                session.exec(
-                    select(JobEventModel)
-                    .where(JobEventModel.job_id == job_id, col(JobEventModel.seq) > last_seq)
-                    .order_by(col(JobEventModel.seq))
-                )
-            )
             job = session.get(JobModel, job_id)
+            rows = events_after(session, job_id, last_seq)
         yield from rows
         if rows:
-            last_seq = rows[-1].seq or last_seq
+            last_seq = rows[-1].job_seq or last_seq
         if job is None or (job.status in TERMINAL_VALUES and not rows):
             return
         time.sleep(poll_seconds)
+
+
+def events_after(session: Session, job_id: str, job_seq: int) -> list[JobEventModel]:
+    """The job's events after position `job_seq`, oldest first: one poll of a follower.
+
+    `job_seq` commits in order per job (`alignd.jobs.events`), so an event that commits after this
+    query ran always has a higher `job_seq` than what it returned: a follower never skips one."""
+    return list(
+        session.exec(
+            select(JobEventModel)
+            .where(JobEventModel.job_id == job_id, col(JobEventModel.job_seq) > job_seq)
+            .order_by(col(JobEventModel.job_seq))
+        )
+    )

@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 from sqlmodel import Session, col
 
 from alignd.errors import Conflict, NotFound
+from alignd.jobs.events import add_events
 from alignd.models import JobEventModel, JobModel, new_lock_token, unix_now
 
 
@@ -108,7 +109,8 @@ def transition(
 
     `fields` are further JobModel attributes set in the same UPDATE (error, launcher_ref, attempt,
     token_hash, ...). Entering running sets `started_at` (the first start is kept across retries);
-    entering a terminal status sets `finished_at`; explicit `fields` win. Commits the session.
+    entering a terminal status sets `finished_at`; leaving running or pausing clears
+    `estimated_finish`; explicit `fields` win. Commits the session.
     """
     to = JobStatus(to)
     extra = dict(fields or {})
@@ -132,6 +134,8 @@ def transition(
         values["started_at"] = func.coalesce(JobModel.started_at, now)
     if to in TERMINAL:
         values["finished_at"] = now
+    if to not in ACTIVE:
+        values["estimated_finish"] = None  # only a run in progress has a finish to estimate
     values.update(extra)
 
     statement = (
@@ -145,16 +149,15 @@ def transition(
     if session.execute(statement).rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         return None
-    session.add(
-        JobEventModel(
-            job_id=job_id,
-            created_at=now,
-            level=level,
-            type="status",
-            message=event,
-            data={"status": to.value, "previous_status": from_status.value, **(data or {})},
-        )
+    status_event = JobEventModel(
+        job_id=job_id,
+        created_at=now,
+        level=level,
+        type="status",
+        message=event,
+        data={"status": to.value, "previous_status": from_status.value, **(data or {})},
     )
+    add_events(session, job_id, [status_event])
     session.commit()
     return session.get(JobModel, job_id, populate_existing=True)
 
@@ -172,6 +175,6 @@ def record_event(
     if type == "status":
         raise ValueError('"status" events are recorded by transition(), with the status change')
     event = JobEventModel(job_id=job_id, level=level, type=type, message=message, data=data)
-    session.add(event)
+    add_events(session, job_id, [event])
     session.commit()
     return event

@@ -66,6 +66,7 @@ def upgrade() -> None:
         sa.Column("storage_key", sa.String(), nullable=False),
         sa.Column("report", sa.JSON(), nullable=True),
         _created_at(),
+        sa.Column("created_at_us", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_files"),
         sa.ForeignKeyConstraint(["project_id"], ["projects.id"], name="fk_files_project_id_projects"),
     )
@@ -103,6 +104,7 @@ def upgrade() -> None:
         sa.Column("result_files", sa.JSON(), nullable=False),
         sa.Column("idempotency_key", sa.String(), nullable=True),
         _created_at(),
+        sa.Column("created_at_us", sa.BigInteger(), nullable=False),
         sa.Column("started_at", sa.BigInteger(), nullable=True),
         sa.Column("finished_at", sa.BigInteger(), nullable=True),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
@@ -113,6 +115,11 @@ def upgrade() -> None:
         sa.Column("token_hash", sa.String(), nullable=True),
         sa.Column("last_heartbeat_at", sa.BigInteger(), nullable=True),
         sa.Column("desired", sa.String(), nullable=True),
+        sa.Column("event_seq", sa.BigInteger(), nullable=False),
+        sa.Column("step", sa.Integer(), nullable=True),
+        sa.Column("total_steps", sa.Integer(), nullable=True),
+        sa.Column("run_start_step", sa.Integer(), nullable=True),
+        sa.Column("run_start_at", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_jobs"),
         sa.ForeignKeyConstraint(["project_id"], ["projects.id"], name="fk_jobs_project_id_projects"),
         sa.UniqueConstraint("project_id", "idempotency_key", name="uq_jobs_project_id_idempotency_key"),
@@ -125,6 +132,7 @@ def upgrade() -> None:
         sa.Column("seq", big_serial, nullable=False),
         sa.Column("id", sa.String(), nullable=False),
         sa.Column("job_id", sa.String(), nullable=False),
+        sa.Column("job_seq", sa.BigInteger(), nullable=False),
         _created_at(),
         sa.Column("level", sa.String(), nullable=False),
         sa.Column("type", sa.String(), nullable=False),
@@ -135,8 +143,8 @@ def upgrade() -> None:
             ["job_id"], ["jobs.id"], name="fk_job_events_job_id_jobs", ondelete="CASCADE"
         ),
         sa.UniqueConstraint("id", name="uq_job_events_id"),
+        sa.UniqueConstraint("job_id", "job_seq", name="uq_job_events_job_id_job_seq"),
     )
-    op.create_index("ix_job_events_job_id_seq", "job_events", ["job_id", "seq"])
 
     op.create_table(
         "metrics",

@@ -1,0 +1,3 @@
+from tests.db.conftest import backend, engine, postgres, session
+
+__all__ = ["backend", "engine", "postgres", "session"]
