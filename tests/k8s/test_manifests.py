@@ -1,0 +1,132 @@
+"""Every object the Kubernetes launcher creates is valid for the API versions we support, and carries
+the safety settings a cluster admin expects (DESIGN.md sections 8 and 10)."""
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from alignd.config import GpuProfile, Settings
+from alignd.contract import ExitCode, JobSpec
+from alignd.launchers.base import LaunchRequest
+from alignd.launchers.k8s_manifests import ManifestError, RunManifests, build
+
+KUBERNETES_VERSIONS = ("1.31.0", "1.35.0")
+TOKEN = "job-token-value-never-in-the-pod-spec"
+SETTINGS = Settings(
+    k8s_trainer_image="ghcr.io/alignd/alignd-trainer:0.1.0",
+    k8s_trainer_service_account="alignd-trainer",
+    k8s_image_pull_secrets=["regcred"],
+    k8s_gpu_profiles={
+        "h100": GpuProfile(
+            node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        )
+    },
+)
+SHAPES = {
+    "cpu": {"gpus": 0},
+    "one-gpu": {"gpus": 1, "gpu_type": "h100", "memory": "64Gi", "cpu": "8"},
+    "eight-gpus": {"gpus": 8, "gpu_type": "h100"},
+    "two-nodes": {"gpus": 8, "nodes": 2, "gpu_type": "h100"},
+}
+
+
+def manifests(resources: dict[str, Any], *, max_runtime: int | None = 3600) -> RunManifests:
+    spec = JobSpec(
+        model="/models/base", training_file="file-abc", resources=resources, max_runtime_seconds=max_runtime
+    )
+    env = {"ALIGND_JOB_ID": "ftjob-abc", "ALIGND_API_URL": "http://alignd:8000", "ALIGND_JOB_TOKEN": TOKEN}
+    return build(LaunchRequest("ftjob-abc", 3, spec, env), SETTINGS, "ml")
+
+
+def objects(run: RunManifests) -> list[dict[str, Any]]:
+    return [run.job, *run.owned("8d3e0c1a-1111-2222-3333-444455556666")]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+def test_every_object_passes_strict_validation(shape: dict[str, Any], version: str) -> None:
+    for obj in objects(manifests(shape)):
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_token_lives_only_in_the_secret() -> None:
+    run = manifests(SHAPES["one-gpu"])
+    assert TOKEN not in repr(run.job)
+    assert run.secret["stringData"] == {"job-token": TOKEN}
+    owner = run.owned("uid-1")[0]["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("Job", run.name, "uid-1")
+
+
+def test_the_pod_runs_locked_down() -> None:
+    pod = manifests(SHAPES["one-gpu"]).job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert pod["serviceAccountName"] == "alignd-trainer" and pod["imagePullSecrets"] == [{"name": "regcred"}]
+    shm = next(v for v in pod["volumes"] if v["name"] == "shm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+
+
+def test_gpu_profile_places_the_pod_and_sets_limits() -> None:
+    pod = manifests(SHAPES["one-gpu"]).job["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["containers"][0]["resources"] == {
+        "limits": {"nvidia.com/gpu": "1", "memory": "64Gi"},
+        "requests": {"memory": "64Gi", "cpu": "8"},
+    }
+
+
+def test_failure_policy_ignores_disruptions_and_fails_fast_on_bad_input() -> None:
+    spec = manifests(SHAPES["one-gpu"]).job["spec"]
+    ignore, fail = spec["podFailurePolicy"]["rules"]
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert fail["action"] == "FailJob" and ExitCode.BAD_INPUT in fail["onExitCodes"]["values"]
+    assert ExitCode.INFRASTRUCTURE not in fail["onExitCodes"]["values"]
+    assert spec["activeDeadlineSeconds"] == 3600 and spec["ttlSecondsAfterFinished"] == 3600
+    assert "activeDeadlineSeconds" not in manifests(SHAPES["cpu"], max_runtime=None).job["spec"]
+
+
+def test_labels_and_annotation_name_the_job() -> None:
+    job = manifests(SHAPES["cpu"]).job
+    labels = job["metadata"]["labels"]
+    assert labels["alignd.dev/job-id"] == "ftjob-abc" and labels["alignd.dev/attempt"] == "3"
+    assert labels["app.kubernetes.io/managed-by"] == "alignd"
+    assert job["metadata"]["annotations"] == {"alignd.dev/job-id": "ftjob-abc"}
+    assert job["spec"]["template"]["metadata"]["labels"] == labels
+
+
+@pytest.mark.parametrize(
+    ("shape", "command"),
+    [
+        ("cpu", ["python", "-m", "alignd_trainer"]),
+        ("eight-gpus", ["torchrun", "--standalone", "--nproc_per_node=8", "-m", "alignd_trainer"]),
+    ],
+)
+def test_one_process_per_gpu(shape: str, command: list[str]) -> None:
+    assert manifests(SHAPES[shape]).job["spec"]["template"]["spec"]["containers"][0]["command"] == command
+
+
+def test_multi_node_is_an_indexed_job_with_rendezvous_at_index_0() -> None:
+    run = manifests(SHAPES["two-nodes"])
+    spec = run.job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
+    assert spec["template"]["spec"]["subdomain"] == run.name
+    assert run.service is not None and run.service["spec"]["clusterIP"] == "None"
+    assert run.service["metadata"]["name"] == run.name
+    command = spec["template"]["spec"]["containers"][0]["command"]
+    assert f"--master_addr={run.name}-0.{run.name}" in command and "--nnodes=2" in command
+    assert "--node_rank=$(JOB_COMPLETION_INDEX)" in command
+
+
+def test_an_unknown_gpu_type_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(ManifestError, match=r"'a100'.*known: h100"):
+        manifests({"gpus": 1, "gpu_type": "a100"})
