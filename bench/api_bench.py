@@ -21,16 +21,9 @@ from pathlib import Path
 
 import httpx
 
-from alignd.server import free_port
+from alignd.server import free_port, peak_rss_mib
 
 ADMIN = "sk-alignd-admin-bench"
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:

@@ -3,6 +3,7 @@
 import socket
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 
@@ -15,6 +16,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A process's peak resident memory in MiB (Linux `VmHWM`): how the upload test and the benchmark
+    check that a server's memory stays flat however large the upload."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/{pid}/status has no VmHWM line (needs Linux)")
 
 
 class BackgroundServer:

@@ -13,18 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from alignd.server import free_port
+from alignd.server import free_port, peak_rss_mib
 from tests.api.conftest import ADMIN_KEY, bearer
 
 pytestmark = pytest.mark.slow
 TARGET_BYTES = 200 * 1024 * 1024
-
-
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
 
 
 def _rows() -> Iterator[bytes]:
@@ -82,7 +75,7 @@ def test_200_mb_upload_keeps_server_memory_flat(tmp_path: Path) -> None:
         admin = bearer(ADMIN_KEY)
         project = httpx.post(f"{url}/v1/admin/projects", json={"name": "big"}, headers=admin).json()
         key = httpx.post(f"{url}/v1/admin/projects/{project['id']}/api_keys", json={}, headers=admin).json()
-        baseline = _peak_rss_mib(server.pid)
+        baseline = peak_rss_mib(server.pid)
         digest = hashlib.sha256()
         response = httpx.post(
             f"{url}/v1/files",
@@ -91,7 +84,7 @@ def test_200_mb_upload_keeps_server_memory_flat(tmp_path: Path) -> None:
             headers=bearer(key["value"]) | {"Content-Type": "multipart/form-data; boundary=alignd-boundary"},
         )
         assert response.status_code == 200, response.text
-        growth = _peak_rss_mib(server.pid) - baseline
+        growth = peak_rss_mib(server.pid) - baseline
         file = response.json()
         assert file["bytes"] >= TARGET_BYTES and file["alignd"]["sha256"] == digest.hexdigest()
         stored = tmp_path / "data" / "files" / file["id"]
