@@ -1,0 +1,128 @@
+"""End to end on the Kubernetes launcher: a live API server configured with a kubeconfig for kmock's
+emulator launches the job as a batch/v1 Job; the test kubelet runs the pod's command here (the real
+trainer on a tiny model), which reports to the real API; the adapter is downloaded and loaded."""
+
+import io
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from alignd.config import Settings
+from alignd.server import BackgroundServer, free_port
+from tests.api.conftest import ADMIN_KEY, bearer
+from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript
+from tests.k8s.conftest import NAMESPACE
+from tests.trainer.conftest import rule_data
+
+__all__ = ["rule_data"]
+pytestmark = pytest.mark.slow
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+        "users": [{"name": "alignd", "user": {"token": "unused-by-the-emulator"}}],
+        "contexts": [
+            {"name": "kmock", "context": {"cluster": "kmock", "user": "alignd", "namespace": NAMESPACE}}
+        ],
+        "current-context": "kmock",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def live_url(cluster: EmulatorThread, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = Settings(
+        data_dir=tmp_path / "alignd",
+        admin_key=ADMIN_KEY,
+        public_url=url,
+        controller_interval_seconds=0.2,
+        launcher="kubernetes",
+        k8s_kubeconfig=write_kubeconfig(tmp_path / "kubeconfig", cluster.url),
+        k8s_namespace=NAMESPACE,
+        k8s_pending_deadline_seconds=120,
+    )
+    with BackgroundServer(settings, "127.0.0.1", port):
+        yield url
+
+
+@pytest.fixture
+def executing_kubelet(cluster: EmulatorThread, tmp_path: Path) -> Iterator[Kubelet]:
+    assert cluster.emulator is not None
+    kubelet = Kubelet(
+        cluster.api_client(),
+        NAMESPACE,
+        cluster.emulator,
+        lambda job, n: PodScript("exec"),
+        workdir=tmp_path / "pods",
+    )
+    kubelet.start()
+    yield kubelet
+    kubelet.stop()
+    assert not kubelet.errors, kubelet.errors
+
+
+def wait_status(api: httpx.Client, job_id: str, until: set[str], timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = api.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+        if job["status"] in until:
+            return job
+        assert time.monotonic() < deadline, f"job stuck in {job['status']}"
+        time.sleep(0.3)
+
+
+def test_a_job_runs_as_a_kubernetes_job_and_its_adapter_loads(
+    live_url: str,
+    executing_kubelet: Kubelet,
+    tiny_model_dir: Path,
+    rule_data: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    with httpx.Client(base_url=live_url, timeout=60) as api:
+        project = api.post("/v1/admin/projects", json={"name": "k8s"}, headers=bearer(ADMIN_KEY)).json()
+        key = api.post(f"/v1/admin/projects/{project['id']}/api_keys", json={}, headers=bearer(ADMIN_KEY))
+        api.headers.update(bearer(key.json()["value"]))
+        api.post("/v1/models", json={"id": "tiny", "source": str(tiny_model_dir)}, headers=bearer(ADMIN_KEY))
+        body = b"".join(rule_data[0].read_bytes().splitlines(keepends=True)[:200])
+        upload = api.post("/v1/files", files={"file": ("train.jsonl", body)}, data={"purpose": "fine-tune"})
+        assert upload.status_code == 200, upload.text
+        created = api.post("/v1/fine_tuning/jobs", json={
+            "model": "tiny", "training_file": upload.json()["id"],
+            "method": {"type": "dpo", "dpo": {"hyperparameters": {
+                "batch_size": 8, "learning_rate": 2e-3, "max_steps": 4, "save_steps": 2,
+            }}},
+            "alignd": {"lora": {"r": 4, "alpha": 8}, "resources": {"gpus": 0}},
+        })  # fmt: skip
+        assert created.status_code == 200, created.text
+        job = wait_status(api, created.json()["id"], {"succeeded", "failed", "cancelled"})
+        events = api.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
+        assert job["status"] == "succeeded", [e["message"] for e in events]
+        assert job["trained_tokens"] > 0
+        checkpoints = api.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
+        assert [c["step_number"] for c in checkpoints] == [4, 2]
+
+        archive = api.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/adapter")
+        assert archive.status_code == 200
+        with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+            tar.extractall(tmp_path / "download", filter="data")
+        model = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "download" / "adapter"
+        )
+        assert model.peft_config["default"].r == 4
+
+    logs = tmp_path / "alignd" / "data" / "jobs" / job["id"] / "logs" / "attempt-1.log"
+    assert logs.exists() and b"===== pod alignd-" in logs.read_bytes()
