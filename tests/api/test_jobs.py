@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from alignd.config import Settings
+from alignd.app import create_app
+from alignd.config import GpuProfile, Settings
 from alignd.contract import TerminationSummary
 from alignd.controller import Controller
 from alignd.jobs.state import JobStatus, transition
@@ -22,6 +23,10 @@ ROW = {"prompt": "Name a fruit.", "chosen": " apple.", "rejected": " dog."}
 
 @pytest.fixture
 def model_id(client: TestClient, tmp_path: Path) -> str:
+    return register_model(client, tmp_path)
+
+
+def register_model(client: TestClient, tmp_path: Path) -> str:
     model_dir = tmp_path / "base-model"
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
@@ -34,6 +39,10 @@ def model_id(client: TestClient, tmp_path: Path) -> str:
 
 @pytest.fixture
 def file_id(client: TestClient, key: str) -> str:
+    return upload_rows(client, key)
+
+
+def upload_rows(client: TestClient, key: str) -> str:
     body = "".join(json.dumps(ROW) + "\n" for _ in range(20)).encode()
     response = client.post(
         "/v1/files", files={"file": ("t.jsonl", body)}, data={"purpose": "fine-tune"}, headers=bearer(key)
@@ -334,3 +343,18 @@ def _set_run_finished(settings: Settings, job: JobModel, *, exit_code: int) -> N
     (run / "run.json").write_text(json.dumps({"pid": 999_999_999, "attempt": 1}))
     summary = TerminationSummary(exit_code=exit_code, reason="Completed", message="training finished")
     (run / "termination.json").write_text(summary.model_dump_json())
+
+
+def test_on_kubernetes_an_unknown_gpu_type_is_refused_at_creation(settings: Settings, tmp_path: Path) -> None:
+    cluster = settings.model_copy(
+        update={"launcher": "kubernetes", "k8s_gpu_profiles": {"h100": GpuProfile(), "l40s": GpuProfile()}}
+    )
+    with TestClient(create_app(cluster)) as client:
+        key = new_project_key(client, "gpu-types")
+        body = {"model": register_model(client, tmp_path), "training_file": upload_rows(client, key)}
+        refused = _create(client, key, body | {"alignd": {"resources": {"gpus": 1, "gpu_type": "a100"}}})
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "alignd.resources.gpu_type" and "h100, l40s" in error["message"]
+        accepted = _create(client, key, body | {"alignd": {"resources": {"gpus": 1, "gpu_type": "l40s"}}})
+        assert accepted.status_code == 200, accepted.text

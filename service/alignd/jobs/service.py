@@ -11,6 +11,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col, select
 
 from alignd.config import Settings
+from alignd.contract.spec import Resources
 from alignd.errors import InvalidRequest, NotFound
 from alignd.files import PURPOSE, get_file
 from alignd.jobs.events import add_events
@@ -84,6 +85,7 @@ def _create_locked(
     job_id = new_id("ftjob-")
     resolved = resolve_job(request, job_id=job_id, model_location=base.location, training_rows=training.rows)
     resources = resolved.spec.resources
+    _check_placement(settings, resources)
     gpus = resources.gpus * resources.nodes
     check_job_quota(session, settings, project, gpus=gpus)
     now_us = unix_now_us()
@@ -114,6 +116,17 @@ def _create_locked(
     session.commit()
     session.refresh(job)
     return job
+
+
+def _check_placement(settings: Settings, resources: Resources) -> None:
+    """A GPU type the cluster has no profile for would only fail at launch; refuse it now."""
+    profiles, wanted = settings.k8s_gpu_profiles, resources.gpu_type
+    if settings.launcher == "kubernetes" and wanted is not None and wanted not in profiles:
+        known = ", ".join(sorted(profiles)) or "none (the admin sets ALIGND_K8S_GPU_PROFILES)"
+        raise InvalidRequest(
+            f"unknown gpu_type {wanted!r}; this cluster's GPU types: {known}",
+            param="alignd.resources.gpu_type",
+        )
 
 
 def _data_file(session: Session, project: ProjectModel, file_id: str, param: str) -> FileModel:
