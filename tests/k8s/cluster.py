@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp.web
 import attrs
@@ -171,7 +171,10 @@ class Kubelet:
     _thread: threading.Thread | None = None
     errors: list[str] = field(default_factory=list)
 
+    USER_AGENT: ClassVar[str] = "alignd-test-kubelet"
+
     def __post_init__(self) -> None:
+        self.api.user_agent = self.USER_AGENT
         self.batch = client.BatchV1Api(self.api)
         self.core = client.CoreV1Api(self.api)
 

@@ -40,13 +40,13 @@ def scripts() -> Scripts:
 
 
 @pytest.fixture
-def kubelet(cluster: EmulatorThread, api: ApiClient, scripts: Scripts, tmp_path: Path) -> Iterator[Kubelet]:
+def kubelet(cluster: EmulatorThread, scripts: Scripts, tmp_path: Path) -> Iterator[Kubelet]:
     def script(job_name: str, number: int) -> PodScript:
         plan = scripts.get(job_name) or [PodScript("hold")]
         return plan[min(number, len(plan) - 1)]
 
     assert cluster.emulator is not None
-    kubelet = Kubelet(api, NAMESPACE, cluster.emulator, script, workdir=tmp_path / "pods")
+    kubelet = Kubelet(cluster.api_client(), NAMESPACE, cluster.emulator, script, workdir=tmp_path / "pods")
     kubelet.start()
     yield kubelet
     kubelet.stop()
