@@ -30,7 +30,7 @@ from alignd_trainer.distributed import init_distributed, shutdown
 from alignd_trainer.errors import BadInputError, OutOfMemory, TrainerError
 from alignd_trainer.loop import DPORecipe
 from alignd_trainer.managed import MANAGED_ENV, managed_job
-from alignd_trainer.remote import fetch_spec, localize_data
+from alignd_trainer.remote import fetch_spec, localize_data, localize_model, model_cache_root
 from alignd_trainer.report import Reporter, reporter_from_env, write_termination_message
 from alignd_trainer.score import score_to_path
 from alignd_trainer.synthetic import preference_rows, write_jsonl
@@ -67,18 +67,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def load_spec(path: str | None) -> JobSpec:
+    """The spec with its data files and base model on local disk (downloaded in a managed run)."""
+    cache = model_cache_root(os.environ)
     if path is None:
         job = managed_job(os.environ)
         if job is None:
             raise BadInputError(f"no --spec given and none of {', '.join(MANAGED_ENV)} is set")
-        return localize_data(fetch_spec(job.api_url, job.job_id, job.token))
+        return localize_model(localize_data(fetch_spec(job.api_url, job.job_id, job.token)), job, cache)
     try:
-        return localize_data(JobSpec.model_validate_json(Path(path).read_bytes()))
+        spec = localize_data(JobSpec.model_validate_json(Path(path).read_bytes()))
     except FileNotFoundError:
         raise BadInputError(f"spec file not found: {path}") from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
         raise BadInputError(f"invalid job spec {path}: {problems}") from None
+    return localize_model(spec, None, cache)
 
 
 def run_training(spec_path: str | None, reporter: Reporter) -> int:

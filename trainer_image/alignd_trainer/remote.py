@@ -1,33 +1,47 @@
-"""Managed runs: fetch the job spec and the data from the control plane (job token, presigned URLs).
+"""Managed runs: fetch the job spec, the data and the base model from the control plane (job token,
+presigned URLs).
 
 The trainer never holds storage credentials: the API hands it URLs scoped to its one job.
 """
 
-from pathlib import Path
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
 
 import httpx
 
-from alignd.contract import JobSpec
+from alignd.contract import JobSpec, ModelFilesResponse
 from alignd_trainer.errors import BadInputError, InfrastructureError
+from alignd_trainer.managed import ManagedJob
+
+OBJECT_STORE_SCHEME = "s3://"
+COMPLETE_MARKER = ".alignd-complete"
 
 
 def is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
-def fetch_spec(api_url: str, job_id: str, token: str) -> JobSpec:
-    url = f"{api_url.rstrip('/')}/internal/v1/jobs/{job_id}/spec"
+def _internal_get(api_url: str, job_id: str, token: str, path: str, what: str) -> bytes:
+    url = f"{api_url.rstrip('/')}/internal/v1/jobs/{job_id}/{path}"
     try:
-        response = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        response = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
     except httpx.HTTPError as exc:
         raise InfrastructureError(f"cannot reach the control plane at {api_url}: {exc}") from None
     if response.status_code >= 500:
-        raise InfrastructureError(f"control plane answered {response.status_code} for the job spec")
+        raise InfrastructureError(f"control plane answered {response.status_code} for the {what}")
     if response.status_code != 200:
         raise BadInputError(
-            f"control plane refused the job spec request ({response.status_code}): {response.text[:300]}"
+            f"control plane refused the {what} request ({response.status_code}): {response.text[:300]}"
         )
-    return JobSpec.model_validate_json(response.content)
+    return response.content
+
+
+def fetch_spec(api_url: str, job_id: str, token: str) -> JobSpec:
+    return JobSpec.model_validate_json(_internal_get(api_url, job_id, token, "spec", "job spec"))
 
 
 def download(url: str, directory: Path, name: str) -> Path:
@@ -57,3 +71,79 @@ def localize_data(spec: JobSpec) -> JobSpec:
     if spec.validation_file and is_url(spec.validation_file):
         update["validation_file"] = str(download(spec.validation_file, directory, "validation.jsonl"))
     return spec.model_copy(update=update)
+
+
+def model_cache_root(environ: Mapping[str, str]) -> Path:
+    """Where downloaded base models are kept between runs: `$XDG_CACHE_HOME/alignd/models`, else
+    `~/.cache/alignd/models`. Mount a volume there to share downloads between pods."""
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "alignd" / "models"
+
+
+def localize_model(spec: JobSpec, job: ManagedJob | None, cache_root: Path) -> JobSpec:
+    """A base model in object storage (`s3://bucket/prefix`) is downloaded into the cache, and the spec
+    points at the local copy; any other model location is loaded from where it is."""
+    if not spec.model.startswith(OBJECT_STORE_SCHEME):
+        return spec
+    if job is None:
+        raise BadInputError(
+            f"the base model {spec.model} is in object storage, which only a managed run can download "
+            "(the control plane hands out the URLs); for an offline run, download it and set 'model' "
+            "to its directory"
+        )
+    raw = _internal_get(job.api_url, job.job_id, job.token, "model_files", f"{spec.model} files")
+    listing = ModelFilesResponse.model_validate_json(raw)
+    return spec.model_copy(update={"model": str(download_model(listing, cache_root))})
+
+
+def download_model(listing: ModelFilesResponse, cache_root: Path) -> Path:
+    """Download every file of the listing into `cache_root/<key>/` and return that directory.
+
+    The key hashes the location and each file's path, size and ETag, so changed objects land in a new
+    directory and the same model is fetched once, whichever job needs it: the directory, and so the
+    spec a checkpoint records, stays the same when a run resumes. Each file is written to a temporary
+    name and renamed when complete, so concurrent downloads (ranks, jobs) never see half a file.
+    """
+    manifest = [listing.location, *sorted((f.path, f.size, f.etag) for f in listing.files)]
+    key = hashlib.sha256(json.dumps(manifest).encode()).hexdigest()[:24]
+    target = cache_root / key
+    if (target / COMPLETE_MARKER).exists():
+        return target
+    for item in listing.files:
+        destination = target / _safe_relative(item.path)
+        if destination.is_file() and destination.stat().st_size == item.size:
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        _download_atomically(item.url, destination, item.size)
+    (target / COMPLETE_MARKER).touch()
+    return target
+
+
+def _safe_relative(path: str) -> PurePosixPath:
+    relative = PurePosixPath(path)
+    if relative.is_absolute() or any(part in ("", ".", "..") for part in path.split("/")):
+        raise InfrastructureError(f"the control plane listed a model file with an unsafe path: {path!r}")
+    return relative
+
+
+def _download_atomically(url: str, destination: Path, size: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
+    try:
+        with (
+            os.fdopen(fd, "wb") as out,
+            httpx.stream("GET", url, timeout=60, follow_redirects=True) as response,
+        ):
+            if response.status_code != 200:
+                raise InfrastructureError(
+                    f"download of {destination.name} failed with HTTP {response.status_code}"
+                )
+            for chunk in response.iter_bytes(1 << 20):
+                out.write(chunk)
+        written = Path(tmp).stat().st_size
+        if written != size:
+            raise InfrastructureError(f"download of {destination.name} got {written} bytes of {size}")
+        os.replace(tmp, destination)
+    except httpx.HTTPError as exc:
+        raise InfrastructureError(f"download of {destination.name} failed: {exc}") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -4,8 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from alignd import auth
-from alignd.contract import JobSpec, ReportBatch, UploadUrlsRequest, UploadUrlsResponse
+from alignd import auth, registry
+from alignd.contract import JobSpec, ModelFilesResponse, ReportBatch, UploadUrlsRequest, UploadUrlsResponse
 from alignd.deps import SessionDep, StoreDep, TokenDep
 from alignd.errors import InvalidRequest
 from alignd.jobs.progress import apply_report
@@ -42,6 +42,12 @@ def spec(job: JobDep, session: SessionDep, store: StoreDep) -> JobSpec:
 def report(batch: ReportBatch, job: JobDep, session: SessionDep) -> dict[str, bool]:
     apply_report(session, job, batch)
     return {"ok": True}
+
+
+@router.get("/{job_id}/model_files", response_model=ModelFilesResponse)
+def model_files(job: JobDep, store: StoreDep) -> ModelFilesResponse:
+    """Presigned download URLs for every file of the job's base model, when it lives under s3://."""
+    return registry.model_files(store, JobSpec.model_validate(job.spec).model, expires_seconds=URL_SECONDS)
 
 
 @router.post("/{job_id}/upload_urls", response_model=UploadUrlsResponse)

@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 from sqlmodel import col, select
 
-from alignd.deps import AdminDep, ApiKeyDep, SessionDep
+from alignd.deps import AdminDep, ApiKeyDep, SessionDep, StoreDep
 from alignd.models import BaseModelModel, JobModel
 from alignd.registry import register_model
 from alignd.schemas import ListResponse, ModelObject, ModelRegister
@@ -27,6 +27,6 @@ def list_models(session: SessionDep, key: ApiKeyDep) -> ListResponse[ModelObject
 
 
 @router.post("", response_model=ModelObject)
-def register(body: ModelRegister, session: SessionDep, admin: AdminDep) -> ModelObject:
-    model = register_model(session, model_id=body.id, source=body.source)
+def register(body: ModelRegister, session: SessionDep, store: StoreDep, admin: AdminDep) -> ModelObject:
+    model = register_model(session, store, model_id=body.id, source=body.source)
     return ModelObject(id=model.id, created=model.created_at, owned_by=model.owned_by)

@@ -97,3 +97,21 @@ class UploadUrlsResponse(_Payload):
     """File path (relative to the artifact) -> presigned PUT URL."""
     prefix: str
     """Where the artifact lives in the store; reported back in CheckpointReport.path."""
+
+
+class ModelFile(_Payload):
+    path: str = Field(..., min_length=1)
+    """Relative to the model's root, '/'-separated (e.g. `config.json`, `tokenizer/vocab.json`)."""
+    url: str
+    """A presigned GET URL."""
+    size: int = Field(..., ge=0)
+    etag: str = ""
+    """Changes when the object's bytes do; part of the trainer's cache key."""
+
+
+class ModelFilesResponse(_Payload):
+    """`GET /internal/v1/jobs/{id}/model_files`: how a trainer downloads a base model kept in object
+    storage (`s3://bucket/prefix`), holding no storage credentials."""
+
+    location: str
+    files: list[ModelFile]

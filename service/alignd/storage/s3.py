@@ -8,7 +8,8 @@ parallel, so that an abort never races a part still in flight.
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import BinaryIO, cast
 
@@ -18,11 +19,20 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
 
-from alignd.errors import NotFound, Unavailable
+from alignd.errors import Forbidden, NotFound, Unavailable
 from alignd.storage.base import ObjectStore, require_prefix, validate_expiry, validate_key, validate_prefix
 
 PART_SIZE = 16 * 1024 * 1024
 _MISSING_OBJECT = {"NoSuchKey", "NoSuchObject"}
+_REFUSED = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    """Changes whenever the object's bytes do (for caches keyed on content)."""
 
 
 def default_http_client(
@@ -167,6 +177,37 @@ class S3Store(ObjectStore):
         expires = timedelta(seconds=validate_expiry(expires_seconds))
         with _translated(key=validate_key(key)):
             return self._client.presigned_put_object(self.bucket, key, expires=expires)
+
+    # ---- other buckets: base models registered as s3:// sources ---------------------------------------
+    # The store's own methods stay within its bucket; these read objects the same credentials may
+    # read elsewhere, so an admin can register a model kept in another bucket without copying it.
+
+    def list_bucket(self, bucket: str, prefix: str) -> Sequence[ObjectInfo]:
+        """Every object under prefix in `bucket`, sorted by key. NotFound for a missing bucket, Forbidden
+        when these credentials may not list it."""
+        validate_prefix(prefix)
+        try:
+            objects = self._client.list_objects(bucket, prefix=prefix, recursive=True)
+            found = [
+                ObjectInfo(obj.object_name or "", obj.size or 0, (obj.etag or "").strip('"'))
+                for obj in objects
+                if not obj.is_dir
+            ]
+        except S3Error as exc:
+            if exc.code == "NoSuchBucket":
+                raise NotFound(f"bucket {bucket} does not exist") from exc
+            if exc.code in _REFUSED:
+                raise Forbidden(f"the configured S3 credentials may not list bucket {bucket}") from exc
+            raise
+        except (urllib3.exceptions.HTTPError, ServerError) as exc:
+            raise Unavailable(f"object store unreachable: {exc}") from exc
+        return sorted(found, key=lambda info: info.key)
+
+    def presigned_bucket_get_url(self, bucket: str, key: str, expires_seconds: int) -> str:
+        """A download URL for an object of `bucket` (see `list_bucket`)."""
+        expires = timedelta(seconds=validate_expiry(expires_seconds))
+        with _translated(key=validate_key(key), bucket=bucket):
+            return self._client.presigned_get_object(bucket, key, expires=expires)
 
     def ping(self) -> None:
         with _translated(bucket=self.bucket):
