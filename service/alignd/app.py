@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from alignd import __version__, auth
-from alignd.api import admin, errors, files, health, internal, jobs, models, storage
+from alignd.api import admin, errors, files, health, internal, jobs, models, storage, webhooks
 from alignd.config import Settings, get_settings
 from alignd.controller import Controller
 from alignd.db import check_schema, make_engine, session_factory
@@ -16,6 +16,7 @@ from alignd.deps import AppState
 from alignd.launchers import LocalLauncher
 from alignd.metrics import Metrics
 from alignd.storage import store_from_settings
+from alignd.webhooks.dispatcher import start_dispatcher
 
 
 def build_state(settings: Settings) -> AppState:
@@ -57,12 +58,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 target=build_controller(state).run, args=(stop,), name="alignd-controller", daemon=True
             )
             loop.start()
+        # Webhooks go out from every replica that runs a controller: claims keep two from sending one attempt.
+        dispatcher = (
+            start_dispatcher(state.sessions, resolved, stop, state.metrics.webhook_deliveries)
+            if resolved.run_controller
+            else None
+        )
         try:
             yield
         finally:
             stop.set()
             if loop is not None:
                 loop.join(timeout=10)
+            if dispatcher is not None:
+                dispatcher.join(timeout=resolved.webhook_timeout_seconds + 5)
             state.engine.dispose()
 
     app = FastAPI(
@@ -88,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin.router,
         internal.router,
         storage.router,
+        webhooks.router,
     ):
         app.include_router(router)
     return app

@@ -49,13 +49,16 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
 @app.command()
 def controller() -> None:
-    """Run only the reconcile loop (for deployments that split it from the API)."""
+    """Run only the reconcile loop and the webhook dispatcher (deployments that split them from the API)."""
     from alignd.app import build_controller, build_state
+    from alignd.webhooks.dispatcher import start_dispatcher
 
     console.print("controller running; Ctrl-C stops it")
     stop = threading.Event()
+    state = build_state(get_settings())
+    start_dispatcher(state.sessions, state.settings, stop, state.metrics.webhook_deliveries)
     try:
-        build_controller(build_state(get_settings())).run(stop)
+        build_controller(state).run(stop)
     except KeyboardInterrupt:
         stop.set()
 

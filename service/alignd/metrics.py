@@ -12,7 +12,7 @@ from sqlalchemy import func
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col, select
 
-from alignd.models import JobModel, MetricModel
+from alignd.models import JobModel, MetricModel, WebhookDeliveryModel
 
 TRAINER_VALUES = {
     "loss": "alignd_trainer_loss",
@@ -55,6 +55,22 @@ class JobCollector(Collector):
         yield from families.values()
 
 
+class WebhookCollector(Collector):
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def collect(self) -> Iterator[Metric]:
+        pending = GaugeMetricFamily("alignd_webhook_deliveries_pending", "Webhook deliveries not yet sent")
+        with self.sessions() as session:
+            count = session.exec(
+                select(func.count())
+                .select_from(WebhookDeliveryModel)
+                .where(WebhookDeliveryModel.status == "pending")
+            ).one()
+        pending.add_metric([], count)
+        yield pending
+
+
 class Metrics:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.registry = CollectorRegistry()
@@ -70,7 +86,14 @@ class Metrics:
         self.controller_seconds = Histogram(
             "alignd_controller_pass_seconds", "Duration of one reconcile pass", registry=self.registry
         )
+        self.webhook_deliveries = Counter(
+            "alignd_webhook_deliveries",
+            "Webhook delivery attempts by event type and outcome (delivered, retrying, failed)",
+            ["event_type", "outcome"],
+            registry=self.registry,
+        )
         self.registry.register(JobCollector(sessions))
+        self.registry.register(WebhookCollector(sessions))
 
     async def middleware(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]

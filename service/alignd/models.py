@@ -247,3 +247,70 @@ class CheckpointModel(SQLModel, table=True):
     metrics: dict[str, float] = Field(default_factory=dict, sa_type=JSON)
     storage_prefix: str
     created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+
+
+class WebhookEndpointModel(SQLModel, table=True):
+    """A project's webhook receiver: which events it gets and the secret they are signed with."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: str = Field(default_factory=lambda: new_id("wh_"), primary_key=True)
+    project_id: str = Field(foreign_key="projects.id", index=True)
+    url: str
+    events: list[str] = Field(sa_type=JSON)
+    """Event types it receives (`alignd.webhooks.events.EVENT_TYPES`)."""
+    secret: str
+    """`whsec_<base64>`: needed in plaintext to sign, so stored as is; returned once, at creation."""
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    created_at_us: int = Field(default_factory=unix_now_us, sa_type=BigInteger)
+    """List order (`unix_now_us`)."""
+
+
+class WebhookDeliveryModel(SQLModel, table=True):
+    """One event owed to one endpoint: the outbox row written with the status change that caused it.
+
+    `payload` is the exact body, so every retry sends the same bytes. A dispatcher claims a row by
+    compare-and-set on `lock_token` and pushes `next_attempt_at` past the attempt's timeout, so a
+    dispatcher that dies mid-send leaves a row another one retries later.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),)
+
+    id: str = Field(default_factory=lambda: new_id("whdel_"), primary_key=True)
+    endpoint_id: str = Field(foreign_key="webhook_endpoints.id", ondelete="CASCADE", index=True)
+    event_id: str
+    """The event's id (`evt_...`), sent as `webhook-id`: the same for every attempt and endpoint."""
+    event_type: str
+    subject_id: str
+    """What the event is about (the job id in `data.id`)."""
+    payload: str
+    status: str = "pending"
+    """pending (waiting or being sent), delivered, failed (gave up after the last attempt)."""
+    attempts: int = 0
+    """Attempts finished so far."""
+    next_attempt_at: float | None = None
+    """Unix seconds (fractional) when the next attempt is due; None once delivered or failed."""
+    last_status_code: int | None = None
+    last_error: str | None = None
+    lock_token: str = Field(default_factory=new_lock_token)
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    created_at_us: int = Field(default_factory=unix_now_us, sa_type=BigInteger)
+    """List order (`unix_now_us`)."""
+    updated_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    delivered_at: int | None = Field(default=None, sa_type=BigInteger)
+
+
+class WebhookAttemptModel(SQLModel, table=True):
+    """One finished attempt to send a delivery: what the endpoint answered, or why nothing came back."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigSerial)
+    delivery_id: str = Field(foreign_key="webhook_deliveries.id", ondelete="CASCADE", index=True)
+    attempt: int
+    """1 for the first try."""
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    duration_ms: int = 0
+    status_code: int | None = None
+    error: str | None = None

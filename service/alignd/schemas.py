@@ -18,6 +18,7 @@ from alignd.contract import (
     TrainingType,
     TruncationMode,
 )
+from alignd.webhooks.events import EventType as WebhookEventType
 
 T = TypeVar("T")
 Auto = Literal["auto"]
@@ -298,3 +299,61 @@ class ApiKeyObject(BaseModel):
     redacted_value: str
     value: str | None = Field(None, description="The key itself; returned once, at creation.")
     revoked: bool = False
+
+
+# ---- webhooks ------------------------------------------------------------------------------------------
+
+
+class WebhookEndpointCreate(_Request):
+    url: str = Field(
+        ..., min_length=1, max_length=2048, description="Where events are POSTed (http or https)."
+    )
+    events: list[WebhookEventType] | None = Field(
+        None, description="Event types to receive; all of them when left out."
+    )
+
+
+class WebhookEndpointObject(BaseModel):
+    id: str
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    url: str
+    events: list[WebhookEventType]
+    created_at: int
+    secret: str | None = Field(
+        None, description="The signing secret (whsec_...); returned once, at creation. Keep it safe."
+    )
+
+
+class WebhookEndpointDeleted(BaseModel):
+    id: str
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    deleted: bool = True
+
+
+class WebhookAttemptObject(BaseModel):
+    attempt: int
+    """1 for the first try."""
+    created_at: int
+    duration_ms: int
+    status_code: int | None = None
+    """What the endpoint answered; None when no answer came (see `error`)."""
+    error: str | None = None
+
+
+class WebhookDeliveryObject(BaseModel):
+    id: str
+    object: Literal["webhook_endpoint.delivery"] = "webhook_endpoint.delivery"
+    webhook_id: str
+    event_id: str
+    """The event's id, also the `webhook-id` header of every attempt."""
+    event_type: WebhookEventType
+    data: dict[str, Any]
+    """The event's `data` (the job's id)."""
+    status: Literal["pending", "delivered", "failed"]
+    attempt_count: int
+    next_attempt_at: int | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    created_at: int
+    delivered_at: int | None = None
+    attempts: list[WebhookAttemptObject]

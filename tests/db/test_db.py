@@ -11,7 +11,19 @@ from sqlmodel import SQLModel
 
 from alignd import db
 
-TABLES = {"projects", "api_keys", "files", "base_models", "jobs", "job_events", "metrics", "checkpoints"}
+TABLES = {
+    "projects",
+    "api_keys",
+    "files",
+    "base_models",
+    "jobs",
+    "job_events",
+    "metrics",
+    "checkpoints",
+    "webhook_endpoints",
+    "webhook_deliveries",
+    "webhook_attempts",
+}
 
 
 def _schema_diff(engine: Engine, metadata: MetaData) -> list[object]:

@@ -2,7 +2,8 @@
 
 A job's status changes only through `transition`: it checks the move against `ALLOWED`, applies it with
 a compare-and-set UPDATE (`WHERE id = ? AND status = <what we read> [AND lock_token = ?]`), and records a
-"status" event in the same transaction. When another writer (a second controller, a cancel racing the
+"status" event in the same transaction (with the webhook deliveries a terminal status owes, see
+`alignd.webhooks.outbox`). When another writer (a second controller, a cancel racing the
 trainer's completion) moved the job first, zero rows match and `transition` returns None: the caller
 drops its result. Nothing else assigns `JobModel.status`.
 
@@ -22,6 +23,7 @@ from sqlmodel import Session, col
 from alignd.errors import Conflict, NotFound
 from alignd.jobs.events import add_events
 from alignd.models import JobEventModel, JobModel, new_lock_token, unix_now
+from alignd.webhooks.outbox import enqueue_job_event
 
 
 class JobStatus(StrEnum):
@@ -158,6 +160,8 @@ def transition(
         data={"status": to.value, "previous_status": from_status.value, **(data or {})},
     )
     add_events(session, job_id, [status_event])
+    if to in TERMINAL:  # the webhook outbox: deliveries commit with the status change, or not at all
+        enqueue_job_event(session, job_id=job_id, status=to.value, created_at=now)
     session.commit()
     return session.get(JobModel, job_id, populate_existing=True)
 

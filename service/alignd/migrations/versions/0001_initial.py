@@ -1,4 +1,5 @@
-"""Initial schema: projects, API keys, files, base models, jobs and their events, metrics, checkpoints.
+"""Initial schema: projects, API keys, files, base models, jobs and their events, metrics, checkpoints,
+webhook endpoints and their deliveries.
 
 Revision ID: 0001
 Revises:
@@ -175,9 +176,78 @@ def upgrade() -> None:
         sa.UniqueConstraint("job_id", "step", name="uq_checkpoints_job_id_step"),
     )
 
+    op.create_table(
+        "webhook_endpoints",
+        sa.Column("id", sa.String(), nullable=False),
+        sa.Column("project_id", sa.String(), nullable=False),
+        sa.Column("url", sa.String(), nullable=False),
+        sa.Column("events", sa.JSON(), nullable=False),
+        sa.Column("secret", sa.String(), nullable=False),
+        _created_at(),
+        sa.Column("created_at_us", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_webhook_endpoints"),
+        sa.ForeignKeyConstraint(
+            ["project_id"], ["projects.id"], name="fk_webhook_endpoints_project_id_projects"
+        ),
+    )
+    op.create_index("ix_webhook_endpoints_project_id", "webhook_endpoints", ["project_id"])
+
+    op.create_table(
+        "webhook_deliveries",
+        sa.Column("id", sa.String(), nullable=False),
+        sa.Column("endpoint_id", sa.String(), nullable=False),
+        sa.Column("event_id", sa.String(), nullable=False),
+        sa.Column("event_type", sa.String(), nullable=False),
+        sa.Column("subject_id", sa.String(), nullable=False),
+        sa.Column("payload", sa.String(), nullable=False),
+        sa.Column("status", sa.String(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.Float(), nullable=True),
+        sa.Column("last_status_code", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.String(), nullable=True),
+        sa.Column("lock_token", sa.String(), nullable=False),
+        _created_at(),
+        sa.Column("created_at_us", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.Column("delivered_at", sa.BigInteger(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_webhook_deliveries"),
+        sa.ForeignKeyConstraint(
+            ["endpoint_id"],
+            ["webhook_endpoints.id"],
+            name="fk_webhook_deliveries_endpoint_id_webhook_endpoints",
+            ondelete="CASCADE",
+        ),
+    )
+    op.create_index("ix_webhook_deliveries_endpoint_id", "webhook_deliveries", ["endpoint_id"])
+    op.create_index(
+        "ix_webhook_deliveries_status_next_attempt_at", "webhook_deliveries", ["status", "next_attempt_at"]
+    )
+
+    op.create_table(
+        "webhook_attempts",
+        sa.Column("id", big_serial, nullable=False),
+        sa.Column("delivery_id", sa.String(), nullable=False),
+        sa.Column("attempt", sa.Integer(), nullable=False),
+        _created_at(),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("error", sa.String(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_webhook_attempts"),
+        sa.ForeignKeyConstraint(
+            ["delivery_id"],
+            ["webhook_deliveries.id"],
+            name="fk_webhook_attempts_delivery_id_webhook_deliveries",
+            ondelete="CASCADE",
+        ),
+    )
+    op.create_index("ix_webhook_attempts_delivery_id", "webhook_attempts", ["delivery_id"])
+
 
 def downgrade() -> None:
     for table in (
+        "webhook_attempts",
+        "webhook_deliveries",
+        "webhook_endpoints",
         "checkpoints",
         "metrics",
         "job_events",
