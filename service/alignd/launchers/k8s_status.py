@@ -77,6 +77,13 @@ def run_status(job: Obj | None, pods: list[Obj], *, now: float, pending_deadline
                 message=f"the trainer image cannot be pulled ({waiting['reason']}: {image_message}); "
                 "check ALIGND_K8S_TRAINER_IMAGE and ALIGND_K8S_IMAGE_PULL_SECRETS",
             )
+        if waiting.get("reason") == "CrashLoopBackOff":
+            return RunStatus(
+                RunState.failed,
+                reason="CrashLoopBackOff",
+                message="the trainer container keeps crashing as it starts "
+                f"({waiting.get('message') or 'no message'}); its log is kept with the job",
+            )
         if any(_status(p).get("phase") == "Running" for p in pods):
             return RunStatus(RunState.running, notices=notices)
     return _pending(job, pods, notices, now=now, pending_deadline=pending_deadline)
