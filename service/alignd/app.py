@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request, Response
 
 from alignd import __version__, auth
 from alignd.api import admin, errors, files, health, internal, jobs, models, storage, webhooks
+from alignd.api.spec import AligndAPI
 from alignd.config import Settings, get_settings
 from alignd.controller import Controller
 from alignd.db import check_schema, make_engine, session_factory
@@ -74,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 dispatcher.join(timeout=resolved.webhook_timeout_seconds + 5)
             state.engine.dispose()
 
-    app = FastAPI(
+    app = AligndAPI(
         title="alignd",
         version=__version__,
         lifespan=lifespan,

@@ -85,6 +85,16 @@ def demo(
     )
 
 
+@app.command()
+def openapi(
+    out: Annotated[Path | None, typer.Option(help="Write the YAML here instead of stdout.")] = None,
+) -> None:
+    """The API contract (OpenAPI 3.1, YAML) generated from the app; openapi/openapi.yaml is this output."""
+    from alignd.openapi import write
+
+    write(out)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the configured database to this version's schema."""

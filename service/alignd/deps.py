@@ -4,7 +4,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
@@ -52,13 +53,36 @@ StoreDep = Annotated[ObjectStore, Depends(get_store)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
-    if not authorization or not authorization.lower().startswith("bearer "):
+# Both are `Authorization: Bearer ...`; two schemes so the OpenAPI spec says which credential each
+# endpoint takes. auto_error=False: a missing or malformed header gets our 401 envelope, not FastAPI's.
+_api_key_scheme = HTTPBearer(
+    scheme_name="ApiKey",
+    auto_error=False,
+    description="A project API key, or the admin key for admin routes.",
+)
+_job_token_scheme = HTTPBearer(
+    scheme_name="JobToken", auto_error=False, description="The job token a trainer run was started with."
+)
+
+
+def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key_scheme)],
+) -> str:
+    if credentials is None:
         raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
-    return authorization[7:].strip()
+    return credentials.credentials
+
+
+def job_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_job_token_scheme)],
+) -> str:
+    if credentials is None:
+        raise Unauthenticated("missing job token: send 'Authorization: Bearer <job token>'")
+    return credentials.credentials
 
 
 TokenDep = Annotated[str, Depends(bearer_token)]
+JobTokenDep = Annotated[str, Depends(job_token)]
 
 
 def get_api_key(session: SessionDep, token: TokenDep) -> ApiKeyModel:

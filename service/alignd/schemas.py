@@ -18,10 +18,13 @@ from alignd.contract import (
     TrainingType,
     TruncationMode,
 )
+from alignd.contract.types import Flag, Int, Number
 from alignd.webhooks.events import EventType as WebhookEventType
 
 T = TypeVar("T")
 Auto = Literal["auto"]
+WireStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+"""OpenAI's six job statuses; alignd's pausing and paused read as running and queued."""
 
 
 class _Request(BaseModel):
@@ -63,6 +66,29 @@ class FileAligndInfo(BaseModel):
 
 
 class FileObject(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "file-9f1c2e7a4b3d8e6f0a1b2c3d",
+                    "object": "file",
+                    "bytes": 1048576,
+                    "created_at": 1750000000,
+                    "filename": "preferences.jsonl",
+                    "purpose": "fine-tune",
+                    "status": "processed",
+                    "status_details": None,
+                    "expires_at": None,
+                    "alignd": {
+                        "format": "openai",
+                        "rows": 2000,
+                        "sha256": "3b0c44298fc1c149afbf4c8996fb9242",
+                    },
+                }
+            ]
+        }
+    )
+
     id: str
     object: Literal["file"] = "file"
     bytes: int
@@ -88,26 +114,26 @@ class FileDeleted(BaseModel):
 class DpoHyperparametersIn(_Request):
     """OpenAI's DPO hyperparameters ("auto" allowed) plus alignd's extensions (DESIGN.md section 6)."""
 
-    beta: float | Auto = "auto"
-    batch_size: int | Auto = "auto"
-    learning_rate_multiplier: float | Auto = "auto"
-    n_epochs: int | Auto = "auto"
+    beta: Number | Auto = "auto"
+    batch_size: Int | Auto = "auto"
+    learning_rate_multiplier: Number | Auto = "auto"
+    n_epochs: Int | Auto = "auto"
     loss_type: LossType | list[LossType] | None = None
-    loss_weights: list[float] | None = None
-    label_smoothing: float | None = None
-    learning_rate: float | None = None
-    warmup_ratio: float | None = None
+    loss_weights: list[Number] | None = None
+    label_smoothing: Number | None = None
+    learning_rate: Number | None = None
+    warmup_ratio: Number | None = None
     lr_scheduler: LRScheduler | None = None
-    weight_decay: float | None = None
-    max_grad_norm: float | None = None
-    gradient_accumulation_steps: int | None = None
-    max_length: int | None = None
+    weight_decay: Number | None = None
+    max_grad_norm: Number | None = None
+    gradient_accumulation_steps: Int | None = None
+    max_length: Int | None = None
     truncation_mode: TruncationMode | None = None
-    eval_steps: int | None = None
-    save_steps: int | None = None
-    precompute_ref_log_probs: bool | None = None
-    gradient_checkpointing: bool | None = None
-    max_steps: int | None = None
+    eval_steps: Int | None = None
+    save_steps: Int | None = None
+    precompute_ref_log_probs: Flag | None = None
+    gradient_checkpointing: Flag | None = None
+    max_steps: Int | None = None
 
 
 class DpoMethodIn(_Request):
@@ -126,19 +152,50 @@ class AligndJobOptions(_Request):
     lora: LoraSpec = Field(default_factory=LoraSpec)
     precision: Precision = Precision.auto
     resources: Resources = Field(default_factory=Resources)
-    max_runtime_seconds: int | None = Field(None, ge=1)
-    priority: int = Field(0, ge=-100, le=100, description="Higher runs first among queued jobs.")
-    agreement_threshold: float | None = Field(None, ge=0, le=1)
+    max_runtime_seconds: Int | None = Field(None, ge=1)
+    priority: Int = Field(0, ge=-100, le=100, description="Higher runs first among queued jobs.")
+    agreement_threshold: Number | None = Field(None, ge=0, le=1)
 
 
 class JobCreate(_Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "llama-3.2-1b",
+                    "training_file": "file-9f1c2e7a4b3d8e6f0a1b2c3d",
+                    "suffix": "support",
+                    "metadata": {"team": "support"},
+                    "method": {
+                        "type": "dpo",
+                        "dpo": {
+                            "hyperparameters": {
+                                "beta": 0.1,
+                                "n_epochs": 2,
+                                "batch_size": "auto",
+                                "loss_type": "sigmoid",
+                                "max_length": 2048,
+                            }
+                        },
+                    },
+                    "alignd": {
+                        "training_type": "lora",
+                        "lora": {"r": 16, "alpha": 32},
+                        "resources": {"gpus": 1},
+                    },
+                }
+            ]
+        },
+    )
+
     model: str = Field(..., min_length=1, max_length=256)
     training_file: str = Field(..., min_length=1, max_length=64)
     validation_file: str | None = Field(None, max_length=64)
     method: MethodIn | None = None
     hyperparameters: dict[str, Any] | None = Field(None, description="Deprecated by OpenAI; use method.")
     suffix: str | None = Field(None, max_length=64, pattern=r"^[a-zA-Z0-9_-]*$")
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    seed: Int | None = Field(None, ge=0, le=2**31 - 1)
     metadata: dict[str, str] | None = None
     integrations: list[dict[str, Any]] | None = None
     alignd: AligndJobOptions = Field(default_factory=AligndJobOptions)
@@ -203,7 +260,7 @@ class JobObject(BaseModel):
     organization_id: str
     result_files: list[str] = Field(default_factory=list)
     seed: int
-    status: str
+    status: WireStatus
     trained_tokens: int | None = None
     training_file: str
     validation_file: str | None = None
@@ -215,6 +272,27 @@ class JobObject(BaseModel):
 
 
 class JobEventObject(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "ftevent-5e8d1c0b9a7f6e5d4c3b2a19",
+                    "object": "fine_tuning.job.event",
+                    "created_at": 1750000123,
+                    "level": "info",
+                    "message": "Step 40: training loss=0.5312",
+                    "type": "metrics",
+                    "data": {
+                        "step": 40,
+                        "train_loss": 0.5312,
+                        "rewards/margins": 0.84,
+                        "rewards/accuracies": 0.9,
+                    },
+                }
+            ]
+        }
+    )
+
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int
@@ -233,6 +311,22 @@ class CheckpointMetrics(BaseModel):
 
 
 class CheckpointObject(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "ftckpt-0a1b2c3d4e5f6a7b8c9d0e1f",
+                    "object": "fine_tuning.job.checkpoint",
+                    "created_at": 1750000456,
+                    "fine_tuned_model_checkpoint": "ft:llama-3.2-1b:proj_1:support:ftjob-1:ckpt-step-200",
+                    "fine_tuning_job_id": "ftjob-1",
+                    "metrics": {"step": 200, "train_loss": 0.41, "valid_loss": 0.47},
+                    "step_number": 200,
+                }
+            ]
+        }
+    )
+
     id: str
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
     created_at: int
@@ -274,9 +368,9 @@ class ModelRegister(_Request):
 
 class ProjectCreate(_Request):
     name: str = Field(..., min_length=1, max_length=128)
-    quota_concurrent_jobs: int | None = Field(None, ge=0)
-    quota_gpus: int | None = Field(None, ge=0)
-    quota_stored_bytes: int | None = Field(None, ge=0)
+    quota_concurrent_jobs: Int | None = Field(None, ge=0, le=2**31 - 1)
+    quota_gpus: Int | None = Field(None, ge=0, le=2**31 - 1)
+    quota_stored_bytes: Int | None = Field(None, ge=0, le=2**63 - 1)
 
 
 class ProjectObject(BaseModel):

@@ -1,6 +1,7 @@
 from fastapi import APIRouter
 
 from alignd import auth
+from alignd.api.responses import ADMIN, errors
 from alignd.deps import AdminDep, SessionDep
 from alignd.errors import NotFound
 from alignd.models import ApiKeyModel, ProjectModel
@@ -21,7 +22,7 @@ def key_to_public(row: ApiKeyModel, plaintext: str | None = None) -> ApiKeyObjec
     )
 
 
-@router.post("/projects", response_model=ProjectObject)
+@router.post("/projects", response_model=ProjectObject, responses=errors(400, *ADMIN, 409))
 def create_project(body: ProjectCreate, session: SessionDep, admin: AdminDep) -> ProjectObject:
     project = auth.create_project(
         session,
@@ -33,7 +34,7 @@ def create_project(body: ProjectCreate, session: SessionDep, admin: AdminDep) ->
     return ProjectObject(id=project.id, name=project.name, created_at=project.created_at)
 
 
-@router.post("/projects/{project_id}/api_keys", response_model=ApiKeyObject)
+@router.post("/projects/{project_id}/api_keys", response_model=ApiKeyObject, responses=errors(400, *ADMIN))
 def create_key(project_id: str, body: ApiKeyCreate, session: SessionDep, admin: AdminDep) -> ApiKeyObject:
     if session.get(ProjectModel, project_id) is None:
         raise NotFound(f"no project with id {project_id!r}", param="project_id")
@@ -41,6 +42,6 @@ def create_key(project_id: str, body: ApiKeyCreate, session: SessionDep, admin: 
     return key_to_public(row, plaintext)
 
 
-@router.delete("/api_keys/{key_id}", response_model=ApiKeyObject)
+@router.delete("/api_keys/{key_id}", response_model=ApiKeyObject, responses=errors(*ADMIN))
 def revoke_key(key_id: str, session: SessionDep, admin: AdminDep) -> ApiKeyObject:
     return key_to_public(auth.revoke_api_key(session, key_id))

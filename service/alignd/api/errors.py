@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 
 from alignd.errors import AligndError
 from alignd.schemas import ErrorBody, ErrorResponse
@@ -16,10 +17,15 @@ HTTP_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 405: "
 
 
 def envelope(
-    status: int, message: str, type_: str, param: str | None = None, code: str | None = None
+    status: int,
+    message: str,
+    type_: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorResponse(error=ErrorBody(message=message, type=type_, param=param, code=code))
-    return JSONResponse(body.model_dump(), status_code=status)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 def _param(loc: tuple[int | str, ...]) -> str:
@@ -43,9 +49,26 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
     return envelope(
-        exc.status_code, str(exc.detail), HTTP_TYPES.get(exc.status_code, "invalid_request_error"), code=code
+        exc.status_code,
+        str(exc.detail),
+        HTTP_TYPES.get(exc.status_code, "invalid_request_error"),
+        code=code,
+        headers=headers,
     )
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route on this path (RFC 9110's `Allow`). Starlette names only the methods of
+    the first route that matched the path, and GET and POST of one path are separate routes here."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -6,6 +6,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from alignd import files
+from alignd.api.responses import PROJECT, binary, errors
+from alignd.datasets.report import QualityReport
 from alignd.deps import ProjectDep, SessionDep, SettingsDep, StateDep, StoreDep
 from alignd.models import FileModel
 from alignd.schemas import FileAligndInfo, FileDeleted, FileObject, ListResponse
@@ -25,7 +27,7 @@ def to_public(row: FileModel) -> FileObject:
     )
 
 
-@router.post("", response_model=FileObject)
+@router.post("", response_model=FileObject, responses=errors(400, *PROJECT, 413, 429))
 async def upload(
     file: UploadFile,
     purpose: Annotated[str, Form()],
@@ -55,7 +57,7 @@ async def upload(
     return to_public(row)
 
 
-@router.get("", response_model=ListResponse[FileObject])
+@router.get("", response_model=ListResponse[FileObject], responses=errors(400, *PROJECT))
 def list_files(
     session: SessionDep,
     project: ProjectDep,
@@ -67,24 +69,28 @@ def list_files(
     return ListResponse[FileObject].page(data, has_more)
 
 
-@router.get("/{file_id}", response_model=FileObject)
+@router.get("/{file_id}", response_model=FileObject, responses=errors(*PROJECT))
 def retrieve(file_id: str, session: SessionDep, project: ProjectDep) -> FileObject:
     return to_public(files.get_file(session, project, file_id))
 
 
-@router.delete("/{file_id}", response_model=FileDeleted)
+@router.delete("/{file_id}", response_model=FileDeleted, responses=errors(*PROJECT))
 def delete(file_id: str, session: SessionDep, store: StoreDep, project: ProjectDep) -> FileDeleted:
     files.delete_file(session, store, project, file_id)
     return FileDeleted(id=file_id)
 
 
-@router.get("/{file_id}/content")
+@router.get(
+    "/{file_id}/content",
+    response_class=StreamingResponse,
+    responses=binary("application/octet-stream", "The file's bytes, as uploaded.") | errors(*PROJECT),
+)
 def content(file_id: str, session: SessionDep, store: StoreDep, project: ProjectDep) -> StreamingResponse:
     return StreamingResponse(
         files.file_content(session, store, project, file_id), media_type="application/octet-stream"
     )
 
 
-@router.get("/{file_id}/report")
+@router.get("/{file_id}/report", response_model=QualityReport, responses=errors(*PROJECT))
 def report(file_id: str, session: SessionDep, project: ProjectDep) -> dict[str, object]:
     return files.get_file(session, project, file_id).report or {}

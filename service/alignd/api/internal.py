@@ -5,8 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from alignd import auth, registry
+from alignd.api.responses import errors
 from alignd.contract import JobSpec, ModelFilesResponse, ReportBatch, UploadUrlsRequest, UploadUrlsResponse
-from alignd.deps import SessionDep, StoreDep, TokenDep
+from alignd.deps import JobTokenDep, SessionDep, StoreDep
 from alignd.errors import InvalidRequest
 from alignd.jobs.progress import apply_report
 from alignd.models import FileModel, JobModel
@@ -16,14 +17,14 @@ router = APIRouter(prefix="/internal/v1/jobs", tags=["internal"])
 URL_SECONDS = 24 * 3600
 
 
-def running_job(job_id: str, session: SessionDep, token: TokenDep) -> JobModel:
+def running_job(job_id: str, session: SessionDep, token: JobTokenDep) -> JobModel:
     return auth.authenticate_job_token(session, job_id, token)
 
 
 JobDep = Annotated[JobModel, Depends(running_job)]
 
 
-@router.get("/{job_id}/spec", response_model=JobSpec)
+@router.get("/{job_id}/spec", response_model=JobSpec, responses=errors(400, 401))
 def spec(job: JobDep, session: SessionDep, store: StoreDep) -> JobSpec:
     """The frozen spec with file ids swapped for presigned URLs the trainer can download."""
     frozen = JobSpec.model_validate(job.spec)
@@ -38,19 +39,19 @@ def spec(job: JobDep, session: SessionDep, store: StoreDep) -> JobSpec:
     return frozen.model_copy(update=urls | {"output_dir": "output"})
 
 
-@router.post("/{job_id}/report")
+@router.post("/{job_id}/report", responses=errors(400, 401))
 def report(batch: ReportBatch, job: JobDep, session: SessionDep) -> dict[str, bool]:
     apply_report(session, job, batch)
     return {"ok": True}
 
 
-@router.get("/{job_id}/model_files", response_model=ModelFilesResponse)
+@router.get("/{job_id}/model_files", response_model=ModelFilesResponse, responses=errors(400, 401))
 def model_files(job: JobDep, store: StoreDep) -> ModelFilesResponse:
     """Presigned download URLs for every file of the job's base model, when it lives under s3://."""
     return registry.model_files(store, JobSpec.model_validate(job.spec).model, expires_seconds=URL_SECONDS)
 
 
-@router.post("/{job_id}/upload_urls", response_model=UploadUrlsResponse)
+@router.post("/{job_id}/upload_urls", response_model=UploadUrlsResponse, responses=errors(400, 401))
 def upload_urls(body: UploadUrlsRequest, job: JobDep, store: StoreDep) -> UploadUrlsResponse:
     prefix = f"jobs/{job.id}/{body.artifact}"
     urls = {

@@ -3,6 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from alignd.api.responses import PROJECT, binary, errors
 from alignd.deps import ProjectDep, SessionDep, SettingsDep, StateDep, StoreDep
 from alignd.jobs import artifacts, service
 from alignd.jobs.state import JobStatus
@@ -21,12 +22,45 @@ from alignd.schemas import (
     MethodOut,
     MetricPointOut,
     MetricsResponse,
+    WireStatus,
 )
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 Limit = Annotated[int, Query(ge=1, le=100)]
 
-WIRE_STATUS = {JobStatus.pausing.value: "running", JobStatus.paused.value: "queued"}
+TAR_GZ = "A gzip'd tar of {root}, streamed."
+EVENT_STREAM: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "A page of events, newest first; with `stream=true`, server-sent events (one "
+        "`data: <fine_tuning.job.event JSON>` frame per event, oldest first) until the job ends.",
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "description": "One server-sent event; `data` is a fine_tuning.job.event as JSON.",
+                    "properties": {
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"$ref": "#/components/schemas/JobEventObject"},
+                        }
+                    },
+                    "required": ["data"],
+                }
+            }
+        },
+    }
+}
+WIRE_STATUS: dict[str, WireStatus] = {
+    JobStatus.validating_files.value: "validating_files",
+    JobStatus.queued.value: "queued",
+    JobStatus.running.value: "running",
+    JobStatus.pausing.value: "running",
+    JobStatus.paused.value: "queued",
+    JobStatus.succeeded.value: "succeeded",
+    JobStatus.failed.value: "failed",
+    JobStatus.cancelled.value: "cancelled",
+}
 """The openai SDK's status literal has six values; pausing/paused are reported in `alignd.status`."""
 
 
@@ -43,7 +77,7 @@ def to_public(job: JobModel) -> JobObject:
         organization_id=job.project_id,
         result_files=job.result_files,
         seed=job.seed,
-        status=WIRE_STATUS.get(job.status, job.status),
+        status=WIRE_STATUS[job.status],
         trained_tokens=job.trained_tokens,
         training_file=job.training_file,
         validation_file=job.validation_file,
@@ -73,7 +107,7 @@ def event_to_public(event: JobEventModel) -> JobEventObject:
     )
 
 
-@router.post("", response_model=JobObject)
+@router.post("", response_model=JobObject, responses=errors(400, *PROJECT, 429))
 def create(
     body: JobCreate,
     session: SessionDep,
@@ -87,7 +121,7 @@ def create(
     return to_public(job)
 
 
-@router.get("", response_model=ListResponse[JobObject])
+@router.get("", response_model=ListResponse[JobObject], responses=errors(400, *PROJECT))
 def list_jobs(
     request: Request, session: SessionDep, project: ProjectDep, after: str | None = None, limit: Limit = 20
 ) -> ListResponse[JobObject]:
@@ -101,27 +135,31 @@ def list_jobs(
     return ListResponse[JobObject].page(data, has_more)
 
 
-@router.get("/{job_id}", response_model=JobObject)
+@router.get("/{job_id}", response_model=JobObject, responses=errors(*PROJECT))
 def retrieve(job_id: str, session: SessionDep, project: ProjectDep) -> JobObject:
     return to_public(service.get_job(session, project, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobObject)
+@router.post("/{job_id}/cancel", response_model=JobObject, responses=errors(*PROJECT, 409))
 def cancel(job_id: str, session: SessionDep, project: ProjectDep) -> JobObject:
     return to_public(service.cancel_job(session, project, job_id))
 
 
-@router.post("/{job_id}/pause", response_model=JobObject)
+@router.post("/{job_id}/pause", response_model=JobObject, responses=errors(*PROJECT, 409))
 def pause(job_id: str, session: SessionDep, project: ProjectDep) -> JobObject:
     return to_public(service.pause_job(session, project, job_id))
 
 
-@router.post("/{job_id}/resume", response_model=JobObject)
+@router.post("/{job_id}/resume", response_model=JobObject, responses=errors(*PROJECT, 409))
 def resume(job_id: str, session: SessionDep, project: ProjectDep) -> JobObject:
     return to_public(service.resume_job(session, project, job_id))
 
 
-@router.get("/{job_id}/events", response_model=ListResponse[JobEventObject])
+@router.get(
+    "/{job_id}/events",
+    response_model=ListResponse[JobEventObject],
+    responses=EVENT_STREAM | errors(400, *PROJECT),
+)
 def events(
     job_id: str,
     session: SessionDep,
@@ -146,9 +184,14 @@ def events(
     return ListResponse[JobEventObject].page(data, has_more)
 
 
-@router.get("/{job_id}/checkpoints", response_model=ListResponse[CheckpointObject])
-def list_checkpoints(job_id: str, session: SessionDep, project: ProjectDep) -> ListResponse[CheckpointObject]:
+@router.get(
+    "/{job_id}/checkpoints", response_model=ListResponse[CheckpointObject], responses=errors(400, *PROJECT)
+)
+def list_checkpoints(
+    job_id: str, session: SessionDep, project: ProjectDep, after: str | None = None, limit: Limit = 10
+) -> ListResponse[CheckpointObject]:
     job = service.get_job(session, project, job_id)
+    rows, has_more = artifacts.checkpoints(session, job, after=after, limit=limit)
     data = [
         CheckpointObject(
             id=c.id,
@@ -160,12 +203,12 @@ def list_checkpoints(job_id: str, session: SessionDep, project: ProjectDep) -> L
                 step=c.step, train_loss=c.metrics.get("loss"), valid_loss=c.metrics.get("eval_loss")
             ),
         )
-        for c in artifacts.checkpoints(session, job)
+        for c in rows
     ]
-    return ListResponse[CheckpointObject].page(data, False)
+    return ListResponse[CheckpointObject].page(data, has_more)
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsResponse)
+@router.get("/{job_id}/metrics", response_model=MetricsResponse, responses=errors(*PROJECT))
 def metrics(job_id: str, session: SessionDep, project: ProjectDep) -> MetricsResponse:
     job = service.get_job(session, project, job_id)
     points = [
@@ -185,7 +228,12 @@ def metrics(job_id: str, session: SessionDep, project: ProjectDep) -> MetricsRes
     )
 
 
-@router.get("/{job_id}/artifacts/adapter")
+@router.get(
+    "/{job_id}/artifacts/adapter",
+    response_class=StreamingResponse,
+    responses=binary("application/gzip", TAR_GZ.format(root="adapter/ (or model/ for full training)"))
+    | errors(*PROJECT),
+)
 def download_adapter(
     job_id: str, session: SessionDep, store: StoreDep, project: ProjectDep
 ) -> StreamingResponse:
@@ -198,7 +246,11 @@ def download_adapter(
     )
 
 
-@router.get("/{job_id}/artifacts/checkpoint/{step}")
+@router.get(
+    "/{job_id}/artifacts/checkpoint/{step}",
+    response_class=StreamingResponse,
+    responses=binary("application/gzip", TAR_GZ.format(root="step-<step>/")) | errors(400, *PROJECT),
+)
 def download_checkpoint(
     job_id: str, step: int, session: SessionDep, store: StoreDep, project: ProjectDep
 ) -> StreamingResponse:

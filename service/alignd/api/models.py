@@ -1,6 +1,7 @@
 from fastapi import APIRouter
 from sqlmodel import col, select
 
+from alignd.api.responses import ADMIN, AUTH, errors
 from alignd.deps import AdminDep, ApiKeyDep, SessionDep, StoreDep
 from alignd.models import BaseModelModel, JobModel
 from alignd.registry import register_model
@@ -9,7 +10,7 @@ from alignd.schemas import ListResponse, ModelObject, ModelRegister
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-@router.get("", response_model=ListResponse[ModelObject])
+@router.get("", response_model=ListResponse[ModelObject], responses=errors(*AUTH))
 def list_models(session: SessionDep, key: ApiKeyDep) -> ListResponse[ModelObject]:
     """Registered base models, then this project's fine-tuned models."""
     data = [
@@ -26,7 +27,7 @@ def list_models(session: SessionDep, key: ApiKeyDep) -> ListResponse[ModelObject
     return ListResponse[ModelObject].page(data, False)
 
 
-@router.post("", response_model=ModelObject)
+@router.post("", response_model=ModelObject, responses=errors(400, *ADMIN, 409))
 def register(body: ModelRegister, session: SessionDep, store: StoreDep, admin: AdminDep) -> ModelObject:
     model = register_model(session, store, model_id=body.id, source=body.source)
     return ModelObject(id=model.id, created=model.created_at, owned_by=model.owned_by)

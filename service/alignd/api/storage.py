@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from alignd.api.responses import binary, errors, ok
 from alignd.deps import StoreDep
 from alignd.errors import NotFound
 from alignd.storage.local import LocalStore
@@ -23,7 +24,11 @@ def _local(store: object) -> LocalStore:
     return store
 
 
-@router.get("/{key:path}")
+@router.get(
+    "/{key:path}",
+    response_class=StreamingResponse,
+    responses=binary("application/octet-stream", "The object's bytes.") | errors(400, 403, 404),
+)
 def download(key: str, expires: int, signature: SignedQuery, store: StoreDep) -> StreamingResponse:
     local = _local(store)
     local.signer.verify("GET", key, expires, signature)
@@ -34,7 +39,11 @@ def download(key: str, expires: int, signature: SignedQuery, store: StoreDep) ->
     )
 
 
-@router.put("/{key:path}")
+@router.put(
+    "/{key:path}",
+    response_class=Response,
+    responses=ok("Stored.") | errors(400, 403, 404),
+)
 async def upload(
     key: str, expires: int, signature: SignedQuery, request: Request, store: StoreDep
 ) -> Response:

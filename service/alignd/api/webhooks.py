@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from alignd.api.responses import PROJECT, errors
 from alignd.deps import ProjectDep, SessionDep
 from alignd.models import WebhookAttemptModel, WebhookDeliveryModel, WebhookEndpointModel
 from alignd.schemas import (
@@ -60,14 +61,14 @@ def delivery_to_public(
     )
 
 
-@router.post("", response_model=WebhookEndpointObject)
+@router.post("", response_model=WebhookEndpointObject, responses=errors(400, *PROJECT))
 def create(body: WebhookEndpointCreate, session: SessionDep, project: ProjectDep) -> WebhookEndpointObject:
     """Register an endpoint; the answer carries its signing secret, the only time it is shown."""
     row = service.create_endpoint(session=session, project=project, url=body.url, events=body.events)
     return to_public(row, secret=row.secret)
 
 
-@router.get("", response_model=ListResponse[WebhookEndpointObject])
+@router.get("", response_model=ListResponse[WebhookEndpointObject], responses=errors(400, *PROJECT))
 def list_endpoints(
     session: SessionDep, project: ProjectDep, after: str | None = None, limit: Limit = 20
 ) -> ListResponse[WebhookEndpointObject]:
@@ -75,18 +76,22 @@ def list_endpoints(
     return ListResponse[WebhookEndpointObject].page([to_public(r) for r in rows], has_more)
 
 
-@router.get("/{webhook_id}", response_model=WebhookEndpointObject)
+@router.get("/{webhook_id}", response_model=WebhookEndpointObject, responses=errors(*PROJECT))
 def retrieve(webhook_id: str, session: SessionDep, project: ProjectDep) -> WebhookEndpointObject:
     return to_public(service.get_endpoint(session=session, project=project, endpoint_id=webhook_id))
 
 
-@router.delete("/{webhook_id}", response_model=WebhookEndpointDeleted)
+@router.delete("/{webhook_id}", response_model=WebhookEndpointDeleted, responses=errors(*PROJECT))
 def delete(webhook_id: str, session: SessionDep, project: ProjectDep) -> WebhookEndpointDeleted:
     service.delete_endpoint(session=session, project=project, endpoint_id=webhook_id)
     return WebhookEndpointDeleted(id=webhook_id)
 
 
-@router.get("/{webhook_id}/deliveries", response_model=ListResponse[WebhookDeliveryObject])
+@router.get(
+    "/{webhook_id}/deliveries",
+    response_model=ListResponse[WebhookDeliveryObject],
+    responses=errors(400, *PROJECT),
+)
 def deliveries(
     webhook_id: str, session: SessionDep, project: ProjectDep, after: str | None = None, limit: Limit = 20
 ) -> ListResponse[WebhookDeliveryObject]:

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from alignd.contract.types import MAX_STEP, MAX_TIMESTAMP, Flag, Int, Number
+
 
 class ExitCode(IntEnum):
     """The trainer's exit codes; the Kubernetes launcher fails fast on the not-retriable ones."""
@@ -47,25 +49,25 @@ class TrainerEvent(_Payload):
     level: EventLevel = EventLevel.info
     message: str
     data: dict[str, Any] = Field(default_factory=dict)
-    created_at: float = Field(default_factory=time.time)
+    created_at: Number = Field(default_factory=time.time, ge=0, le=MAX_TIMESTAMP)
 
 
 class MetricPoint(_Payload):
     kind: Literal["metrics"] = "metrics"
-    step: int = Field(..., ge=0)
+    step: Int = Field(..., ge=0, le=MAX_STEP)
     split: Literal["train", "eval"] = "train"
-    epoch: float = Field(0.0, ge=0)
-    values: dict[str, float]
-    created_at: float = Field(default_factory=time.time)
+    epoch: Number = Field(0.0, ge=0)
+    values: dict[str, Number]
+    created_at: Number = Field(default_factory=time.time, ge=0, le=MAX_TIMESTAMP)
 
 
 class CheckpointReport(_Payload):
     kind: Literal["checkpoint"] = "checkpoint"
-    step: int = Field(..., ge=0)
+    step: Int = Field(..., ge=0, le=MAX_STEP)
     path: str
-    metrics: dict[str, float] = Field(default_factory=dict)
-    final: bool = False
-    created_at: float = Field(default_factory=time.time)
+    metrics: dict[str, Number] = Field(default_factory=dict)
+    final: Flag = False
+    created_at: Number = Field(default_factory=time.time, ge=0, le=MAX_TIMESTAMP)
 
 
 class ReportBatch(_Payload):

@@ -9,6 +9,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from alignd.contract.types import Int, Number
+
 
 class LossType(StrEnum):
     sigmoid = "sigmoid"
@@ -53,9 +55,9 @@ DEFAULT_LEARNING_RATE = {TrainingType.lora: 5e-5, TrainingType.full: 1e-6}
 
 
 class LoraSpec(_Strict):
-    r: int = Field(16, ge=1, le=1024, description="LoRA rank; 8-64 is typical.")
-    alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input; 0-0.1.")
+    r: Int = Field(16, ge=1, le=1024, description="LoRA rank; 8-64 is typical.")
+    alpha: Number = Field(32.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: Number = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input; 0-0.1.")
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or every linear projection but the LM head."
     )
@@ -104,9 +106,9 @@ class Hyperparameters(_Strict):
 
 
 class Resources(_Strict):
-    gpus: int = Field(1, ge=0, le=64, description="GPUs per node; 0 runs on CPU.")
+    gpus: Int = Field(1, ge=0, le=64, description="GPUs per node; 0 runs on CPU.")
     gpu_type: str | None = Field(None, description="A GPU profile name configured by the admin.")
-    nodes: int = Field(1, ge=1, le=64)
+    nodes: Int = Field(1, ge=1, le=64)
     cpu: str | None = None
     memory: str | None = None
 

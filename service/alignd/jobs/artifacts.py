@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from sqlmodel import Session, col, select
 
-from alignd.errors import NotFound
+from alignd.errors import InvalidRequest, NotFound
 from alignd.models import CheckpointModel, JobModel, MetricModel
 from alignd.storage import ObjectStore
 
@@ -65,14 +65,22 @@ class _Reader(io.RawIOBase):
         return out
 
 
-def checkpoints(session: Session, job: JobModel) -> list[CheckpointModel]:
-    return list(
-        session.exec(
-            select(CheckpointModel)
-            .where(CheckpointModel.job_id == job.id)
-            .order_by(col(CheckpointModel.step).desc())
-        )
-    )
+def checkpoints(
+    session: Session, job: JobModel, *, after: str | None = None, limit: int | None = None
+) -> tuple[list[CheckpointModel], bool]:
+    """Newest (highest step) first; `after` is a checkpoint id from the previous page. Returns the page
+    and whether more follow."""
+    query = select(CheckpointModel).where(CheckpointModel.job_id == job.id)
+    if after is not None:
+        anchor = session.exec(query.where(CheckpointModel.id == after)).first()
+        if anchor is None:
+            raise InvalidRequest(f"no checkpoint with id {after!r} in this job", param="after")
+        query = query.where(col(CheckpointModel.step) < anchor.step)
+    query = query.order_by(col(CheckpointModel.step).desc())
+    rows = list(session.exec(query if limit is None else query.limit(limit + 1)))
+    if limit is None:
+        return rows, False
+    return rows[:limit], len(rows) > limit
 
 
 def metrics(session: Session, job: JobModel) -> list[MetricModel]:
