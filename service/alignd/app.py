@@ -14,7 +14,8 @@ from alignd.config import Settings, get_settings
 from alignd.controller import Controller
 from alignd.db import check_schema, make_engine, session_factory
 from alignd.deps import AppState
-from alignd.launchers import LocalLauncher
+from alignd.launchers import Launcher, LocalLauncher
+from alignd.leader import Lease
 from alignd.metrics import Metrics
 from alignd.storage import store_from_settings
 from alignd.webhooks.dispatcher import start_dispatcher
@@ -34,14 +35,23 @@ def build_state(settings: Settings) -> AppState:
     )
 
 
-def build_controller(state: AppState) -> Controller:
-    launcher = LocalLauncher(state.settings.resolved_data_dir() / "runs")
+def build_launcher(settings: Settings) -> Launcher:
+    if settings.launcher == "kubernetes":
+        from alignd.launchers.kubernetes import KubernetesLauncher  # the client is only needed on a cluster
+
+        return KubernetesLauncher(settings)
+    return LocalLauncher(settings.resolved_data_dir() / "runs")
+
+
+def build_controller(state: AppState, launcher: Launcher | None = None) -> Controller:
+    settings = state.settings
     return Controller(
         sessions=state.sessions,
-        launcher=launcher,
+        launcher=launcher or build_launcher(settings),
         store=state.store,
-        settings=state.settings,
+        settings=settings,
         pass_seconds=state.metrics.controller_seconds,
+        lease=Lease(state.sessions, settings.leader_lease_seconds) if settings.leader_election else None,
     )
 
 

@@ -22,6 +22,7 @@ from alignd.contract import ExitCode, JobSpec
 from alignd.jobs.results import results_csv, store_results_file
 from alignd.jobs.state import JobStatus, record_event, transition
 from alignd.launchers import Launcher, LaunchRequest, RunState, RunStatus
+from alignd.leader import Lease
 from alignd.models import JobModel, ProjectModel
 from alignd.storage import ObjectStore
 
@@ -38,6 +39,10 @@ class Controller:
     settings: Settings
     clock: Callable[[], float] = time.time
     pass_seconds: Histogram | None = None
+    lease: Lease | None = None
+    """With several API replicas, only the lease holder reconciles (ALIGND_LEADER_ELECTION)."""
+
+    _was_leader: bool = False
 
     def reconcile_once(self) -> None:
         self.schedule()
@@ -149,6 +154,11 @@ class Controller:
     def _settle(self, job: JobModel, status: RunStatus) -> None:
         """The run ended: succeeded, paused, re-queued for a retry, or failed with its reason."""
         self._keep_logs(job)
+        if status.state is not RunState.succeeded and job.id in self.launcher.active_job_ids():
+            # A run failed while still holding resources (pods that cannot schedule or pull): free them.
+            self.launcher.terminate(
+                job.id, job.launcher_ref, grace_seconds=self.settings.cancel_grace_seconds
+            )
         if status.state is RunState.succeeded:
             name = f"ft:{job.model}:{job.project_id}:{job.suffix or 'alignd'}:{job.id}"
             with self.sessions() as session:
@@ -279,13 +289,25 @@ class Controller:
 
     # ---- the loop ------------------------------------------------------------------------------------
 
+    def is_leader(self) -> bool:
+        if self.lease is None:
+            return True
+        leader = self.lease.acquire()
+        if leader != self._was_leader:
+            log.info("controller %s leadership (%s)", "took" if leader else "lost", self.lease.holder)
+            self._was_leader = leader
+        return leader
+
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                self.reconcile_once()
+                if self.is_leader():
+                    self.reconcile_once()
             except Exception:
                 log.exception("reconcile pass failed; retrying")
             if self.pass_seconds is not None:
                 self.pass_seconds.observe(time.monotonic() - started)
             stop.wait(max(0.0, self.settings.controller_interval_seconds - (time.monotonic() - started)))
+        if self.lease is not None and self._was_leader:
+            self.lease.release()

@@ -314,3 +314,13 @@ class WebhookAttemptModel(SQLModel, table=True):
     duration_ms: int = 0
     status_code: int | None = None
     error: str | None = None
+
+
+class LeaseModel(SQLModel, table=True):
+    """Who runs the controller: one holder per name, taken over only after it expires."""
+
+    __tablename__ = "leases"
+
+    name: str = Field(primary_key=True)
+    holder: str
+    expires_at: float

@@ -20,6 +20,7 @@ TABLES = {
     "job_events",
     "metrics",
     "checkpoints",
+    "leases",
     "webhook_endpoints",
     "webhook_deliveries",
     "webhook_attempts",

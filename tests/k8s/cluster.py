@@ -170,6 +170,7 @@ class Kubelet:
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _thread: threading.Thread | None = None
     errors: list[str] = field(default_factory=list)
+    preempted: set[str] = field(default_factory=set)
 
     USER_AGENT: ClassVar[str] = "alignd-test-kubelet"
 
@@ -190,6 +191,11 @@ class Kubelet:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
 
+    def preempt(self, pod_name: str) -> None:
+        """What the scheduler does to make room: SIGTERM the pod, then mark it a disruption target."""
+        self.preempted.add(pod_name)
+        self._stop_process(pod_name)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -201,9 +207,9 @@ class Kubelet:
     # ---- one pass ------------------------------------------------------------------------------------
 
     def tick(self) -> None:
+        self._collect_garbage()
         jobs = {j["metadata"]["name"]: j for j in self._list(self.batch.list_namespaced_job)}
         pods = self._list(self.core.list_namespaced_pod)
-        self._collect_garbage(jobs, pods)
         for name, job in jobs.items():
             own = [p for p in pods if p["metadata"].get("labels", {}).get("alignd.dev/run") == name]
             self._sync_job(job, own)
@@ -212,14 +218,21 @@ class Kubelet:
         result: list[Obj] = self.api.sanitize_for_serialization(list_fn(self.namespace).items)
         return result
 
-    def _collect_garbage(self, jobs: dict[str, Obj], pods: list[Obj]) -> None:
-        """Pods, Secrets and Services whose owning Job is gone are deleted; their processes stopped."""
-        live_uids = {j["metadata"].get("uid") for j in jobs.values()}
-        for obj, delete in itertools.chain(
-            ((p, self.core.delete_namespaced_pod) for p in pods),
-            ((s, self.core.delete_namespaced_secret) for s in self._list(self.core.list_namespaced_secret)),
-            ((s, self.core.delete_namespaced_service) for s in self._list(self.core.list_namespaced_service)),
-        ):
+    def _collect_garbage(self) -> None:
+        """Pods, Secrets and Services whose owning Job is gone are deleted; their processes stopped.
+
+        Dependents are listed before the Jobs, so an owner created in between is never missed.
+        """
+        dependents = [
+            *((p, self.core.delete_namespaced_pod) for p in self._list(self.core.list_namespaced_pod)),
+            *((s, self.core.delete_namespaced_secret) for s in self._list(self.core.list_namespaced_secret)),
+            *(
+                (s, self.core.delete_namespaced_service)
+                for s in self._list(self.core.list_namespaced_service)
+            ),
+        ]
+        live_uids = {j["metadata"].get("uid") for j in self._list(self.batch.list_namespaced_job)}
+        for obj, delete in dependents:
             owners = obj["metadata"].get("ownerReferences") or []
             if owners and not any(o.get("uid") in live_uids for o in owners):
                 name = obj["metadata"]["name"]
@@ -325,10 +338,13 @@ class Kubelet:
                 "message": message,
             }
         }
-        self._set_status(
-            name,
-            {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [_container(terminated)]},
-        )
+        status: Obj = {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "containerStatuses": [_container(terminated)],
+        }
+        if name in self.preempted:
+            status["conditions"] = [_disruption()]
+        self._set_status(name, status)
 
     def _run_dir(self, pod_name: str) -> Path:
         assert self.workdir is not None, "exec pods need a workdir"
@@ -404,15 +420,17 @@ def _final_status(script: PodScript) -> Obj:
     terminated = {"exitCode": script.exit_code, "reason": "Error", "message": script.termination_message}
     status: Obj = {"phase": "Failed", "containerStatuses": [_container({"terminated": terminated})]}
     if script.outcome == "preempt":
-        status["conditions"] = [
-            {
-                "type": "DisruptionTarget",
-                "status": "True",
-                "reason": "PreemptionByScheduler",
-                "message": "preempted",
-            }
-        ]
+        status["conditions"] = [_disruption()]
     return status
+
+
+def _disruption() -> Obj:
+    return {
+        "type": "DisruptionTarget",
+        "status": "True",
+        "reason": "PreemptionByScheduler",
+        "message": "preempted",
+    }
 
 
 def _disrupted(pod: Obj) -> bool:

@@ -85,6 +85,32 @@ def wait_status(api: httpx.Client, job_id: str, until: set[str], timeout: float 
         time.sleep(0.3)
 
 
+def start_job(api: httpx.Client, tiny_model_dir: Path, train: Path, hyperparameters: dict[str, Any]) -> str:
+    project = api.post("/v1/admin/projects", json={"name": "k8s"}, headers=bearer(ADMIN_KEY)).json()
+    key = api.post(f"/v1/admin/projects/{project['id']}/api_keys", json={}, headers=bearer(ADMIN_KEY))
+    api.headers.update(bearer(key.json()["value"]))
+    api.post("/v1/models", json={"id": "tiny", "source": str(tiny_model_dir)}, headers=bearer(ADMIN_KEY))
+    body = b"".join(train.read_bytes().splitlines(keepends=True)[:200])
+    upload = api.post("/v1/files", files={"file": ("train.jsonl", body)}, data={"purpose": "fine-tune"})
+    assert upload.status_code == 200, upload.text
+    created = api.post(
+        "/v1/fine_tuning/jobs",
+        json={
+            "model": "tiny",
+            "training_file": upload.json()["id"],
+            "method": {"type": "dpo", "dpo": {"hyperparameters": {"batch_size": 8} | hyperparameters}},
+            "alignd": {"lora": {"r": 4, "alpha": 8}, "resources": {"gpus": 0}},
+        },
+    )
+    assert created.status_code == 200, created.text
+    return str(created.json()["id"])
+
+
+def messages(api: httpx.Client, job_id: str) -> list[str]:
+    events = api.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 100}).json()["data"]
+    return [e["message"] for e in events]
+
+
 def test_a_job_runs_as_a_kubernetes_job_and_its_adapter_loads(
     live_url: str,
     executing_kubelet: Kubelet,
@@ -93,24 +119,10 @@ def test_a_job_runs_as_a_kubernetes_job_and_its_adapter_loads(
     tmp_path: Path,
 ) -> None:
     with httpx.Client(base_url=live_url, timeout=60) as api:
-        project = api.post("/v1/admin/projects", json={"name": "k8s"}, headers=bearer(ADMIN_KEY)).json()
-        key = api.post(f"/v1/admin/projects/{project['id']}/api_keys", json={}, headers=bearer(ADMIN_KEY))
-        api.headers.update(bearer(key.json()["value"]))
-        api.post("/v1/models", json={"id": "tiny", "source": str(tiny_model_dir)}, headers=bearer(ADMIN_KEY))
-        body = b"".join(rule_data[0].read_bytes().splitlines(keepends=True)[:200])
-        upload = api.post("/v1/files", files={"file": ("train.jsonl", body)}, data={"purpose": "fine-tune"})
-        assert upload.status_code == 200, upload.text
-        created = api.post("/v1/fine_tuning/jobs", json={
-            "model": "tiny", "training_file": upload.json()["id"],
-            "method": {"type": "dpo", "dpo": {"hyperparameters": {
-                "batch_size": 8, "learning_rate": 2e-3, "max_steps": 4, "save_steps": 2,
-            }}},
-            "alignd": {"lora": {"r": 4, "alpha": 8}, "resources": {"gpus": 0}},
-        })  # fmt: skip
-        assert created.status_code == 200, created.text
-        job = wait_status(api, created.json()["id"], {"succeeded", "failed", "cancelled"})
-        events = api.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
-        assert job["status"] == "succeeded", [e["message"] for e in events]
+        hyperparameters = {"learning_rate": 2e-3, "max_steps": 4, "save_steps": 2}
+        job_id = start_job(api, tiny_model_dir, rule_data[0], hyperparameters)
+        job = wait_status(api, job_id, {"succeeded", "failed", "cancelled"})
+        assert job["status"] == "succeeded", messages(api, job_id)
         assert job["trained_tokens"] > 0
         checkpoints = api.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
         assert [c["step_number"] for c in checkpoints] == [4, 2]
@@ -126,3 +138,28 @@ def test_a_job_runs_as_a_kubernetes_job_and_its_adapter_loads(
 
     logs = tmp_path / "alignd" / "data" / "jobs" / job["id"] / "logs" / "attempt-1.log"
     assert logs.exists() and b"===== pod alignd-" in logs.read_bytes()
+
+
+def test_a_preempted_pod_is_replaced_and_resumes_from_the_uploaded_checkpoint(
+    live_url: str,
+    executing_kubelet: Kubelet,
+    tiny_model_dir: Path,
+    rule_data: tuple[Path, Path],
+) -> None:
+    with httpx.Client(base_url=live_url, timeout=60) as api:
+        job_id = start_job(api, tiny_model_dir, rule_data[0], {"max_steps": 60, "save_steps": 10})
+        deadline = time.monotonic() + 120
+        while not api.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints").json()["data"]:
+            assert time.monotonic() < deadline, messages(api, job_id)
+            time.sleep(0.2)
+        first_pod = next(iter(executing_kubelet._procs))
+        executing_kubelet.preempt(first_pod)
+
+        job = wait_status(api, job_id, {"succeeded", "failed", "cancelled"})
+        log = messages(api, job_id)
+        assert job["status"] == "succeeded", log
+        assert job["alignd"]["attempt"] == 1, "preemption is absorbed by the same Kubernetes Job"
+        assert any("was disrupted" in m for m in log), log
+        resumed = [m for m in log if m.startswith("resumed from checkpoint at step")]
+        assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= 10, log
+        assert len(executing_kubelet._procs) == 2, "the replacement pod ran on a fresh work directory"

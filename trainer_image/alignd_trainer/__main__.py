@@ -30,7 +30,13 @@ from alignd_trainer.distributed import init_distributed, shutdown
 from alignd_trainer.errors import BadInputError, OutOfMemory, TrainerError
 from alignd_trainer.loop import DPORecipe
 from alignd_trainer.managed import MANAGED_ENV, managed_job
-from alignd_trainer.remote import fetch_spec, localize_data, localize_model, model_cache_root
+from alignd_trainer.remote import (
+    fetch_spec,
+    localize_checkpoint,
+    localize_data,
+    localize_model,
+    model_cache_root,
+)
 from alignd_trainer.report import Reporter, reporter_from_env, write_termination_message
 from alignd_trainer.score import score_to_path
 from alignd_trainer.synthetic import preference_rows, write_jsonl
@@ -73,7 +79,9 @@ def load_spec(path: str | None) -> JobSpec:
         job = managed_job(os.environ)
         if job is None:
             raise BadInputError(f"no --spec given and none of {', '.join(MANAGED_ENV)} is set")
-        return localize_model(localize_data(fetch_spec(job.api_url, job.job_id, job.token)), job, cache)
+        spec = localize_model(localize_data(fetch_spec(job.api_url, job.job_id, job.token)), job, cache)
+        localize_checkpoint(spec, job)
+        return spec
     try:
         spec = localize_data(JobSpec.model_validate_json(Path(path).read_bytes()))
     except FileNotFoundError:

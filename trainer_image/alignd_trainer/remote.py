@@ -4,16 +4,18 @@ presigned URLs).
 The trainer never holds storage credentials: the API hands it URLs scoped to its one job.
 """
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 import httpx
 
-from alignd.contract import JobSpec, ModelFilesResponse
+from alignd.contract import JobSpec, ModelFilesResponse, ResumeCheckpoint
 from alignd_trainer.errors import BadInputError, InfrastructureError
 from alignd_trainer.managed import ManagedJob
 
@@ -94,6 +96,36 @@ def localize_model(spec: JobSpec, job: ManagedJob | None, cache_root: Path) -> J
     raw = _internal_get(job.api_url, job.job_id, job.token, "model_files", f"{spec.model} files")
     listing = ModelFilesResponse.model_validate_json(raw)
     return spec.model_copy(update={"model": str(download_model(listing, cache_root))})
+
+
+def localize_checkpoint(spec: JobSpec, job: ManagedJob) -> int | None:
+    """On a machine without the run's checkpoints (a new pod after preemption, a retry elsewhere),
+    download the job's latest uploaded checkpoint into `output_dir/checkpoints/`, where resuming
+    finds it. Returns the step fetched, or None when there was nothing to fetch."""
+    root = Path(spec.output_dir) / "checkpoints"
+    if root.is_dir() and any(p.name.startswith("step-") for p in root.iterdir()):
+        return None
+    raw = _internal_get(job.api_url, job.job_id, job.token, "resume", "latest checkpoint")
+    point = ResumeCheckpoint.model_validate_json(raw)
+    if point.step is None or not point.files:
+        return None
+    final = root / f"step-{point.step:08d}"
+    staging = Path(tempfile.mkdtemp(dir=_made(root), prefix=".download-"))
+    try:
+        for item in point.files:
+            destination = staging / _safe_relative(item.path)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            _download_atomically(item.url, destination, item.size)
+        with contextlib.suppress(FileExistsError, OSError):
+            os.rename(staging, final)  # another rank on this machine may have finished first
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return point.step
+
+
+def _made(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def download_model(listing: ModelFilesResponse, cache_root: Path) -> Path:

@@ -6,9 +6,17 @@ from fastapi import APIRouter, Depends
 
 from alignd import auth, registry
 from alignd.api.responses import errors
-from alignd.contract import JobSpec, ModelFilesResponse, ReportBatch, UploadUrlsRequest, UploadUrlsResponse
+from alignd.contract import (
+    JobSpec,
+    ModelFilesResponse,
+    ReportBatch,
+    ResumeCheckpoint,
+    UploadUrlsRequest,
+    UploadUrlsResponse,
+)
 from alignd.deps import JobTokenDep, SessionDep, StoreDep
 from alignd.errors import InvalidRequest
+from alignd.jobs import artifacts
 from alignd.jobs.progress import apply_report
 from alignd.models import FileModel, JobModel
 from alignd.storage.base import validate_key
@@ -49,6 +57,12 @@ def report(batch: ReportBatch, job: JobDep, session: SessionDep) -> dict[str, bo
 def model_files(job: JobDep, store: StoreDep) -> ModelFilesResponse:
     """Presigned download URLs for every file of the job's base model, when it lives under s3://."""
     return registry.model_files(store, JobSpec.model_validate(job.spec).model, expires_seconds=URL_SECONDS)
+
+
+@router.get("/{job_id}/resume", response_model=ResumeCheckpoint, responses=errors(400, 401))
+def resume(job: JobDep, session: SessionDep, store: StoreDep) -> ResumeCheckpoint:
+    """Where a trainer on a fresh machine continues from: the job's latest checkpoint, if any."""
+    return artifacts.resume_point(session, store, job, expires_seconds=URL_SECONDS)
 
 
 @router.post("/{job_id}/upload_urls", response_model=UploadUrlsResponse, responses=errors(400, 401))

@@ -117,3 +117,13 @@ class ModelFilesResponse(_Payload):
 
     location: str
     files: list[ModelFile]
+
+
+class ResumeCheckpoint(_Payload):
+    """`GET /internal/v1/jobs/{id}/resume`: the job's latest uploaded checkpoint, so a trainer on a fresh
+    machine (a new pod after preemption, a retry) continues from it instead of from step 0."""
+
+    step: int | None = None
+    """None when the job has no checkpoint yet."""
+    files: list[ModelFile] = Field(default_factory=list)
+    """Paths relative to the checkpoint directory (`checkpoints/step-NNNNNNNN/`)."""

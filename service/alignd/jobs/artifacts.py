@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from sqlmodel import Session, col, select
 
+from alignd.contract import ModelFile, ResumeCheckpoint
 from alignd.errors import InvalidRequest, NotFound
 from alignd.models import CheckpointModel, JobModel, MetricModel
 from alignd.storage import ObjectStore
@@ -31,6 +32,27 @@ def checkpoint_prefix(session: Session, job: JobModel, step: int) -> str:
     if row is None:
         raise NotFound(f"job {job.id} has no checkpoint at step {step}", param="step")
     return row.storage_prefix
+
+
+def resume_point(
+    session: Session, store: ObjectStore, job: JobModel, *, expires_seconds: int
+) -> ResumeCheckpoint:
+    """The latest checkpoint the trainer reported (reported only once fully uploaded), as download URLs."""
+    latest = session.exec(
+        select(CheckpointModel)
+        .where(CheckpointModel.job_id == job.id)
+        .order_by(col(CheckpointModel.step).desc())
+    ).first()
+    if latest is None:
+        return ResumeCheckpoint()
+    root = latest.storage_prefix.rstrip("/") + "/"
+    files = [
+        ModelFile(
+            path=key[len(root) :], url=store.presigned_get_url(key, expires_seconds), size=store.size(key)
+        )
+        for key in store.list(root)
+    ]
+    return ResumeCheckpoint(step=latest.step, files=files)
 
 
 def tar_gz(store: ObjectStore, prefix: str, root: str) -> Iterator[bytes]:

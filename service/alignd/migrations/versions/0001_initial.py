@@ -242,9 +242,17 @@ def upgrade() -> None:
     )
     op.create_index("ix_webhook_attempts_delivery_id", "webhook_attempts", ["delivery_id"])
 
+    op.create_table(
+        "leases",
+        sa.Column("name", sa.String(), primary_key=True),
+        sa.Column("holder", sa.String(), nullable=False),
+        sa.Column("expires_at", sa.Float(), nullable=False),
+    )
+
 
 def downgrade() -> None:
     for table in (
+        "leases",
         "webhook_attempts",
         "webhook_deliveries",
         "webhook_endpoints",
