@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -102,6 +102,7 @@ class DPORecipe:
         self.step = 0
         self.last_saved_step = -1
         self.num_tokens = 0
+        self._non_finite_warned: set[str] = set()
 
     # ---- setup ---------------------------------------------------------------------------------------------
 
@@ -352,10 +353,7 @@ class DPORecipe:
         if self.device.type == "cuda":
             values["gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self.last_metrics = values
-        if self.dist.is_main:
-            self.reporter.metrics(
-                MetricPoint(step=self.step, split="train", epoch=values["epoch"], values=values)
-            )
+        self._report_metrics("train", values["epoch"], values)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -370,10 +368,26 @@ class DPORecipe:
         all_reduce_sum(sums.tensor, self.dist)
         self.model.train(was_training)
         values = sums.averages(prefix="eval_")
-        if self.dist.is_main:
-            epoch = self.step / self.steps_per_epoch
-            self.reporter.metrics(MetricPoint(step=self.step, split="eval", epoch=epoch, values=values))
+        self._report_metrics("eval", self.step / self.steps_per_epoch, values)
         return values
+
+    def _report_metrics(
+        self, split: Literal["train", "eval"], epoch: float, values: dict[str, float]
+    ) -> None:
+        """NaN and infinity have no JSON form: such values are left out of the point, and a warning event
+        names each one the first time it happens (a diverging loss should be seen, not break reporting)."""
+        finite = {k: v for k, v in values.items() if math.isfinite(v)}
+        for name in sorted(set(values) - set(finite) - self._non_finite_warned):
+            self._non_finite_warned.add(name)
+            self._event(
+                "warning",
+                f"{name} is {values[name]} at step {self.step}; it is left out of the metrics while it "
+                "is not finite (lower learning_rate, or check the data)",
+                level=EventLevel.warn,
+                data={"metric": name, "step": self.step},
+            )
+        if self.dist.is_main:
+            self.reporter.metrics(MetricPoint(step=self.step, split=split, epoch=epoch, values=finite))
 
     def _stop_requested(self) -> bool:
         flag = torch.tensor([1.0 if self.stop.is_set() else 0.0], device=self.device)
