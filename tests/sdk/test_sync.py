@@ -286,6 +286,10 @@ def test_reading_a_finished_job(live: Server, trained_job: TrainedJob, strict: b
 
     models = [m.id for m in client.models.list()]
     assert MODEL in models and job.fine_tuned_model in models
+    assert client.models.retrieve(job.fine_tuned_model).owned_by == job.organization_id
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError, match="no model 'ft:none'"):
+        client.models.retrieve("ft:none")
 
 
 @pytest.mark.slow
