@@ -235,12 +235,11 @@ class Controller:
         if not live:
             return
         with self.sessions() as session:
-            active = {
-                j.id
-                for j in session.exec(
-                    select(JobModel).where(col(JobModel.id).in_(live), col(JobModel.status).in_(ACTIVE))
+            active = set(
+                session.exec(
+                    select(JobModel.id).where(col(JobModel.id).in_(live), col(JobModel.status).in_(ACTIVE))
                 )
-            }
+            )
         for job_id in live - active:
             log.warning("terminating orphaned run of %s", job_id)
             self.launcher.terminate(job_id, None, grace_seconds=self.settings.cancel_grace_seconds)

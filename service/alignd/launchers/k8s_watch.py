@@ -28,6 +28,7 @@ class Informer:
         namespace: str,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        index_label: str | None = None,
         watch_seconds: int = 60,
         resync_seconds: float = 300.0,
         retry_seconds: float = 1.0,
@@ -42,7 +43,10 @@ class Informer:
         self.resync_seconds = resync_seconds
         self.retry_seconds = retry_seconds
         self.relists = 0
+        self.index_label = index_label
         self._items: dict[str, Obj] = {}
+        self._index: dict[str, set[str]] = {}
+        """index_label's value -> names: each run's pods without scanning every pod."""
         self._lock = threading.Lock()
         self._synced = threading.Event()
         self._stop = threading.Event()
@@ -68,14 +72,30 @@ class Informer:
         with self._lock:
             return self._items.get(name)
 
+    def indexed(self, value: str) -> list[Obj]:
+        """Objects whose `index_label` has this value."""
+        with self._lock:
+            return [self._items[name] for name in self._index.get(value, ())]
+
     def put(self, obj: Obj) -> None:
         """Record an object this process just created or read, ahead of its watch event."""
         with self._lock:
-            self._items[obj["metadata"]["name"]] = obj
+            self._store(obj)
 
-    def forget(self, name: str) -> None:
-        with self._lock:
-            self._items.pop(name, None)
+    def _store(self, obj: Obj) -> None:
+        name = obj["metadata"]["name"]
+        self._drop(name)
+        self._items[name] = obj
+        if self.index_label is not None:
+            value = (obj["metadata"].get("labels") or {}).get(self.index_label)
+            if value is not None:
+                self._index.setdefault(value, set()).add(name)
+
+    def _drop(self, name: str) -> None:
+        old = self._items.pop(name, None)
+        if old is not None and self.index_label is not None:
+            value = (old["metadata"].get("labels") or {}).get(self.index_label)
+            self._index.get(value or "", set()).discard(name)
 
     # ---- the loop ------------------------------------------------------------------------------------
 
@@ -96,7 +116,9 @@ class Informer:
         result = self.list_fn(self.namespace, **self.selectors, _request_timeout=30)
         items = self.api.sanitize_for_serialization(result.items) or []
         with self._lock:
-            self._items = {obj["metadata"]["name"]: obj for obj in items}
+            self._items, self._index = {}, {}
+            for obj in items:
+                self._store(obj)
         self.relists += 1
         self._synced.set()
         return result.metadata.resource_version if result.metadata else None
@@ -133,7 +155,7 @@ class Informer:
             return metadata.get("resourceVersion")
         with self._lock:
             if event.get("type") == "DELETED":
-                self._items.pop(name, None)
+                self._drop(name)
             else:
-                self._items[name] = obj
+                self._store(obj)
         return metadata.get("resourceVersion")

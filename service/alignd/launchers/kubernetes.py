@@ -74,18 +74,24 @@ class KubernetesLauncher(Launcher):
         self.batch = client.BatchV1Api(self.api)
         self.core = client.CoreV1Api(self.api)
 
-        def informer(list_fn: Callable[..., Any], labels: str | None, fields: str | None = None) -> Informer:
+        def informer(
+            list_fn: Callable[..., Any],
+            labels: str | None,
+            fields: str | None = None,
+            index: str | None = None,
+        ) -> Informer:
             return Informer(
                 list_fn,
                 self.api,
                 namespace=self.namespace,
                 label_selector=labels,
                 field_selector=fields,
+                index_label=index,
                 watch_seconds=watch_seconds,
             )
 
-        self.jobs = informer(self.batch.list_namespaced_job, manifests.SELECTOR)
-        self.pods = informer(self.core.list_namespaced_pod, manifests.SELECTOR)
+        self.jobs = informer(self.batch.list_namespaced_job, manifests.SELECTOR, index=manifests.JOB_ID_LABEL)
+        self.pods = informer(self.core.list_namespaced_pod, manifests.SELECTOR, index=manifests.RUN_LABEL)
         self.events = informer(self.core.list_namespaced_event, None, "involvedObject.kind=Job")
         self._reported: dict[str, set[str]] = {}
         self._start_lock = threading.Lock()
@@ -129,7 +135,7 @@ class KubernetesLauncher(Launcher):
         self.start()
         name = ref or self._latest_run(job_id)
         job = None if name is None else (self.jobs.get(name) or self._read_job(name))
-        pods = [p for p in self.pods.items() if _labels(p).get(manifests.RUN_LABEL) == name]
+        pods = self.pods.indexed(name) if name else []
         status = run_status(
             job, pods, now=self.clock(), pending_deadline=self.settings.k8s_pending_deadline_seconds
         )
@@ -163,7 +169,7 @@ class KubernetesLauncher(Launcher):
         """Every pod's trainer output for the run, oldest first: preempted pods' logs are kept too."""
         self.start()
         name = ref or self._latest_run(job_id)
-        pods = [p for p in self.pods.items() if _labels(p).get(manifests.RUN_LABEL) == name]
+        pods = self.pods.indexed(name) if name else []
         if not pods:
             return None
         parts = []
@@ -216,14 +222,10 @@ class KubernetesLauncher(Launcher):
         return result
 
     def _runs_of(self, job_id: str) -> set[str]:
-        return {
-            job["metadata"]["name"]
-            for job in self.jobs.items()
-            if _labels(job).get(manifests.JOB_ID_LABEL) == job_id
-        }
+        return {job["metadata"]["name"] for job in self.jobs.indexed(job_id)}
 
     def _latest_run(self, job_id: str) -> str | None:
-        runs = [j for j in self.jobs.items() if _labels(j).get(manifests.JOB_ID_LABEL) == job_id]
+        runs = self.jobs.indexed(job_id)
         if not runs:
             return None
         latest = max(runs, key=lambda j: int(_labels(j).get(manifests.ATTEMPT_LABEL, "0")))
