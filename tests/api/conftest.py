@@ -1,10 +1,15 @@
 """API tests run the real app (TestClient) on SQLite and on Postgres, with the local store."""
 
+import io
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
 
 from alignd.app import create_app
 from alignd.config import Settings
@@ -36,7 +41,8 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def new_project_key(client: TestClient, name: str) -> str:
+def new_project_key(client: httpx.Client, name: str) -> str:
+    """A new project and its API key, made with the admin key (TestClient is an httpx.Client too)."""
     project = client.post("/v1/admin/projects", json={"name": name}, headers=bearer(ADMIN_KEY))
     assert project.status_code == 200, project.text
     key = client.post(
@@ -50,3 +56,12 @@ def new_project_key(client: TestClient, name: str) -> str:
 @pytest.fixture
 def key(client: TestClient) -> str:
     return new_project_key(client, "team-a")
+
+
+def load_adapter(api: httpx.Client, job_id: str, base_model: Path, directory: Path) -> PeftModel:
+    """Download a job's adapter archive through the API and load it onto its base model with peft."""
+    archive = api.get(f"/v1/fine_tuning/jobs/{job_id}/artifacts/adapter")
+    assert archive.status_code == 200, archive.text
+    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+        tar.extractall(directory, filter="data")
+    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model), directory / "adapter")

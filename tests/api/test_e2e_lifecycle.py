@@ -22,7 +22,7 @@ import uvicorn
 from alignd.app import create_app
 from alignd.config import Settings
 from alignd.server import free_port
-from tests.api.conftest import ADMIN_KEY, bearer
+from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
 from tests.api.test_e2e_local import TERMINAL, _proc_state, _upload, _wait
 
 pytestmark = pytest.mark.slow
@@ -89,7 +89,7 @@ class Deployment:
         self.servers.append(server)
         client = httpx.Client(base_url=url, timeout=60)
         self.clients.append(client)
-        self.key = self.key or _new_project_key(client)
+        self.key = self.key or new_project_key(client, "e2e")
         client.headers.update(bearer(self.key))
         return server, client
 
@@ -126,15 +126,6 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Depl
         yield deployment
     finally:
         deployment.close()
-
-
-def _new_project_key(client: httpx.Client) -> str:
-    project = client.post("/v1/admin/projects", json={"name": "e2e"}, headers=bearer(ADMIN_KEY))
-    assert project.status_code == 200, project.text
-    path = f"/v1/admin/projects/{project.json()['id']}/api_keys"
-    key = client.post(path, json={}, headers=bearer(ADMIN_KEY))
-    assert key.status_code == 200, key.text
-    return str(key.json()["value"])
 
 
 def _is_trainer(pid: int) -> bool:

@@ -2,9 +2,7 @@
 the local launcher and the real trainer on a tiny model. Upload -> job -> events and metrics ->
 checkpoints -> adapter downloaded and loaded with peft."""
 
-import io
 import json
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from peft import PeftModel
-from transformers import AutoModelForCausalLM
 
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
-from tests.api.conftest import ADMIN_KEY, bearer
+from tests.api.conftest import ADMIN_KEY, bearer, load_adapter, new_project_key
 
 pytestmark = pytest.mark.slow
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -42,11 +38,7 @@ def live_url(data_dir: Path) -> Iterator[str]:
 @pytest.fixture
 def api(live_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live_url, timeout=60) as client:
-        project = client.post("/v1/admin/projects", json={"name": "e2e"}, headers=bearer(ADMIN_KEY)).json()
-        key = client.post(
-            f"/v1/admin/projects/{project['id']}/api_keys", json={}, headers=bearer(ADMIN_KEY)
-        ).json()
-        client.headers.update(bearer(key["value"]))
+        client.headers.update(bearer(new_project_key(client, "e2e")))
         yield client
 
 
@@ -99,13 +91,7 @@ def test_upload_train_watch_download(
     checkpoints = api.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
     assert [c["step_number"] for c in checkpoints] == [12, 8, 4]
 
-    archive = api.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/adapter")
-    assert archive.status_code == 200
-    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
-        tar.extractall(tmp_path / "download", filter="data")
-    model = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "download" / "adapter"
-    )
+    model = load_adapter(api, job["id"], tiny_model_dir, tmp_path / "download")
     assert model.peft_config["default"].r == 8
     step4 = api.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/checkpoint/4")
     assert step4.status_code == 200 and len(step4.content) > 0

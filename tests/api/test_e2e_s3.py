@@ -16,7 +16,7 @@ import pytest
 
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
-from tests.api.conftest import ADMIN_KEY, bearer
+from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
 from tests.storage.conftest import REGION, s3_endpoint, s3_store
 
 __all__ = ["s3_endpoint"]
@@ -48,11 +48,7 @@ def api(tmp_path: Path, s3_endpoint: str, model_cache: Path) -> Iterator[httpx.C
         s3_secure=False,
     )
     with BackgroundServer(settings, "127.0.0.1", port), httpx.Client(base_url=url, timeout=60) as client:
-        project = client.post("/v1/admin/projects", json={"name": "s3"}, headers=bearer(ADMIN_KEY)).json()
-        key = client.post(
-            f"/v1/admin/projects/{project['id']}/api_keys", json={}, headers=bearer(ADMIN_KEY)
-        ).json()
-        client.headers.update(bearer(key["value"]))
+        client.headers.update(bearer(new_project_key(client, "s3")))
         yield client
 
 

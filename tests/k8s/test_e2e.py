@@ -2,8 +2,6 @@
 emulator launches the job as a batch/v1 Job; the test kubelet runs the pod's command here (the real
 trainer on a tiny model), which reports to the real API; the adapter is downloaded and loaded."""
 
-import io
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +10,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from peft import PeftModel
-from transformers import AutoModelForCausalLM
 
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
-from tests.api.conftest import ADMIN_KEY, bearer
+from tests.api.conftest import ADMIN_KEY, bearer, load_adapter, new_project_key
 from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript
 from tests.k8s.conftest import NAMESPACE
 from tests.trainer.conftest import rule_data
@@ -86,9 +82,7 @@ def wait_status(api: httpx.Client, job_id: str, until: set[str], timeout: float 
 
 
 def start_job(api: httpx.Client, tiny_model_dir: Path, train: Path, hyperparameters: dict[str, Any]) -> str:
-    project = api.post("/v1/admin/projects", json={"name": "k8s"}, headers=bearer(ADMIN_KEY)).json()
-    key = api.post(f"/v1/admin/projects/{project['id']}/api_keys", json={}, headers=bearer(ADMIN_KEY))
-    api.headers.update(bearer(key.json()["value"]))
+    api.headers.update(bearer(new_project_key(api, "k8s")))
     api.post("/v1/models", json={"id": "tiny", "source": str(tiny_model_dir)}, headers=bearer(ADMIN_KEY))
     body = b"".join(train.read_bytes().splitlines(keepends=True)[:200])
     upload = api.post("/v1/files", files={"file": ("train.jsonl", body)}, data={"purpose": "fine-tune"})
@@ -127,13 +121,7 @@ def test_a_job_runs_as_a_kubernetes_job_and_its_adapter_loads(
         checkpoints = api.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
         assert [c["step_number"] for c in checkpoints] == [4, 2]
 
-        archive = api.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/adapter")
-        assert archive.status_code == 200
-        with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
-            tar.extractall(tmp_path / "download", filter="data")
-        model = PeftModel.from_pretrained(
-            AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "download" / "adapter"
-        )
+        model = load_adapter(api, job["id"], tiny_model_dir, tmp_path / "download")
         assert model.peft_config["default"].r == 4
 
     logs = tmp_path / "alignd" / "data" / "jobs" / job["id"] / "logs" / "attempt-1.log"
