@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import aiohttp.web
 import attrs
 import kmock
+import yaml
 from kmock._internal import enums, rendering
 from kubernetes import client
 from kubernetes.client import ApiClient, Configuration
@@ -457,3 +458,18 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval:
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def write_kubeconfig(path: Path, server: str, namespace: str = "default") -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+        "users": [{"name": "alignd", "user": {"token": "unused-by-the-emulator"}}],
+        "contexts": [
+            {"name": "kmock", "context": {"cluster": "kmock", "user": "alignd", "namespace": namespace}}
+        ],
+        "current-context": "kmock",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path

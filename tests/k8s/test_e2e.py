@@ -9,32 +9,16 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
 from tests.api.conftest import ADMIN_KEY, bearer, load_adapter, new_project_key
-from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript
+from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript, write_kubeconfig
 from tests.k8s.conftest import NAMESPACE
 from tests.trainer.conftest import rule_data
 
 __all__ = ["rule_data"]
 pytestmark = pytest.mark.slow
-
-
-def write_kubeconfig(path: Path, server: str) -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-        "users": [{"name": "alignd", "user": {"token": "unused-by-the-emulator"}}],
-        "contexts": [
-            {"name": "kmock", "context": {"cluster": "kmock", "user": "alignd", "namespace": NAMESPACE}}
-        ],
-        "current-context": "kmock",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.fixture
