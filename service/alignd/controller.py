@@ -310,3 +310,4 @@ class Controller:
             stop.wait(max(0.0, self.settings.controller_interval_seconds - (time.monotonic() - started)))
         if self.lease is not None and self._was_leader:
             self.lease.release()
+        self.launcher.close()

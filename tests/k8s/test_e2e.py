@@ -2,6 +2,7 @@
 emulator launches the job as a batch/v1 Job; the test kubelet runs the pod's command here (the real
 trainer on a tiny model), which reports to the real API; the adapter is downloaded and loaded."""
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
 from tests.api.conftest import ADMIN_KEY, bearer, load_adapter, new_project_key
-from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript, write_kubeconfig
+from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript, wait_for, write_kubeconfig
 from tests.k8s.conftest import NAMESPACE
 from tests.trainer.conftest import rule_data
 
@@ -37,6 +38,12 @@ def live_url(cluster: EmulatorThread, tmp_path: Path) -> Iterator[str]:
     )
     with BackgroundServer(settings, "127.0.0.1", port):
         yield url
+    # The server's shutdown stops the launcher's watches: nothing keeps polling a cluster it left.
+    wait_for(
+        lambda: not [t for t in threading.enumerate() if t.name.startswith("informer-")],
+        30,
+        "watches to stop",
+    )
 
 
 @pytest.fixture

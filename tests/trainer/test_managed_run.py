@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from alignd.contract import JobSpec, ReportBatch, UploadUrlsRequest, UploadUrlsResponse
+from alignd.contract import JobSpec, ReportBatch, ResumeCheckpoint, UploadUrlsRequest, UploadUrlsResponse
 from tests.trainer.harness import run_trainer, trainer_env
 
 pytestmark = pytest.mark.slow
@@ -49,6 +49,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(self.server.data)
         elif self.path == "/internal/v1/jobs/job-1/spec" and self._authorized():
             self._send(json.dumps(self.server.spec).encode())
+        elif self.path == "/internal/v1/jobs/job-1/resume" and self._authorized():
+            self._send(ResumeCheckpoint().model_dump_json().encode())  # a first run: nothing to resume
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))

@@ -70,3 +70,6 @@ class Launcher(ABC):
     @abstractmethod
     def logs(self, job_id: str, ref: str | None) -> bytes | None:
         """The run's combined output so far, to keep in the store after the run is gone."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook: most launchers hold nothing to release)
+        """Release what the launcher holds (watch threads, connections) when the server stops."""
