@@ -2,10 +2,10 @@
 database (migrating an empty one), the object store and the admin key."""
 
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from alignd import __version__, auth
 from alignd.api import admin, errors, files, health, internal, jobs, models, storage, webhooks
@@ -16,7 +16,7 @@ from alignd.db import check_schema, make_engine, session_factory
 from alignd.deps import AppState
 from alignd.launchers import Launcher, LocalLauncher
 from alignd.leader import Lease
-from alignd.metrics import Metrics
+from alignd.metrics import Metrics, RequestMetrics
 from alignd.storage import store_from_settings
 from alignd.webhooks.dispatcher import start_dispatcher
 
@@ -31,7 +31,12 @@ def build_state(settings: Settings) -> AppState:
             auth.ensure_admin_key(session, settings.admin_key.get_secret_value())
     store = store_from_settings(settings)
     return AppState(
-        settings=settings, engine=engine, sessions=sessions, store=store, metrics=Metrics(sessions)
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        store=store,
+        metrics=Metrics(sessions),
+        callers=auth.CallerCache(settings.auth_cache_seconds),
     )
 
 
@@ -92,13 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Self-hosted DPO alignment with an OpenAI-compatible fine-tuning API.",
     )
     errors.install(app)
-
-    @app.middleware("http")
-    async def count_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        state: AppState | None = getattr(request.app.state, "alignd", None)
-        return await (state.metrics.middleware(request, call_next) if state else call_next(request))
+    app.add_middleware(RequestMetrics)
 
     for router in (
         health.router,

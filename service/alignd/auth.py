@@ -6,16 +6,28 @@ SHA-256; a key belongs to one project, or to none if it is an admin key. The adm
 on the internal API: random, hashed on the job row, valid for that one job while it runs or pauses.
 Unknown, revoked and mismatched credentials all fail the same way, so a caller learns nothing about
 which part was wrong.
+
+Request authentication goes through `identify`, which remembers a live key and its project in a
+`CallerCache` for a few seconds (`ALIGND_AUTH_CACHE_SECONDS`), so a busy client's reads do not each pay
+a database lookup. A revocation therefore takes effect at once in the server process that revoked the
+key and within that many seconds in every other process and replica.
 """
 
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col
 
+from alignd.db import detached_row
 from alignd.errors import Conflict, NotFound, Unauthenticated
 from alignd.jobs.state import ACTIVE
 from alignd.models import ApiKeyModel, JobModel, ProjectModel, unix_now
@@ -93,8 +105,11 @@ def create_api_key(
     return key, plaintext
 
 
-def revoke_api_key(session: Session, key_id: str, *, project_id: str | None = None) -> ApiKeyModel:
-    """Revoke a key (idempotent). With `project_id`, only that project's keys are found (NotFound else)."""
+def revoke_api_key(
+    session: Session, key_id: str, *, project_id: str | None = None, cache: "CallerCache | None" = None
+) -> ApiKeyModel:
+    """Revoke a key (idempotent). With `project_id`, only that project's keys are found (NotFound else).
+    With `cache`, the key is dropped from it, so this process refuses the key from the next request on."""
     key = session.get(ApiKeyModel, key_id)
     if key is None or (project_id is not None and key.project_id != project_id):
         raise NotFound(f"API key {key_id} not found", param="key_id")
@@ -102,6 +117,8 @@ def revoke_api_key(session: Session, key_id: str, *, project_id: str | None = No
         key.revoked_at = unix_now()
         session.add(key)
         session.commit()
+    if cache is not None:
+        cache.forget(key.key_hash)
     return key
 
 
@@ -113,6 +130,81 @@ def authenticate(session: Session, plaintext: str) -> ApiKeyModel:
     if key is None or key.revoked_at is not None:
         raise Unauthenticated(_BAD_KEY)
     return key
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: the column values of its live API key and of the key's project (None for
+    admin keys, and for a key whose project no longer exists).
+
+    Rows are handed out as fresh detached instances on each call, so no ORM object is ever shared
+    between requests or threads, and only the rows a request asks for are built.
+    """
+
+    key_columns: dict[str, Any]
+    project_columns: dict[str, Any] | None
+
+    @property
+    def project_id(self) -> str | None:
+        project_id: str | None = self.key_columns["project_id"]
+        return project_id
+
+    def key(self) -> ApiKeyModel:
+        return detached_row(ApiKeyModel, self.key_columns)
+
+    def project(self) -> ProjectModel | None:
+        return None if self.project_columns is None else detached_row(ProjectModel, self.project_columns)
+
+
+class CallerCache:
+    """Key hash -> the `Caller` it identified, kept for `ttl_seconds` (0 turns caching off).
+
+    Only successful lookups are kept: an unknown key always reaches the database, so a key created on
+    another replica works at once and garbage keys cannot fill the cache.
+    """
+
+    def __init__(
+        self, ttl_seconds: float, *, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[str, tuple[float, Caller]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, plaintext: str) -> Caller | None:
+        entry = self._entries.get(hash_secret(plaintext))
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1]
+
+    def put(self, key_hash: str, caller: Caller) -> None:
+        if self.ttl_seconds <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()  # more live keys than entries: they are simply looked up again
+            self._entries[key_hash] = (self._clock() + self.ttl_seconds, caller)
+
+    def forget(self, key_hash: str) -> None:
+        with self._lock:
+            self._entries.pop(key_hash, None)
+
+
+def identify(sessions: sessionmaker[Session], plaintext: str, cache: CallerCache) -> Caller:
+    """The caller behind an API key, from `cache` when it has it, else from the database (then cached).
+    Unauthenticated for unknown and revoked keys, as `authenticate`."""
+    cached = cache.get(plaintext)
+    if cached is not None:
+        return cached
+    with sessions() as session:
+        key = authenticate(session, plaintext)
+        project = None if key.project_id is None else session.get(ProjectModel, key.project_id)
+        caller = Caller(
+            key_columns=key.model_dump(), project_columns=None if project is None else project.model_dump()
+        )
+    cache.put(key.key_hash, caller)
+    return caller
 
 
 def ensure_admin_key(

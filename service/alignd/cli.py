@@ -40,8 +40,22 @@ def _show(data: Any) -> None:
 
 
 @app.command()
-def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Server processes sharing the port, about one per core; one runs the controller."
+        ),
+    ] = 1,
+) -> None:
     """Run the API server (and its controller) with the ALIGND_* settings."""
+    if workers > 1:
+        from alignd.server import run_workers
+
+        run_workers(get_settings(), host=host, port=port, workers=workers)
+        return
     from alignd.app import create_app
 
     uvicorn.run(create_app(), host=host, port=port)

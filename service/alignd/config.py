@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     public_url: str = Field("http://127.0.0.1:8000", description="How trainers and clients reach the API.")
     signing_key: SecretStr | None = Field(None, description="HMAC key for local signed URLs; random.")
     admin_key: SecretStr | None = Field(None, description="Bootstraps an admin API key.")
+    auth_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long a server process remembers a live API key; a revoked key keeps working "
+        "this long in other processes and replicas (at once in the one that revoked it). 0: no cache.",
+    )
 
     launcher: Literal["local", "kubernetes"] = "local"
     run_controller: bool = Field(True, description="Run the reconcile loop inside the API server.")

@@ -1,18 +1,28 @@
 """Prometheus metrics. Request and upload counters are updated as things happen; job counts and
-trainer-reported values are read from the database at scrape time, so every replica agrees."""
+trainer-reported values are read from the database at scrape time, so every replica agrees.
 
+Under `alignd serve --workers N` the counters of all worker processes are kept in files in one
+directory (prometheus_client's multiprocess mode, switched on by `PROMETHEUS_MULTIPROC_DIR`, which the
+library reads when it is imported) and a scrape sums them, whichever worker answers it.
+"""
+
+import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
-from fastapi import Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alignd.models import JobModel, MetricModel, WebhookDeliveryModel
+
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Where worker processes keep their counters; set by `alignd serve --workers N` before they start."""
 
 TRAINER_VALUES = {
     "loss": "alignd_trainer_loss",
@@ -71,6 +81,35 @@ class WebhookCollector(Collector):
         yield pending
 
 
+class RequestMetrics:
+    """ASGI middleware counting requests by method, route template and status, with their latency up to
+    the start of the response (for a stream, its first byte).
+
+    Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs the rest of the
+    app in a separate task and pipes the response through a memory stream, which on a job-status read
+    cost more than the route itself.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = getattr(scope["app"].state, "alignd", None) if scope["type"] == "http" else None
+        if state is None:
+            await self.app(scope, receive, send)
+            return
+        metrics: Metrics = state.metrics
+        started = time.perf_counter()
+
+        async def send_counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = getattr(scope.get("route"), "path", "unmatched")
+                metrics.observe(scope["method"], route, message["status"], time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, send_counted)
+
+
 class Metrics:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.registry = CollectorRegistry()
@@ -94,16 +133,18 @@ class Metrics:
         )
         self.registry.register(JobCollector(sessions))
         self.registry.register(WebhookCollector(sessions))
+        self.scraped = self.registry
+        """What `render` reports: this process's registry, or with worker processes all their counters."""
+        directory = os.environ.get(MULTIPROCESS_DIR_ENV)
+        if directory:
+            self.scraped = CollectorRegistry()
+            MultiProcessCollector(self.scraped, path=directory)
+            self.scraped.register(JobCollector(sessions))
+            self.scraped.register(WebhookCollector(sessions))
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        self.requests.labels(request.method, route, str(response.status_code)).inc()
-        self.latency.labels(request.method, route).observe(time.perf_counter() - started)
-        return response
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.scraped)

@@ -1,6 +1,9 @@
-"""Running the API server: in the foreground (`alignd serve`) or in a thread (demo, tests)."""
+"""Running the API server: in the foreground (`alignd serve`), as several worker processes
+(`alignd serve --workers N`), or in a thread (demo, tests)."""
 
+import os
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -9,6 +12,8 @@ import uvicorn
 
 from alignd.app import create_app
 from alignd.config import Settings
+from alignd.db import check_schema, make_engine
+from alignd.metrics import MULTIPROCESS_DIR_ENV
 
 
 def free_port() -> int:
@@ -25,6 +30,30 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"/proc/{pid}/status has no VmHWM line (needs Linux)")
+
+
+def run_workers(settings: Settings, *, host: str, port: int, workers: int) -> None:
+    """Serve with `workers` uvicorn processes on one port, until interrupted.
+
+    Every worker is a whole server. The controller is safe to run in each: only the one holding the
+    database lease reconciles (`ALIGND_LEADER_ELECTION`), and webhook deliveries are claimed row by row.
+    Two things are set up here, before any worker starts: the database is migrated once, so workers
+    starting on an empty SQLite file do not race to create its tables; and Prometheus counters are
+    kept in files in one directory shared by the workers (prometheus_client's multiprocess mode), so
+    `/metrics`, whichever worker answers it, reports the sums over all of them.
+    """
+    settings.resolved_data_dir().mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        check_schema(engine)
+    finally:
+        engine.dispose()
+    with tempfile.TemporaryDirectory(prefix="alignd-metrics-") as directory:
+        os.environ[MULTIPROCESS_DIR_ENV] = directory  # the workers are spawned, so they inherit it
+        try:
+            uvicorn.run("alignd.app:create_app", factory=True, host=host, port=port, workers=workers)
+        finally:
+            del os.environ[MULTIPROCESS_DIR_ENV]
 
 
 class BackgroundServer:

@@ -4,13 +4,13 @@ import hashlib
 import re
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, inspect, select
 from sqlmodel import Session, col
 
-from alignd import auth
+from alignd import auth, db
 from alignd.errors import Conflict, NotFound, Unauthenticated
 from alignd.jobs.state import JobStatus, transition
-from alignd.models import ApiKeyModel
+from alignd.models import ApiKeyModel, ProjectModel
 
 from .factories import make_job, make_project
 
@@ -137,3 +137,69 @@ def test_token_hash_can_be_set_with_the_start(session: Session) -> None:
 
     assert started is not None and started.token_hash == token_hash != plaintext
     assert auth.authenticate_job_token(session, job.id, plaintext).id == job.id
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_identify_remembers_a_live_key_for_the_ttl_only(engine: Engine, session: Session) -> None:
+    project = make_project(session)
+    key, plaintext = auth.create_api_key(session, project.id, name="poller")
+    sessions = db.session_factory(engine)
+    clock = FakeClock()
+    cache = auth.CallerCache(5.0, clock=clock)
+
+    caller = auth.identify(sessions, plaintext, cache)
+    assert caller.key().id == key.id and caller.project() == project
+    # Revoked in the database behind the cache's back (another process): still known until the TTL ends.
+    auth.revoke_api_key(session, key.id)
+    assert auth.identify(sessions, plaintext, cache).key().id == key.id
+    clock.now += 5.0
+    with pytest.raises(Unauthenticated):
+        auth.identify(sessions, plaintext, cache)
+
+
+def test_revoking_through_the_cache_takes_effect_at_once(engine: Engine, session: Session) -> None:
+    project = make_project(session)
+    key, plaintext = auth.create_api_key(session, project.id, name="leaked")
+    sessions = db.session_factory(engine)
+    cache = auth.CallerCache(3600.0)
+    auth.identify(sessions, plaintext, cache)
+
+    auth.revoke_api_key(session, key.id, cache=cache)
+
+    with pytest.raises(Unauthenticated):
+        auth.identify(sessions, plaintext, cache)
+
+
+def test_unknown_keys_are_not_cached_and_a_zero_ttl_caches_nothing(engine: Engine, session: Session) -> None:
+    sessions = db.session_factory(engine)
+    cache = auth.CallerCache(0.0)
+    project = make_project(session)
+    _, plaintext = auth.create_api_key(session, project.id, name="new")
+    auth.identify(sessions, plaintext, cache)
+    assert cache.get(plaintext) is None
+    cached = auth.CallerCache(60.0)
+    with pytest.raises(Unauthenticated):
+        auth.identify(sessions, "sk-alignd-unknown", cached)
+    assert cached.get("sk-alignd-unknown") is None
+
+
+def test_cached_rows_are_fresh_detached_copies(engine: Engine, session: Session) -> None:
+    """Each request gets its own instances: nothing is shared between threads, and adding one to a
+    session updates the row instead of inserting a second one."""
+    project = make_project(session)
+    _, plaintext = auth.create_api_key(session, project.id, name="copies")
+    caller = auth.identify(db.session_factory(engine), plaintext, auth.CallerCache(60.0))
+    first, second = caller.project(), caller.project()
+    assert first is not second and first == second
+    assert inspect(first).detached
+    with db.session_factory(engine)() as other:
+        other.add(first)
+        other.commit()
+        assert other.get(ProjectModel, project.id) is first

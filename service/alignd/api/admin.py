@@ -2,7 +2,7 @@ from fastapi import APIRouter
 
 from alignd import auth
 from alignd.api.responses import ADMIN, errors
-from alignd.deps import AdminDep, SessionDep
+from alignd.deps import AdminDep, SessionDep, StateDep
 from alignd.errors import NotFound
 from alignd.models import ApiKeyModel, ProjectModel
 from alignd.schemas import ApiKeyCreate, ApiKeyObject, ProjectCreate, ProjectObject
@@ -43,5 +43,5 @@ def create_key(project_id: str, body: ApiKeyCreate, session: SessionDep, admin: 
 
 
 @router.delete("/api_keys/{key_id}", response_model=ApiKeyObject, responses=errors(*ADMIN))
-def revoke_key(key_id: str, session: SessionDep, admin: AdminDep) -> ApiKeyObject:
-    return key_to_public(auth.revoke_api_key(session, key_id))
+def revoke_key(key_id: str, session: SessionDep, state: StateDep, admin: AdminDep) -> ApiKeyObject:
+    return key_to_public(auth.revoke_api_key(session, key_id, cache=state.callers))

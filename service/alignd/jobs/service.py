@@ -6,12 +6,17 @@ move statuses through `state.transition`, the one door for status.
 
 import time
 from collections.abc import Iterator
+from functools import cache
+from typing import Any
 
+from sqlalchemy import Engine, Select, bindparam
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col, select
 
 from alignd.config import Settings
 from alignd.contract.spec import Resources
+from alignd.db import detached_row
 from alignd.errors import InvalidRequest, NotFound
 from alignd.files import PURPOSE, get_file
 from alignd.jobs.events import add_events
@@ -153,6 +158,28 @@ def get_job(session: Session, project: ProjectModel, job_id: str) -> JobModel:
     if job is None or job.project_id != project.id:
         raise NotFound(f"no fine-tuning job with id {job_id!r}", param="fine_tuning_job_id")
     return job
+
+
+def read_job(engine: Engine, project: ProjectModel, job_id: str) -> JobModel:
+    """`get_job` for the hot path of clients polling a job: one Core query on a connection of its own,
+    released before it returns, so an async route covers the read with one trip to the thread pool. It
+    costs about a third of the ORM's `session.get`. The job comes back detached with every column loaded."""
+    keys, query = _job_by_id()
+    with engine.connect() as connection:
+        row = connection.execute(query, {"id": job_id}).one_or_none()
+    if row is None or row.project_id != project.id:
+        raise NotFound(f"no fine-tuning job with id {job_id!r}", param="fine_tuning_job_id")
+    return detached_row(JobModel, dict(zip(keys, row, strict=True)))
+
+
+@cache
+def _job_by_id() -> tuple[list[str], Select[Any]]:
+    """JobModel's attribute names and a query selecting their columns in that order, by id."""
+    attributes = sa_inspect(JobModel).column_attrs
+    columns = [attribute.columns[0] for attribute in attributes]
+    return [attribute.key for attribute in attributes], select(*columns).where(
+        col(JobModel.id) == bindparam("id")
+    )
 
 
 def list_jobs(
