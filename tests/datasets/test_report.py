@@ -1,12 +1,19 @@
 """The quality report on crafted files, checked against numbers worked out by hand."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from alignd.contract import DataFormat, PreferenceExample
-from alignd.datasets import QualityReport, QualityReportBuilder, truncation_share, validate_stream
-from alignd.datasets.report import SAMPLE_SIZE
+from alignd.datasets import (
+    QualityReport,
+    QualityReportBuilder,
+    WeightStats,
+    truncation_share,
+    validate_stream,
+)
+from alignd.datasets.report import SAMPLE_SIZE, _normalise
 
 STANDARD_LINES: list[dict[str, object] | None] = [
     {"prompt": "What is 2+2?", "chosen": "4", "rejected": "five", "agreement": 0.9},
@@ -195,6 +202,29 @@ def test_near_duplicates_normalise_case_punctuation_and_whitespace() -> None:
         builder.add(_example(line, prompt, f"answer {line}"), 10)
     near = builder.build().near_duplicates
     assert (near.count, near.example_lines) == (3, [2, 3, 5])
+
+
+def test_every_whitespace_character_collapses_like_a_space() -> None:
+    """ASCII prompts take a path that turns whitespace into spaces and trims, rather than splitting into
+    words: it has to give exactly what splitting on any whitespace and joining with one space gives."""
+    spaces = [c for c in map(chr, range(128)) if c.isspace()] + ["\u00a0", "\u2003"]
+    for space in spaces:
+        for text in (f"Hello{space}World!", f"{space}hello world{space}", f"hello{space}{space}world"):
+            assert _normalise(text) == "hello world", repr(text)
+    assert _normalise(" \t ") == "" and _normalise("") == ""
+
+
+def test_weight_extremes_count_the_rows_without_a_weight_as_one() -> None:
+    def weights(*values: float) -> WeightStats | None:
+        builder = QualityReportBuilder()
+        for line, weight in enumerate(values, start=1):
+            builder.add(replace(_example(line, f"q{line}", "yes"), weight=weight), 10)
+        return builder.build().weights
+
+    assert weights(2.0, 0.5) == WeightStats(rows_weighted=2, min=0.5, mean=1.25, max=2.0)
+    assert weights(1.0, 3.0) == WeightStats(rows_weighted=1, min=1.0, mean=2.0, max=3.0)
+    assert weights(1.0, 0.25, 1.0) == WeightStats(rows_weighted=1, min=0.25, mean=0.75, max=1.0)
+    assert weights(1.0, 1.0) is None
 
 
 def test_truncation_share() -> None:
