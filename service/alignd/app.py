@@ -9,10 +9,11 @@ from fastapi import FastAPI
 
 from alignd import __version__, auth
 from alignd.api import admin, errors, files, health, internal, jobs, models, storage, webhooks
+from alignd.api.fast_path import JobStatusFastPath
 from alignd.api.spec import AligndAPI
 from alignd.config import Settings, get_settings
 from alignd.controller import Controller
-from alignd.db import check_schema, make_engine, session_factory
+from alignd.db import check_schema, loop_read_engine, make_engine, session_factory
 from alignd.deps import AppState
 from alignd.launchers import Launcher, LocalLauncher
 from alignd.leader import Lease
@@ -37,6 +38,7 @@ def build_state(settings: Settings) -> AppState:
         store=store,
         metrics=Metrics(sessions),
         callers=auth.CallerCache(settings.auth_cache_seconds),
+        loop_reads=loop_read_engine(settings.resolved_database_url()),
     )
 
 
@@ -89,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if dispatcher is not None:
                 dispatcher.join(timeout=resolved.webhook_timeout_seconds + 5)
             state.engine.dispose()
+            if state.loop_reads is not None:
+                state.loop_reads.dispose()
 
     app = AligndAPI(
         title="alignd",
@@ -97,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Self-hosted DPO alignment with an OpenAI-compatible fine-tuning API.",
     )
     errors.install(app)
+    app.add_middleware(JobStatusFastPath)  # inside RequestMetrics, so its answers are counted too
     app.add_middleware(RequestMetrics)
 
     for router in (

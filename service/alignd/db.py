@@ -53,6 +53,33 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     return engine
 
 
+def loop_read_engine(url: str) -> Engine | None:
+    """An engine for reads made on the event loop itself, without a trip to the thread pool.
+
+    One SQLite connection that only the loop's thread uses (StaticPool), so a read never waits for a
+    pooled connection; read-only; and with no busy wait, so a locked database fails the read at once and
+    the caller takes its ordinary path instead of stalling the loop. None for Postgres (a read there is
+    a network round trip, which must not block the loop) and for in-memory SQLite (a second connection
+    would see another, empty database).
+    """
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or "mode=memory" in database:
+        return None
+    engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    event.listen(engine, "connect", _sqlite_reader_on_connect)
+    return engine
+
+
+def _sqlite_reader_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout=0")
+        cursor.execute("PRAGMA query_only=ON")
+    finally:
+        cursor.close()
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:

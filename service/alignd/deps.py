@@ -33,6 +33,8 @@ class AppState:
     store: ObjectStore
     metrics: Metrics
     callers: auth.CallerCache
+    loop_reads: Engine | None = None
+    """`db.loop_read_engine`: for the job-status fast path's reads on the event loop (SQLite files only)."""
 
 
 async def get_state(request: Request) -> AppState:
