@@ -1,5 +1,5 @@
-"""Validating a ~200 MB stream in 1 MiB chunks, never held whole: memory stays flat, and the
-throughput is printed (not asserted: timings belong in bench/, not in tests)."""
+"""Validating a ~64 MB stream in 1 MiB chunks, never held whole: memory stays flat (below a quarter of the
+stream) while the duplicate tables grow with every row. Throughput is measured by bench/api_bench.py."""
 
 import time
 import tracemalloc
@@ -10,8 +10,8 @@ import pytest
 from alignd.datasets import DatasetSummary, validate_stream
 
 CHUNK = 1 << 20
-TOTAL = 200 * CHUNK
-PEAK_LIMIT = 32 * CHUNK
+TOTAL = 64 * CHUNK
+PEAK_LIMIT = 16 * CHUNK
 
 
 def _row(i: int, conversational: bool) -> bytes:
@@ -63,7 +63,7 @@ def test_validating_a_large_stream_keeps_memory_flat(capsys: pytest.CaptureFixtu
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert summary.bytes >= TOTAL and summary.rows == summary.report.rows > 190_000
+    assert summary.bytes >= TOTAL and summary.rows == summary.report.rows > 60_000
     assert summary.report.exact_duplicates.count == 0
     with capsys.disabled():
         print(
@@ -71,17 +71,3 @@ def test_validating_a_large_stream_keeps_memory_flat(capsys: pytest.CaptureFixtu
             f"in {seconds:.1f} s: peak {peak / 2**20:.1f} MiB traced"
         )
     assert peak < PEAK_LIMIT, f"peak {peak / 2**20:.1f} MiB"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
-def test_validation_throughput_is_printed(conversational: bool, capsys: pytest.CaptureFixture[str]) -> None:
-    summary, seconds = _timed(conversational)
-    assert summary.rows > 190_000 and summary.report.near_duplicates.count == 0
-    with capsys.disabled():
-        kind = "conversational" if conversational else "standard"
-        megabytes = summary.bytes / 1e6
-        print(
-            f"\n{kind}: {megabytes:.0f} MB, {summary.rows} rows of ~{summary.bytes // summary.rows} bytes "
-            f"in {seconds:.1f} s: {megabytes / seconds:.1f} MB/s"
-        )

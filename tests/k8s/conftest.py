@@ -4,20 +4,36 @@ from pathlib import Path
 import pytest
 from kubernetes.client import ApiClient
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
+from alignd import db
 from alignd.config import GpuProfile, Settings
 from alignd.controller import Controller
 from alignd.db import session_factory
 from alignd.launchers.kubernetes import KubernetesLauncher
 from alignd.storage.local import LocalStore
 from alignd.storage.signing import UrlSigner
-from tests.db.conftest import backend, engine, postgres, session
 from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript
 
-__all__ = ["backend", "engine", "postgres", "session"]
 NAMESPACE = "alignd-test"
 Scripts = dict[str, list[PodScript]]
 """Job name -> what its first, second, ... pod does (the last entry repeats)."""
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """SQLite only: the controller's database behaviour runs on both backends in tests/controller and
+    tests/db; these tests are about the cluster side."""
+    engine = db.make_engine(f"sqlite:///{tmp_path_factory.mktemp('k8s-db') / 'alignd.db'}")
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with db.session_factory(engine)() as session:
+        yield session
 
 
 @pytest.fixture
