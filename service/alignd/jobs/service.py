@@ -201,39 +201,33 @@ def list_jobs(
 
 def cancel_job(session: Session, project: ProjectModel, job_id: str) -> JobModel:
     """Cancelled at once, as OpenAI does; the controller then stops the run."""
-    job = get_job(session, project, job_id)
-    moved = transition(
-        session,
-        job.id,
-        to=JobStatus.cancelled,
-        event="Job cancelled by the user",
-        fields={"desired": "cancel"},
-    )
-    return moved or get_job(session, project, job_id)
+    return _user_request(session, project, job_id, JobStatus.cancelled, "Job cancelled by the user", "cancel")
 
 
 def pause_job(session: Session, project: ProjectModel, job_id: str) -> JobModel:
     """Pausing: the controller sends SIGTERM, the trainer checkpoints and exits, the job is paused."""
-    job = get_job(session, project, job_id)
-    moved = transition(
-        session,
-        job.id,
-        to=JobStatus.pausing,
-        event="Pause requested: saving a checkpoint",
-        fields={"desired": "pause"},
+    return _user_request(
+        session, project, job_id, JobStatus.pausing, "Pause requested: saving a checkpoint", "pause"
     )
-    return moved or get_job(session, project, job_id)
 
 
 def resume_job(session: Session, project: ProjectModel, job_id: str) -> JobModel:
-    job = get_job(session, project, job_id)
-    moved = transition(
+    return _user_request(
         session,
-        job.id,
-        to=JobStatus.queued,
-        event="Resumed: queued to continue from the last checkpoint",
-        fields={"desired": None},
+        project,
+        job_id,
+        JobStatus.queued,
+        "Resumed: queued to continue from the last checkpoint",
+        None,
     )
+
+
+def _user_request(
+    session: Session, project: ProjectModel, job_id: str, to: JobStatus, event: str, desired: str | None
+) -> JobModel:
+    """A user's status change on one of the project's jobs; `desired` tells the controller what to do."""
+    job = get_job(session, project, job_id)
+    moved = transition(session, job.id, to=to, event=event, fields={"desired": desired})
     return moved or get_job(session, project, job_id)
 
 
