@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from alignd.datasets import FileTooLarge, LineSplitter, LineTooLong, split_lines
+from alignd.datasets import FileTooLarge, LineBatch, LineSplitter, LineTooLong, split_lines
 from alignd.errors import InvalidFile, PayloadTooLarge
 
 DATA = b'{"a": 1}\r\n\n{"b": "\xc3\xa9t\xc3\xa9"}\n  \r\n{"c": 3}\r\n{"d": 4}'
@@ -123,7 +123,7 @@ def test_over_the_total_size_names_the_line_that_crossed_it() -> None:
 
 def test_over_the_total_size_raises_before_the_chunk_is_split() -> None:
     splitter = LineSplitter(max_line_bytes=100, max_total_bytes=5)
-    assert list(splitter.feed(b"ab\n")) == [(1, b"ab")]
+    assert list(splitter.feed(b"ab\n")) == [LineBatch(1, [b"ab"])]
     with pytest.raises(FileTooLarge, match=r"^line 3: "):
         splitter.feed(b"c\nd\n")
 

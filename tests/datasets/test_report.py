@@ -13,7 +13,9 @@ from alignd.datasets import (
     truncation_share,
     validate_stream,
 )
-from alignd.datasets.report import SAMPLE_SIZE, _normalise
+from alignd.datasets.normalise import normalise as _normalise
+from alignd.datasets.report import SAMPLE_SIZE
+from alignd.datasets.rows import Rows
 
 STANDARD_LINES: list[dict[str, object] | None] = [
     {"prompt": "What is 2+2?", "chosen": "4", "rejected": "five", "agreement": 0.9},
@@ -159,28 +161,33 @@ def _example(line: int, prompt: str, chosen: str, rejected: str = "no") -> Prefe
     )
 
 
+def _add(builder: QualityReportBuilder, examples: list[PreferenceExample], batch: int = 1000) -> None:
+    """Add rows in batches of `batch`, each line 10 bytes."""
+    for start in range(0, len(examples), batch):
+        part = examples[start : start + batch]
+        builder.add(Rows.from_examples(part, [10] * len(part)))
+
+
 def test_many_rows_sample_percentiles_and_count_every_duplicate() -> None:
     """30,000 rows, chosen lengths cycling 1..1000: beyond the sample size, so p50 and p95 are
     estimates (true values 500.5 and 950.05); min, max and mean stay exact. Then every row again:
     30,000 exact duplicates, which also exercises the hash table's growth."""
     rows = 30_000
+    examples = [_example(i + 1, f"prompt {i}", "x" * (i % 1000 + 1)) for i in range(rows)]
     builder = QualityReportBuilder()
-    for i in range(rows):
-        builder.add(_example(i + 1, f"prompt {i}", "x" * (i % 1000 + 1)), 10)
+    _add(builder, examples)
     first = builder.build()
     assert first.lengths is not None
     chosen = first.lengths.chosen
     assert (chosen.min, chosen.max, chosen.mean) == (1, 1000, pytest.approx(500.5))
     assert chosen.p50 == pytest.approx(500.5, rel=0.03) and chosen.p95 == pytest.approx(950.05, rel=0.02)
     assert first.exact_duplicates.count == 0 and first.near_duplicates.count == 0
-    assert rows > SAMPLE_SIZE and all(len(column) == SAMPLE_SIZE for column in builder._sample)
+    assert rows > SAMPLE_SIZE
 
     again = QualityReportBuilder()
-    for i in range(rows):
-        again.add(_example(i + 1, f"prompt {i}", "x" * (i % 1000 + 1)), 10)
-    assert again.build() == first, "the sample is seeded: the same rows give the same report"
-    for i in range(rows):
-        again.add(_example(rows + i + 1, f"prompt {i}", "x" * (i % 1000 + 1)), 10)
+    _add(again, examples, batch=777)
+    assert again.build() == first, "the sample is seeded: the same rows give the same report, however batched"
+    _add(again, [replace(example, line=rows + example.line) for example in examples])
     repeated = again.build()
     assert repeated.exact_duplicates.count == rows and repeated.exact_duplicates.example_lines == [
         30_001 + i for i in range(5)
@@ -198,8 +205,7 @@ def test_near_duplicates_normalise_case_punctuation_and_whitespace() -> None:
         "Héllo Wörld?",
         "hello_world",
     ]
-    for line, prompt in enumerate(prompts, start=1):
-        builder.add(_example(line, prompt, f"answer {line}"), 10)
+    _add(builder, [_example(line, prompt, f"answer {line}") for line, prompt in enumerate(prompts, start=1)])
     near = builder.build().near_duplicates
     assert (near.count, near.example_lines) == (3, [2, 3, 5])
 
@@ -217,8 +223,10 @@ def test_every_whitespace_character_collapses_like_a_space() -> None:
 def test_weight_extremes_count_the_rows_without_a_weight_as_one() -> None:
     def weights(*values: float) -> WeightStats | None:
         builder = QualityReportBuilder()
-        for line, weight in enumerate(values, start=1):
-            builder.add(replace(_example(line, f"q{line}", "yes"), weight=weight), 10)
+        _add(
+            builder,
+            [replace(_example(i, f"q{i}", "yes"), weight=weight) for i, weight in enumerate(values, 1)],
+        )
         return builder.build().weights
 
     assert weights(2.0, 0.5) == WeightStats(rows_weighted=2, min=0.5, mean=1.25, max=2.0)

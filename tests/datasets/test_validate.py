@@ -117,7 +117,7 @@ BAD_FILES = [
     ),
     pytest.param(
         _jsonl(STANDARD | {"weight": -1}),
-        "line 1, field 'weight': expected a number greater than 0",
+        "line 1, field 'weight': expected a finite number greater than 0",
         "weight",
         id="w",
     ),

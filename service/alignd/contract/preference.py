@@ -6,6 +6,7 @@ file the API accepts is a file the trainer can train on, with the same line-numb
 
 import json
 import json.scanner
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -82,7 +83,7 @@ def parse_preference_line(
         prompt=prompt,
         chosen=chosen,
         rejected=rejected,
-        **_optional_fields(obj, line),
+        **optional_fields(obj, line),
     )
 
 
@@ -111,7 +112,7 @@ def _load_object(raw: bytes | str, line: int) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise RowError(line, None, f"expected a JSON object, got {type(obj).__name__}")
     # Only a line with a second '{' or a '[' can nest; most standard-format rows have neither.
-    if (raw.find("{", 1) != -1 or "[" in raw) and _depth(obj) > MAX_JSON_DEPTH:
+    if (raw.find("{", 1) != -1 or "[" in raw) and json_depth(obj) > MAX_JSON_DEPTH:
         raise RowError(line, None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return obj
 
@@ -137,15 +138,17 @@ def _parse_json(text: str, line: int) -> Any:
         raise RowError(line, None, f"not valid JSON: {exc.msg} at column {exc.colno}") from None
     except RecursionError:
         raise RowError(line, None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # an integer over Python's digit limit
+        raise RowError(line, None, f"not valid JSON: {exc}") from None
 
 
-def _depth(value: Any, level: int = 1) -> int:
+def json_depth(value: Any, level: int = 1) -> int:
     if level > MAX_JSON_DEPTH:
         return level
     if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level)
+        return max((json_depth(v, level + 1) for v in value.values()), default=level)
     if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level)
+        return max((json_depth(v, level + 1) for v in value), default=level)
     return level
 
 
@@ -249,7 +252,7 @@ def _check_completion(messages: list[Message], name: str, line: int) -> None:
         raise RowError(line, f"{name}[0].content", "empty completion")
 
 
-def _optional_fields(obj: dict[str, Any], line: int) -> dict[str, Any]:
+def optional_fields(obj: dict[str, Any], line: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "id" in obj:
         if not isinstance(obj["id"], str | int) or isinstance(obj["id"], bool):
@@ -257,8 +260,8 @@ def _optional_fields(obj: dict[str, Any], line: int) -> dict[str, Any]:
         out["id"] = str(obj["id"])
     if "weight" in obj:
         weight = obj["weight"]
-        if not _is_number(weight) or weight <= 0:
-            raise RowError(line, "weight", "expected a number greater than 0")
+        if not _is_number(weight) or not 0 < (_float(weight) or 0) < math.inf:
+            raise RowError(line, "weight", "expected a finite number greater than 0")
         out["weight"] = float(weight)
     for name in ("agreement", "votes"):
         if name in obj:
@@ -273,11 +276,15 @@ def _optional_fields(obj: dict[str, Any], line: int) -> dict[str, Any]:
 def _agreement(value: Any, name: str, line: int) -> float:
     """`agreement` is a share in [0, 1]; `votes` is [for chosen, for rejected] counts."""
     if name == "votes" and isinstance(value, list):
-        if len(value) != 2 or not all(_is_number(v) and v >= 0 for v in value) or sum(value) == 0:
+        if (
+            len(value) != 2
+            or not all(_is_number(v) and v >= 0 and _float(v) is not None for v in value)
+            or sum(value) == 0
+        ):
             raise RowError(
                 line, name, "expected [votes for chosen, votes for rejected] with a positive total"
             )
-        return float(value[0]) / float(sum(value))
+        return float(value[0]) / (float(value[0]) + float(value[1]))
     if not _is_number(value) or not 0 <= value <= 1:
         raise RowError(line, name, "expected a number between 0 and 1")
     return float(value)
@@ -285,3 +292,11 @@ def _agreement(value: Any, name: str, line: int) -> float:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _float(value: int | float) -> float | None:
+    """`float(value)`, or None for an integer too large for a float."""
+    try:
+        return float(value)
+    except OverflowError:
+        return None

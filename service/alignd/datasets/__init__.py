@@ -1,7 +1,7 @@
 """Preference datasets: streaming JSONL lines, validation with the trainer's row rules, and the
 quality report. Pure logic: no HTTP, database or storage."""
 
-from alignd.datasets.lines import FileTooLarge, LineSplitter, LineTooLong, split_lines
+from alignd.datasets.lines import FileTooLarge, LineBatch, LineSplitter, LineTooLong, split_lines
 from alignd.datasets.report import (
     AgreementStats,
     LengthBias,
@@ -24,6 +24,7 @@ __all__ = [
     "LengthBias",
     "LengthStats",
     "Lengths",
+    "LineBatch",
     "LineSample",
     "LineSplitter",
     "LineTooLong",

@@ -4,12 +4,13 @@ Lines end at `\\n`; one `\\r` before it is dropped too, so CRLF files read like 
 last line without a newline still counts. Line numbers are 1-based and count every line, blank
 ones included, exactly as the trainer numbers the same file.
 
-Memory: the chunk being split plus the one line that spans chunks (briefly twice, while it is
-copied out). A line over `max_line_bytes` is refused as soon as that many bytes arrive without a
+Memory: the chunk being split (twice: the chunk and its lines) plus the one line that spans
+chunks. A line over `max_line_bytes` is refused as soon as that many bytes arrive without a
 newline, so an endless line never piles up; the total size is checked before each chunk is split.
 """
 
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from alignd.errors import InvalidFile, PayloadTooLarge
 
@@ -39,11 +40,19 @@ class FileTooLarge(PayloadTooLarge):
         self.limit = limit
 
 
+class LineBatch(NamedTuple):
+    """Consecutive lines of one chunk: `lines[i]` is line number `first + i`, without its ending."""
+
+    first: int
+    lines: list[bytes]
+
+
 class LineSplitter:
     """Push-style splitter: `feed` each chunk and iterate what it returns, then iterate `finish()`.
 
-    Iterate each returned iterator to the end before the next `feed`: lines are cut lazily from
-    the chunk, so the chunk is never copied whole.
+    Lines come in batches, one or two per chunk, cut by `bytes.split` (the per-line cost is a C
+    loop's, not a Python generator's). Iterate each returned iterator to the end before the next
+    `feed`: a line over the limit is raised only after the batch of lines before it.
     """
 
     def __init__(self, *, max_line_bytes: int, max_total_bytes: int | None = None) -> None:
@@ -57,7 +66,7 @@ class LineSplitter:
         self._pending = bytearray()
         """The start of a line whose newline has not arrived yet."""
 
-    def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
+    def feed(self, chunk: bytes) -> Iterator[LineBatch]:
         """Check the size limit now, then return the lines this chunk completes."""
         self.total_bytes += len(chunk)
         if self.max_total_bytes is not None and self.total_bytes > self.max_total_bytes:
@@ -65,40 +74,43 @@ class LineSplitter:
             raise FileTooLarge(line=self._line + chunk.count(b"\n", 0, within), limit=self.max_total_bytes)
         return self._cut(chunk)
 
-    def finish(self) -> Iterator[tuple[int, bytes]]:
+    def finish(self) -> Iterator[LineBatch]:
         """The last line, when the stream does not end with a newline."""
         if self._pending:
-            line = self._checked(bytes(self._pending))
+            line = bytes(self._pending)
             self._pending = bytearray()
-            yield self._line, line
+            yield from self._checked(LineBatch(self._line, [line[:-1] if line.endswith(b"\r") else line]))
 
-    def _cut(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
-        start = 0
-        end = chunk.find(b"\n")
-        while end != -1:
+    def _cut(self, chunk: bytes) -> Iterator[LineBatch]:
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        if lines:
             if self._pending:
-                self._pending += memoryview(chunk)[start:end]
-                line = bytes(self._pending)
+                self._pending += lines[0]
+                lines[0] = bytes(self._pending)
                 self._pending = bytearray()
-            else:
-                line = chunk[start:end]
-            yield self._line, self._checked(line)
-            self._line += 1
-            start = end + 1
-            end = chunk.find(b"\n", start)
-        if start < len(chunk):
-            self._pending += memoryview(chunk)[start:]
+            if b"\r" in chunk or b"\r" in lines[0]:
+                lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+            batch = LineBatch(self._line, lines)
+            self._line += len(lines)
+            yield from self._checked(batch)
+        if tail:
+            self._pending += tail
             known = len(self._pending) - int(self._pending.endswith(b"\r"))
             if known > self.max_line_bytes:
                 raise LineTooLong(line=self._line, size=known, limit=self.max_line_bytes, complete=False)
 
-    def _checked(self, line: bytes) -> bytes:
-        """The line without a CR before its newline, if it is within the limit."""
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if len(line) > self.max_line_bytes:
-            raise LineTooLong(line=self._line, size=len(line), limit=self.max_line_bytes, complete=True)
-        return line
+    def _checked(self, batch: LineBatch) -> Iterator[LineBatch]:
+        """The batch, or the lines before its first line over the limit and then that line's error."""
+        limit = self.max_line_bytes
+        if max(map(len, batch.lines)) <= limit:
+            yield batch
+            return
+        index = next(i for i, line in enumerate(batch.lines) if len(line) > limit)
+        if index:
+            yield LineBatch(batch.first, batch.lines[:index])
+        size = len(batch.lines[index])
+        raise LineTooLong(line=batch.first + index, size=size, limit=limit, complete=True)
 
 
 def split_lines(
@@ -112,5 +124,7 @@ def split_lines(
     """
     splitter = LineSplitter(max_line_bytes=max_line_bytes, max_total_bytes=max_total_bytes)
     for chunk in chunks:
-        yield from splitter.feed(chunk)
-    yield from splitter.finish()
+        for batch in splitter.feed(chunk):
+            yield from enumerate(batch.lines, batch.first)
+    for batch in splitter.finish():
+        yield from enumerate(batch.lines, batch.first)

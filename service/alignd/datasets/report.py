@@ -1,24 +1,28 @@
-"""The dataset quality report (DESIGN.md section 5), built one validated row at a time.
+"""The dataset quality report (DESIGN.md section 5), built from batches of validated rows.
 
 Memory does not grow with the file except for duplicate detection: a 64-bit hash per distinct
-row and one per distinct normalised prompt, in flat tables kept at most half full (16 to 32 bytes
-per entry, so at most 64 bytes per row: 64 MB for a million rows). Everything else is counters,
-the first few example line numbers and a fixed-size sample for percentiles.
+row and one per distinct normalised prompt, in flat tables (`HashSet`: 16 to 64 bytes per entry, so
+at most 128 bytes per row, 128 MB for a million rows), plus the hashes of up to `DUPLICATE_BATCH`
+rows waiting to be probed. Everything else is counters, the first few example line numbers and a
+fixed-size sample for percentiles.
 """
 
 import json
-import random
-import re
-from array import array
-from collections.abc import Iterable
+import operator
+from collections.abc import Iterable, Sequence
+from typing import cast
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, Field
 
-from alignd.contract import PreferenceExample
 from alignd.contract.preference import Text
+from alignd.datasets.hashset import Hashes, HashSet
+from alignd.datasets.normalise import normalise_many
+from alignd.datasets.rows import Rows
 
-_BATCH = 4096
-"""Rows of lengths kept in arrays before they are folded into the running moments."""
+DUPLICATE_BATCH = 32_768
+"""Rows whose hashes wait before one vectorised probe of the duplicate tables."""
 EXAMPLE_LINES = 5
 """Line numbers kept per finding, the first ones in the file."""
 SAMPLE_SIZE = 10_000
@@ -156,94 +160,125 @@ def truncation_share(token_lengths: Iterable[tuple[int, int, int]], max_length: 
 
 
 class QualityReportBuilder:
-    """Feed every valid row with `add`, in file order, then `build` the report."""
+    """Feed every valid row with `add`, a batch at a time in file order, then `build` the report.
+
+    Runs over every row of every upload, so it works on columns: lengths and flags are numpy arrays,
+    prompts are normalised a batch at a time, and duplicate hashes wait in batches of
+    `DUPLICATE_BATCH` rows for one vectorised probe of each table.
+    """
 
     def __init__(self, *, agreement_threshold: float = 0.5) -> None:
         self.agreement_threshold = agreement_threshold
         self.rows = 0
-        self._exact = _HashSet()
-        self._prompts = _HashSet()
+        self._exact = HashSet()
+        self._prompts = HashSet()
+        self._pending: list[tuple[Hashes, Hashes, npt.NDArray[np.int64]]] = []
+        """(row hashes, normalised-prompt hashes, line numbers) not yet probed."""
+        self._pending_rows = 0
         self._exact_duplicates = _Finding()
         self._near_duplicates = _Finding()
         self._chosen_equals_rejected = _Finding()
         self._empty_responses = _Finding()
         self._empty_prompts = _Finding()
         self._below_threshold = _Finding()
-        self._lengths = [_Moments() for _ in range(4)]
-        self._pending = [array("q") for _ in range(4)]
-        """Lengths not yet folded into `_lengths`: appending is cheaper per row than updating moments."""
-        self._sample = [array("q") for _ in range(4)]
-        self._rng = random.Random(SAMPLE_SEED)
+        self._length_min = np.full(4, np.iinfo(np.int64).max)
+        self._length_max = np.zeros(4, dtype=np.int64)
+        self._length_total = [0, 0, 0, 0]
+        self._sample = np.zeros((4, SAMPLE_SIZE), dtype=np.int64)
+        self._rng = np.random.Generator(np.random.PCG64(SAMPLE_SEED))
         self._chosen_longer = self._rejected_longer = 0
         self._agreement = _Moments()
         self._weight_total = 0.0
         self._weights = _Moments()
         """Moments of the weights other than 1.0; `_weight_total` sums all of them, in file order."""
-        self._weighted = 0
 
-    def add(self, example: PreferenceExample, line_bytes: int) -> None:
-        """Count one valid row; `line_bytes` is the raw line's size without its line ending.
-
-        Runs once per row of every upload, so it is written for speed: strings (the standard format)
-        take an inline path, and lengths are appended to arrays and folded into their moments in
-        batches.
-        """
-        self.rows += 1
-        line = example.line
-        prompt, chosen, rejected = example.prompt, example.chosen, example.rejected
-        if type(prompt) is str and type(chosen) is str and type(rejected) is str:
-            prompt_text = prompt
-            is_repeat = self._exact.add(hash((prompt, chosen, rejected)) & _UNSIGNED_64 or 1)
-            blank_response = not chosen.strip() or not rejected.strip()
-            prompt_size, chosen_size, rejected_size = len(prompt), len(chosen), len(rejected)
+    def add(self, rows: Rows) -> None:
+        """Count a batch of valid rows that follows the ones added before."""
+        count = len(rows)
+        if not count:
+            return
+        first_row = self.rows + 1
+        self.rows += count
+        lines = np.asarray(rows.lines, dtype=np.int64)
+        if rows.strings:
+            prompt_texts = cast(Sequence[str], rows.prompts)
+            row_hashes = map(hash, zip(rows.prompts, rows.chosen, rows.rejected, strict=True))
+            size_columns = [list(map(len, column)) for column in (rows.prompts, rows.chosen, rows.rejected)]
         else:
-            prompt_text = _flat(prompt)
-            is_repeat = self._exact.add(_hash_row(prompt, chosen, rejected))
-            blank_response = _has_blank(chosen) or _has_blank(rejected)
-            prompt_size, chosen_size, rejected_size = _length(prompt), _length(chosen), _length(rejected)
+            # Strings with nothing but whitespace fail validation, so only message lists can hold one.
+            prompt_texts = list(map(_flat, rows.prompts))
+            row_hashes = map(_row_hash, rows.prompts, rows.chosen, rows.rejected)
+            columns = (rows.prompts, rows.chosen, rows.rejected)
+            size_columns = [list(map(_length, column)) for column in columns]
+            blank = map(operator.or_, map(_has_blank, rows.chosen), map(_has_blank, rows.rejected))
+            self._empty_responses.add_many(lines[np.fromiter(blank, dtype=bool, count=count)])
+        prompt_hashes = map(hash, normalise_many(prompt_texts))
+        self._pending.append((_hashes(row_hashes, count), _hashes(prompt_hashes, count), lines))
+        self._pending_rows += count
+        if self._pending_rows >= DUPLICATE_BATCH:
+            self._probe_duplicates()
 
-        is_known_prompt = self._prompts.add(_hash_text(_normalise(prompt_text)))
-        if is_repeat:
-            self._exact_duplicates.add(line)
-        elif is_known_prompt:
-            self._near_duplicates.add(line)
-        if chosen == rejected:
-            self._chosen_equals_rejected.add(line)
-        if blank_response:
-            self._empty_responses.add(line)
-        if not prompt_text.strip():
-            self._empty_prompts.add(line)
+        same = np.fromiter(map(operator.eq, rows.chosen, rows.rejected), dtype=bool, count=count)
+        self._chosen_equals_rejected.add_many(lines[same])
+        empty_prompt = np.fromiter(map(operator.not_, map(str.strip, prompt_texts)), dtype=bool, count=count)
+        self._empty_prompts.add_many(lines[empty_prompt])
 
-        pending = self._pending
-        pending[0].append(prompt_size)
-        pending[1].append(chosen_size)
-        pending[2].append(rejected_size)
-        pending[3].append(line_bytes)
-        if len(pending[0]) >= _BATCH:
-            self._fold_lengths()
-        self._sample_sizes((prompt_size, chosen_size, rejected_size, line_bytes))
-        if chosen_size > rejected_size:
-            self._chosen_longer += 1
-        elif chosen_size < rejected_size:
-            self._rejected_longer += 1
+        sizes = np.array([*size_columns, rows.line_bytes], dtype=np.int64)
+        self._add_sizes(sizes, first_row)
+        self._chosen_longer += int(np.count_nonzero(sizes[1] > sizes[2]))
+        self._rejected_longer += int(np.count_nonzero(sizes[1] < sizes[2]))
+        self._add_agreement(rows.agreement, lines)
+        self._add_weights(rows.weights, count)
 
-        if example.agreement is not None:
-            self._agreement.add(example.agreement)
-            if example.agreement < self.agreement_threshold:
-                self._below_threshold.add(line)
-        weight = example.weight
-        self._weight_total += weight
-        if weight != 1.0:
-            self._weighted += 1
-            self._weights.add(weight)
+    def _probe_duplicates(self) -> None:
+        if not self._pending:
+            return
+        pending = zip(*self._pending, strict=True)
+        row_hashes, prompt_hashes, lines = (np.concatenate(column) for column in pending)
+        self._pending, self._pending_rows = [], 0
+        repeat = self._exact.add_many(row_hashes)
+        known_prompt = self._prompts.add_many(prompt_hashes)
+        self._exact_duplicates.add_many(lines[repeat])
+        self._near_duplicates.add_many(lines[known_prompt & ~repeat])
 
-    def _fold_lengths(self) -> None:
-        for moments, pending in zip(self._lengths, self._pending, strict=True):
-            moments.add_many(pending)
-            del pending[:]
+    def _add_sizes(self, sizes: npt.NDArray[np.int64], first_row: int) -> None:
+        """Exact min, max and total, and the reservoir sample (Vitter's algorithm R, vectorised: row k
+        replaces a random slot with chance SAMPLE_SIZE / k, a later row winning a slot drawn twice)."""
+        self._length_min = np.minimum(self._length_min, sizes.min(axis=1))
+        self._length_max = np.maximum(self._length_max, sizes.max(axis=1))
+        for column, total in enumerate(sizes.sum(axis=1).tolist()):
+            self._length_total[column] += total
+        filled = max(0, min(sizes.shape[1], SAMPLE_SIZE - first_row + 1))
+        self._sample[:, first_row - 1 : first_row - 1 + filled] = sizes[:, :filled]
+        row_numbers = np.arange(first_row + filled, first_row + sizes.shape[1])
+        if not len(row_numbers):
+            return
+        slots = (self._rng.random(len(row_numbers)) * row_numbers).astype(np.int64)
+        drawn = np.flatnonzero(slots < SAMPLE_SIZE)[::-1]
+        _, last = np.unique(slots[drawn], return_index=True)
+        winners = drawn[last]
+        self._sample[:, slots[winners]] = sizes[:, filled + winners]
+
+    def _add_agreement(self, agreement: list[float | None] | None, lines: npt.NDArray[np.int64]) -> None:
+        if agreement is None:
+            return
+        for line, value in zip(lines.tolist(), agreement, strict=True):
+            if value is not None:
+                self._agreement.add(value)
+                if value < self.agreement_threshold:
+                    self._below_threshold.add(line)
+
+    def _add_weights(self, weights: list[float] | None, count: int) -> None:
+        if weights is None:
+            self._weight_total += count
+            return
+        for weight in weights:
+            self._weight_total += weight
+            if weight != 1.0:
+                self._weights.add(weight)
 
     def build(self) -> QualityReport:
-        self._fold_lengths()
+        self._probe_duplicates()
         return QualityReport(
             rows=self.rows,
             exact_duplicates=self._exact_duplicates.model(),
@@ -259,41 +294,33 @@ class QualityReportBuilder:
                 below_threshold=self._below_threshold.model(),
                 mean=self._agreement.mean if self._agreement.count else None,
             ),
-            weights=(
-                WeightStats(
-                    rows_weighted=self._weighted,
-                    min=self._weights.min if self._weighted == self.rows else min(self._weights.min, 1.0),
-                    mean=self._weight_total / self.rows,
-                    max=self._weights.max if self._weighted == self.rows else max(self._weights.max, 1.0),
-                )
-                if self._weighted
-                else None
-            ),
+            weights=self._weight_stats(),
         )
 
-    def _sample_sizes(self, sizes: tuple[int, int, int, int]) -> None:
-        """Reservoir sampling (Vitter's algorithm R): every row is in the sample with equal chance."""
-        if self.rows <= SAMPLE_SIZE:
-            for column, size in zip(self._sample, sizes, strict=True):
-                column.append(size)
-            return
-        slot = int(self._rng.random() * self.rows)
-        if slot < SAMPLE_SIZE:
-            for column, size in zip(self._sample, sizes, strict=True):
-                column[slot] = size
+    def _weight_stats(self) -> WeightStats | None:
+        weighted = self._weights.count
+        if not weighted:
+            return None
+        return WeightStats(
+            rows_weighted=weighted,
+            min=self._weights.min if weighted == self.rows else min(self._weights.min, 1.0),
+            mean=self._weight_total / self.rows,
+            max=self._weights.max if weighted == self.rows else max(self._weights.max, 1.0),
+        )
 
     def _length_report(self) -> Lengths | None:
         if not self.rows:
             return None
+        sample = np.sort(self._sample[:, : min(self.rows, SAMPLE_SIZE)], axis=1).tolist()
         prompt, chosen, rejected, line_bytes = (
             LengthStats(
-                min=int(moments.min),
-                mean=moments.mean,
-                p50=_percentile(sorted_sample, 0.50),
-                p95=_percentile(sorted_sample, 0.95),
-                max=int(moments.max),
+                min=int(self._length_min[column]),
+                mean=self._length_total[column] / self.rows,
+                p50=_percentile(sample[column], 0.50),
+                p95=_percentile(sample[column], 0.95),
+                max=int(self._length_max[column]),
             )
-            for moments, sorted_sample in zip(self._lengths, map(sorted, self._sample), strict=True)
+            for column in range(4)
         )
         return Lengths(prompt=prompt, chosen=chosen, rejected=rejected, line_bytes=line_bytes)
 
@@ -314,9 +341,12 @@ class _Finding:
         self.lines: list[int] = []
 
     def add(self, line: int) -> None:
-        self.count += 1
+        self.add_many([line])
+
+    def add_many(self, lines: "npt.NDArray[np.int64] | list[int]") -> None:
+        self.count += len(lines)
         if len(self.lines) < EXAMPLE_LINES:
-            self.lines.append(line)
+            self.lines.extend(int(line) for line in lines[: EXAMPLE_LINES - len(self.lines)])
 
     def model(self) -> LineSample:
         return LineSample(count=self.count, example_lines=list(self.lines))
@@ -339,64 +369,23 @@ class _Moments:
         if value > self.max:
             self.max = value
 
-    def add_many(self, values: "array[int]") -> None:
-        """Add whole integers at once (lengths): their sum is exact, so the total is what adding them one
-        by one gives."""
-        if values:
-            self.count += len(values)
-            self.total += sum(values)
-            self.min = min(self.min, min(values))
-            self.max = max(self.max, max(values))
-
     @property
     def mean(self) -> float:
         return self.total / self.count
 
 
-class _HashSet:
-    """A set of nonzero 64-bit hashes in one flat array (open addressing, linear probing), kept at
-    most half full: 16 to 32 bytes per member, where a Python set of ints takes about 70."""
-
-    def __init__(self) -> None:
-        self._slots = array("Q", [0]) * 1024
-        self._count = 0
-
-    def add(self, value: int) -> bool:
-        """Add `value`; True when it was already there."""
-        slots = self._slots
-        mask = len(slots) - 1
-        index = value & mask
-        while found := slots[index]:
-            if found == value:
-                return True
-            index = (index + 1) & mask
-        slots[index] = value
-        self._count += 1
-        if self._count * 2 > len(slots):
-            self._grow()
-        return False
-
-    def _grow(self) -> None:
-        old = self._slots
-        self._slots = array("Q", [0]) * (2 * len(old))
-        self._count = 0
-        for value in old:
-            if value:
-                self.add(value)
+def _hashes(values: Iterable[int], count: int) -> Hashes:
+    """Python hashes as the tables' nonzero unsigned 64-bit keys."""
+    hashes = np.fromiter(values, dtype=np.int64, count=count).view(np.uint64)
+    hashes[hashes == 0] = 1
+    return hashes
 
 
-def _hash_text(text: str) -> int:
-    return hash(text) & _UNSIGNED_64 or 1
+def _row_hash(prompt: Text, chosen: Text, rejected: Text) -> int:
+    """Equal rows hash equal: message lists as canonical JSON (keys sorted)."""
+    return hash(_CANONICAL_JSON.encode([prompt, chosen, rejected]))
 
 
-def _hash_row(prompt: Text, chosen: Text, rejected: Text) -> int:
-    """Equal texts hash equal: strings as they are, message lists as canonical JSON (keys sorted)."""
-    if isinstance(prompt, str) and isinstance(chosen, str) and isinstance(rejected, str):
-        return hash((prompt, chosen, rejected)) & _UNSIGNED_64 or 1
-    return _hash_text(_CANONICAL_JSON.encode([prompt, chosen, rejected]))
-
-
-_UNSIGNED_64 = (1 << 64) - 1
 _CANONICAL_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
@@ -413,27 +402,6 @@ def _has_blank(text: Text) -> bool:
     if isinstance(text, str):
         return not text.strip()
     return any(not message["content"].strip() for message in text)
-
-
-_NOT_WORD = re.compile(r"[^\w\s]|_")
-"""Punctuation, symbols and control characters: what `_normalise` removes."""
-_ASCII_FOLD = str.maketrans(
-    dict.fromkeys((c for c in map(chr, range(128)) if _NOT_WORD.match(c)), None)
-    | dict.fromkeys((c for c in map(chr, range(128)) if c.isspace() and c != " "), " ")
-)
-"""For ASCII text, as one translate table (three times faster than the regex): removes what `_NOT_WORD`
-matches, and makes every whitespace character a space, which collapsing whitespace does anyway."""
-
-
-def _normalise(text: str) -> str:
-    """Case-folded, punctuation removed, whitespace collapsed: "Hello,  World!" -> "hello world"."""
-    text = text.casefold()
-    if not text.isascii():
-        return " ".join(_NOT_WORD.sub("", text).split())
-    text = text.translate(_ASCII_FOLD)
-    # With every whitespace a space, text without a double space only needs its ends trimmed, and
-    # that skips splitting it into words (the usual prompt) just to join them again.
-    return " ".join(text.split()) if "  " in text else text.strip(" ")
 
 
 def _percentile(sorted_values: list[int], share: float) -> float:

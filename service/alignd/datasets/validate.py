@@ -1,8 +1,10 @@
 """Validate a preference file while it streams: rows, format, size, checksum and quality report.
 
 The row rules are the trainer's (`alignd.contract.parse_preference_line`), so a file accepted
-here trains. The whole file is read even after a bad row, to list up to `max_errors` of them in
-one error; only a size limit stops it early.
+here trains. Standard-format batches are decoded by msgspec first (`standard_rows`), which accepts
+only what that parser accepts, with the same values; every other batch is parsed row by row.
+The whole file is read even after a bad row, to list up to `max_errors` of them in one error; only
+a size limit stops it early.
 """
 
 import hashlib
@@ -10,10 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from alignd.contract import DataFormat, RowError, parse_preference_line
+from alignd.contract import DataFormat, PreferenceExample, RowError, parse_preference_line
 from alignd.contract.preference import MAX_LINE_BYTES
-from alignd.datasets.lines import LineSplitter, LineTooLong
+from alignd.datasets.lines import LineBatch, LineSplitter, LineTooLong
 from alignd.datasets.report import QualityReport, QualityReportBuilder
+from alignd.datasets.rows import Rows
+from alignd.datasets.standard_rows import decode_standard
 from alignd.errors import AligndError, InvalidFile
 
 MAX_ERRORS = 10
@@ -46,10 +50,14 @@ class DatasetValidator:
         max_total_bytes: int | None = None,
         max_errors: int = MAX_ERRORS,
         agreement_threshold: float = 0.5,
+        row_by_row: bool = False,
     ) -> None:
         if max_errors < 1:
             raise ValueError("max_errors must be at least 1")
         self.max_errors = max_errors
+        self.row_by_row = row_by_row
+        """Parse every row with `parse_preference_line`, never the typed batch decoder (the reference
+        the fast path is tested against)."""
         self.format: DataFormat | None = None
         self.rows = 0
         self._lines = LineSplitter(max_line_bytes=max_line_bytes, max_total_bytes=max_total_bytes)
@@ -63,8 +71,8 @@ class DatasetValidator:
         if self._failed is not None:
             raise self._failed
         try:
-            for line, raw in self._lines.feed(chunk):
-                self._row(line, raw)
+            for batch in self._lines.feed(chunk):
+                self._batch(batch)
         except LineTooLong as exc:
             self._fail_on_long_line(exc)
         except AligndError as exc:
@@ -76,8 +84,8 @@ class DatasetValidator:
         if self._failed is not None:
             raise self._failed
         try:
-            for line, raw in self._lines.finish():
-                self._row(line, raw)
+            for batch in self._lines.finish():
+                self._batch(batch)
         except LineTooLong as exc:
             self._fail_on_long_line(exc)
         if self._error_count:
@@ -94,20 +102,39 @@ class DatasetValidator:
             report=self._report.build(),
         )
 
-    def _row(self, line: int, raw: bytes) -> None:
-        if not raw.strip():
+    def _batch(self, batch: LineBatch) -> None:
+        """Standard rows take the typed batch decoder; whatever it can't vouch for, row by row."""
+        if self.row_by_row or self.format not in (None, DataFormat.standard):
+            self._rows_one_by_one(batch)
             return
-        try:
-            example = parse_preference_line(raw, line, self.format)
-        except RowError as error:
-            self._error_count += 1
-            if len(self._errors) < self.max_errors:
-                self._errors.append(error)
+        rows = decode_standard(batch)
+        if rows is None:
+            self._rows_one_by_one(batch)
             return
-        self.format = example.format
-        self.rows += 1
+        self.format = DataFormat.standard
+        self.rows += len(rows)
         if not self._error_count:
-            self._report.add(example, len(raw))
+            self._report.add(rows)
+
+    def _rows_one_by_one(self, batch: LineBatch) -> None:
+        examples: list[PreferenceExample] = []
+        sizes: list[int] = []
+        for line, raw in enumerate(batch.lines, batch.first):
+            if not raw.strip():
+                continue
+            try:
+                example = parse_preference_line(raw, line, self.format)
+            except RowError as error:
+                self._error_count += 1
+                if len(self._errors) < self.max_errors:
+                    self._errors.append(error)
+                continue
+            self.format = example.format
+            self.rows += 1
+            examples.append(example)
+            sizes.append(len(raw))
+        if examples and not self._error_count:
+            self._report.add(Rows.from_examples(examples, sizes))
 
     def _fail_on_long_line(self, exc: LineTooLong) -> NoReturn:
         """A line over the limit stops validation; it is listed after the bad rows found before it."""
