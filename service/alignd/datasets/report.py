@@ -115,7 +115,7 @@ class QualityReport(BaseModel):
 
     Exact duplicates are rows whose prompt, chosen and rejected equal an earlier row's (ids,
     weights and metadata aside). Near duplicates are rows that are not exact duplicates but whose
-    normalised prompt (case-folded, punctuation removed, whitespace collapsed; for message lists
+    normalised prompt (case-folded, punctuation and whitespace removed; for message lists
     the contents joined) equals an earlier row's: the same question asked again with a different
     pair. Both compare 64-bit hashes (Python's SipHash of the texts), so a false match is possible
     but negligible: odds of a few in a million for a file of ten million rows.
