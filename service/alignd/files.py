@@ -1,7 +1,8 @@
 """Uploaded preference files: validated while streamed to the store, owned by one project.
 
-A rejected upload leaves nothing behind: the stored object is written only when the stream
-ends, and deleted again if the file turns out invalid or over quota.
+A rejected upload leaves nothing behind: the stored object appears only when the stream ends
+and every row is valid, and is deleted again if it puts the project over its storage quota. The
+store writes on its own thread (`BackgroundWriter`) while the next chunk is validated.
 """
 
 from collections.abc import Iterable, Iterator
@@ -15,6 +16,7 @@ from alignd.errors import InvalidRequest, NotFound, QuotaExceeded
 from alignd.models import FileModel, ProjectModel, new_id, unix_now_us
 from alignd.pagination import newest_first
 from alignd.storage import ObjectStore
+from alignd.storage.background import BackgroundWriter
 
 PURPOSE = "fine-tune"
 """Uploaded preference data, what jobs train on."""
@@ -39,15 +41,17 @@ def create_file(
     validator = DatasetValidator(
         max_line_bytes=settings.max_line_bytes, max_total_bytes=settings.max_upload_bytes
     )
-
-    def validated() -> Iterator[bytes]:
+    writer = BackgroundWriter(store, key, content_type="application/jsonl")
+    try:
         for chunk in chunks:
             validator.feed(chunk)
-            yield chunk
-
-    store.put_stream(key, validated(), content_type="application/jsonl")
-    try:
+            writer.write(chunk)
         summary = validator.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    try:
         _check_storage_quota(session, settings, project, summary.bytes)
     except Exception:
         store.delete(key)

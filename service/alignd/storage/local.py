@@ -140,11 +140,20 @@ class LocalStore(ObjectStore):
         return f"{self.public_url}/v1/storage/{key}?{query}"
 
 
+SYNC_EVERY = 64 << 20
+"""Bytes written between fdatasyncs: the disk writes a large object back while it streams in, and the
+fsync that ends the write has only the tail left to wait for."""
+
+
 def _write_all(out: IO[bytes], chunks: Iterable[bytes]) -> int:
-    written = 0
+    written = synced = 0
     for chunk in chunks:
         out.write(chunk)
         written += len(chunk)
+        if written - synced >= SYNC_EVERY:
+            out.flush()
+            os.fdatasync(out.fileno())
+            synced = written
     out.flush()
     os.fsync(out.fileno())
     return written
