@@ -6,12 +6,13 @@ store writes on its own thread (`BackgroundWriter`) while the next chunk is vali
 """
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from sqlalchemy import func
 from sqlmodel import Session, select
 
 from alignd.config import Settings
-from alignd.datasets import DatasetValidator
+from alignd.datasets import DatasetSummary, DatasetValidator
 from alignd.errors import InvalidRequest, NotFound, QuotaExceeded
 from alignd.models import FileModel, ProjectModel, new_id, unix_now_us
 from alignd.pagination import newest_first
@@ -24,18 +25,25 @@ RESULTS_PURPOSE = "fine-tune-results"
 """A succeeded job's metrics as CSV (`alignd.jobs.results`), written by alignd, not uploaded."""
 
 
-def create_file(
-    *,
-    session: Session,
-    store: ObjectStore,
-    settings: Settings,
-    project: ProjectModel,
-    filename: str,
-    purpose: str,
-    chunks: Iterable[bytes],
-) -> FileModel:
+def check_purpose(purpose: str | None) -> str:
+    if purpose is None:
+        raise InvalidRequest("invalid purpose: Field required", param="purpose")
     if purpose != PURPOSE:
         raise InvalidRequest(f"purpose {purpose!r} is not supported; use 'fine-tune'", param="purpose")
+    return purpose
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    """A valid file in the store, not yet registered to a project (`register_upload`)."""
+
+    file_id: str
+    key: str
+    summary: DatasetSummary
+
+
+def store_upload(*, store: ObjectStore, settings: Settings, chunks: Iterable[bytes]) -> StoredUpload:
+    """Validate the chunks while the store writes them; an invalid file is never written."""
     file_id = new_id("file-")
     key = f"files/{file_id}"
     validator = DatasetValidator(
@@ -51,22 +59,38 @@ def create_file(
         writer.abort()
         raise
     writer.close()
+    return StoredUpload(file_id=file_id, key=key, summary=summary)
+
+
+def register_upload(
+    *,
+    session: Session,
+    store: ObjectStore,
+    settings: Settings,
+    project: ProjectModel,
+    upload: StoredUpload,
+    filename: str,
+    purpose: str | None,
+) -> FileModel:
+    """Give a stored upload to the project, or delete it (a wrong purpose, over the storage quota)."""
     try:
-        _check_storage_quota(session, settings, project, summary.bytes)
+        check_purpose(purpose)
+        _check_storage_quota(session, settings, project, upload.summary.bytes)
     except Exception:
-        store.delete(key)
+        store.delete(upload.key)
         raise
+    summary = upload.summary
     now_us = unix_now_us()
     row = FileModel(
-        id=file_id,
+        id=upload.file_id,
         project_id=project.id,
         filename=_safe_name(filename),
-        purpose=purpose,
+        purpose=PURPOSE,
         bytes=summary.bytes,
         format=str(summary.format),
         rows=summary.rows,
         sha256=summary.sha256,
-        storage_key=key,
+        storage_key=upload.key,
         report=summary.report.model_dump(mode="json"),
         created_at=now_us // 1_000_000,
         created_at_us=now_us,

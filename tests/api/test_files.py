@@ -143,3 +143,67 @@ def test_prometheus_metrics_count_requests_uploads_and_jobs(client: TestClient, 
     assert 'alignd_http_requests_total{method="GET",route="/v1/files",status="200"} 1.0' in text
     assert "alignd_upload_bytes_total" in text and "alignd_queue_depth 0.0" in text
     assert "alignd_http_request_seconds_bucket" in text
+
+
+def _multipart(
+    *parts: tuple[str, str | None, bytes], boundary: str = "b0undary"
+) -> tuple[bytes, dict[str, str]]:
+    """A multipart body built by hand, so part order and truncation are the test's choice."""
+    body = b""
+    for name, filename, content in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + content + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _post(client: TestClient, key: str, body: object, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+    return client.post("/v1/files", content=body, headers=bearer(key) | headers)  # type: ignore[arg-type]
+
+
+def test_a_large_file_in_small_pieces_with_the_purpose_after_it(client: TestClient, key: str) -> None:
+    """The body is parsed as it arrives: a file over several 1 MiB chunks, sent in odd-sized pieces,
+    with the purpose field last, is stored byte for byte."""
+    data = _jsonl([ROW | {"prompt": f"question {i} " + "x" * 200} for i in range(12_000)])
+    body, headers = _multipart(("file", "big.jsonl", data), ("purpose", None, b"fine-tune"))
+    pieces = (body[i : i + 65_521] for i in range(0, len(body), 65_521))
+    created = _post(client, key, pieces, headers)
+    assert created.status_code == 200, created.text
+    assert created.json()["bytes"] == len(data) > 2 << 20 and created.json()["filename"] == "big.jsonl"
+    assert client.get(f"/v1/files/{created.json()['id']}/content", headers=bearer(key)).content == data
+
+
+def test_a_wrong_purpose_after_the_file_stores_nothing(client: TestClient, key: str) -> None:
+    body, headers = _multipart(("file", "a.jsonl", _jsonl([ROW])), ("purpose", None, b"assistants"))
+    response = _post(client, key, body, headers)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "purpose"
+    assert _stored(client) == []
+
+
+@pytest.mark.parametrize(
+    ("parts", "param"),
+    [
+        ([("purpose", None, b"fine-tune")], "file"),
+        ([("file", "a.jsonl", b'{"prompt": "p", "chosen": " a", "rejected": " b"}\n')], "purpose"),
+    ],
+)
+def test_a_missing_form_field_is_named(
+    client: TestClient, key: str, parts: list[tuple[str, str | None, bytes]], param: str
+) -> None:
+    response = _post(client, key, *_multipart(*parts))
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
+    assert "Field required" in response.json()["error"]["message"]
+    assert _stored(client) == []
+
+
+def test_a_body_that_is_not_multipart_or_breaks_off_stores_nothing(client: TestClient, key: str) -> None:
+    not_multipart = _post(client, key, _jsonl([ROW]), {"Content-Type": "application/jsonl"})
+    assert (
+        not_multipart.status_code == 400 and "multipart/form-data" in not_multipart.json()["error"]["message"]
+    )
+    body, headers = _multipart(("purpose", None, b"fine-tune"), ("file", "a.jsonl", _jsonl([ROW] * 50)))
+    for cut in (body[: len(body) // 2], body[:-5]):  # mid-file; the file whole but no closing boundary
+        truncated = _post(client, key, cut, headers)
+        assert truncated.status_code == 400 and "cut off" in truncated.json()["error"]["message"]
+    assert _stored(client) == []
+    assert client.get("/v1/files", headers=bearer(key)).json()["data"] == []

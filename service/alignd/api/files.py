@@ -1,19 +1,22 @@
-from collections.abc import Iterator
+import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from alignd import files
 from alignd.api.responses import PROJECT, binary, errors
+from alignd.api.upload_form import UploadForm, UploadInterrupted
+from alignd.config import Settings
 from alignd.datasets.report import QualityReport
 from alignd.deps import ProjectDep, SessionDep, SettingsDep, StateDep, StoreDep
+from alignd.errors import InvalidRequest
 from alignd.models import FileModel
 from alignd.schemas import FileAligndInfo, FileDeleted, FileObject, ListResponse
+from alignd.storage import ObjectStore
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
-CHUNK = 1 << 20
 
 
 def to_public(row: FileModel) -> FileObject:
@@ -27,34 +30,84 @@ def to_public(row: FileModel) -> FileObject:
     )
 
 
-@router.post("", response_model=FileObject, responses=errors(400, *PROJECT, 413, 429))
+UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "title": "UploadBody",
+                "type": "object",
+                "required": ["file", "purpose"],
+                "properties": {
+                    "file": {
+                        "type": "string",
+                        "contentMediaType": "application/octet-stream",
+                        "title": "File",
+                    },
+                    "purpose": {"type": "string", "title": "Purpose"},
+                },
+            }
+        }
+    },
+}
+"""The form `UploadForm` parses, described for OpenAPI (the route reads the raw body itself)."""
+
+
+@router.post(
+    "",
+    response_model=FileObject,
+    responses=errors(400, *PROJECT, 413, 429),
+    openapi_extra={"requestBody": UPLOAD_BODY},
+)
 async def upload(
-    file: UploadFile,
-    purpose: Annotated[str, Form()],
+    request: Request,
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
     project: ProjectDep,
     state: StateDep,
 ) -> FileObject:
-    """Validated while it streams to the store (the body is spooled to disk, never held in memory)."""
-
-    def chunks() -> Iterator[bytes]:
-        while block := file.file.read(CHUNK):
-            yield block
-
+    """Validated and stored while it arrives: memory holds a few MiB whatever the file's size."""
+    form = UploadForm(request)
+    receiving = asyncio.create_task(form.receive())
+    try:
+        stored = await _store_upload(form, receiving, store, settings)
+    finally:
+        receiving.cancel()
     row = await run_in_threadpool(
-        files.create_file,
+        files.register_upload,
         session=session,
         store=store,
         settings=settings,
         project=project,
-        filename=file.filename or "upload.jsonl",
-        purpose=purpose,
-        chunks=chunks(),
+        upload=stored,
+        filename=form.filename or "upload.jsonl",
+        purpose=form.purpose,
     )
     state.metrics.upload_bytes.inc(row.bytes)
     return to_public(row)
+
+
+async def _store_upload(
+    form: UploadForm, receiving: "asyncio.Task[None]", store: ObjectStore, settings: Settings
+) -> files.StoredUpload:
+    """Store the file part while it is received. A purpose sent before the file is checked first; one
+    sent after it, once the body has ended (then a wrong one deletes the stored file again)."""
+    await asyncio.wait([receiving, asyncio.create_task(form.file_seen.wait())], return_when="FIRST_COMPLETED")
+    if form.filename is None:
+        await receiving
+        raise InvalidRequest("invalid file: Field required", param="file")
+    if form.purpose is not None:
+        files.check_purpose(form.purpose)
+    try:
+        stored = await run_in_threadpool(
+            files.store_upload, store=store, settings=settings, chunks=form.chunks()
+        )
+    except UploadInterrupted:
+        await receiving  # raises what broke the body off
+        raise
+    await receiving
+    return stored
 
 
 @router.get("", response_model=ListResponse[FileObject], responses=errors(400, *PROJECT))
