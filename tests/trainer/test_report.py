@@ -5,7 +5,6 @@ import contextlib
 import io
 import json
 import logging
-import socket
 import threading
 import time
 from collections import deque
@@ -167,13 +166,6 @@ def _metric(step: int) -> MetricPoint:
     return MetricPoint(step=step, values={"loss": 0.693, "rewards/accuracies": 0.5})
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 def test_batches_arrive_in_order_with_every_payload_once(
     server: ReportServer, make_reporter: Callable[..., HttpReporter]
 ) -> None:
@@ -297,9 +289,9 @@ def test_gives_up_after_max_retries(server: ReportServer, make_reporter: Callabl
 
 
 def test_an_unreachable_control_plane_gives_up_within_the_budget(
-    make_reporter: Callable[..., HttpReporter], caplog: pytest.LogCaptureFixture
+    make_reporter: Callable[..., HttpReporter], caplog: pytest.LogCaptureFixture, closed_port: int
 ) -> None:
-    reporter = make_reporter(f"http://127.0.0.1:{_closed_port()}", give_up_after=0.3, max_retries=1000)
+    reporter = make_reporter(f"http://127.0.0.1:{closed_port}", give_up_after=0.3, max_retries=1000)
     reporter.event(_event(0))
     started = time.monotonic()
     with caplog.at_level(logging.DEBUG), pytest.raises(InfrastructureError, match="gave up") as raised:
@@ -315,11 +307,11 @@ def test_an_unreachable_control_plane_gives_up_within_the_budget(
 
 
 def test_close_with_a_timeout_bounds_how_long_a_stopping_trainer_waits(
-    make_reporter: Callable[..., HttpReporter],
+    make_reporter: Callable[..., HttpReporter], closed_port: int
 ) -> None:
     """A trainer being stopped while the control plane is down must still exit with its summary."""
     reporter = make_reporter(
-        f"http://127.0.0.1:{_closed_port()}",
+        f"http://127.0.0.1:{closed_port}",
         give_up_after=300,
         max_retries=1000,
         flush_interval=0.05,

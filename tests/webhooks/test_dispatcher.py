@@ -17,7 +17,6 @@ from alignd.controller import Controller
 from alignd.jobs.state import JobStatus, transition
 from alignd.launchers import LocalLauncher
 from alignd.models import JobModel, ProjectModel, WebhookAttemptModel, WebhookDeliveryModel
-from alignd.server import free_port
 from alignd.storage.local import LocalStore
 from alignd.storage.signing import UrlSigner
 from alignd.webhooks import service
@@ -194,13 +193,14 @@ def test_unreachable_and_slow_endpoints_fail_with_the_reason(
     receivers: Callable[[], Receiver],
     dispatchers: Callable[..., Dispatcher],
     clock: Clock,
+    closed_port: int,
 ) -> None:
     slow = receivers()
     slow.delay = 1.0
     project, slow_id = _endpoint(sessions, slow)
     with sessions() as session:
         closed = service.create_endpoint(
-            session=session, project=project, url=f"http://127.0.0.1:{free_port()}/hooks", events=None
+            session=session, project=project, url=f"http://127.0.0.1:{closed_port}/hooks", events=None
         )
     _finish(sessions, project, JobStatus.succeeded)
     dispatcher = dispatchers(webhook_timeout_seconds=0.2, webhook_max_attempts=1)
