@@ -1,4 +1,3 @@
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -7,14 +6,12 @@ from starlette.concurrency import run_in_threadpool
 
 from alignd import files
 from alignd.api.responses import PROJECT, binary, errors
-from alignd.api.upload_form import UploadForm, UploadInterrupted
-from alignd.config import Settings
+from alignd.api.upload_form import UploadForm
 from alignd.datasets.report import QualityReport
 from alignd.deps import ProjectDep, SessionDep, SettingsDep, StateDep, StoreDep
 from alignd.errors import InvalidRequest
 from alignd.models import FileModel
 from alignd.schemas import FileAligndInfo, FileDeleted, FileObject, ListResponse
-from alignd.storage import ObjectStore
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
@@ -67,13 +64,18 @@ async def upload(
     project: ProjectDep,
     state: StateDep,
 ) -> FileObject:
-    """Validated and stored while it arrives: memory holds a few MiB whatever the file's size."""
+    """Parsed as it arrives, then validated while it is stored: memory stays flat whatever the size."""
     form = UploadForm(request)
-    receiving = asyncio.create_task(form.receive())
     try:
-        stored = await _store_upload(form, receiving, store, settings)
+        await form.receive()
+        if form.filename is None:
+            raise InvalidRequest("invalid file: Field required", param="file")
+        files.check_purpose(form.purpose)
+        stored = await run_in_threadpool(
+            files.store_upload, store=store, settings=settings, chunks=form.chunks()
+        )
     finally:
-        receiving.cancel()
+        form.close()
     row = await run_in_threadpool(
         files.register_upload,
         session=session,
@@ -81,33 +83,11 @@ async def upload(
         settings=settings,
         project=project,
         upload=stored,
-        filename=form.filename or "upload.jsonl",
+        filename=form.filename,
         purpose=form.purpose,
     )
     state.metrics.upload_bytes.inc(row.bytes)
     return to_public(row)
-
-
-async def _store_upload(
-    form: UploadForm, receiving: "asyncio.Task[None]", store: ObjectStore, settings: Settings
-) -> files.StoredUpload:
-    """Store the file part while it is received. A purpose sent before the file is checked first; one
-    sent after it, once the body has ended (then a wrong one deletes the stored file again)."""
-    await asyncio.wait([receiving, asyncio.create_task(form.file_seen.wait())], return_when="FIRST_COMPLETED")
-    if form.filename is None:
-        await receiving
-        raise InvalidRequest("invalid file: Field required", param="file")
-    if form.purpose is not None:
-        files.check_purpose(form.purpose)
-    try:
-        stored = await run_in_threadpool(
-            files.store_upload, store=store, settings=settings, chunks=form.chunks()
-        )
-    except UploadInterrupted:
-        await receiving  # raises what broke the body off
-        raise
-    await receiving
-    return stored
 
 
 @router.get("", response_model=ListResponse[FileObject], responses=errors(400, *PROJECT))
