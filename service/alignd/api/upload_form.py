@@ -1,9 +1,9 @@
 """The multipart body of `POST /v1/files`, parsed as it arrives.
 
 Starlette's form parsing stores the file in a temporary file through the thread pool (a thread
-hop for every network read) before the route sees it. Here the event loop parses the body and
-appends the `file` part to a temporary file itself (page-cache writes of one network read each),
-then the validating thread reads it back in 1 MiB chunks. Validation starts only once the body has
+hop for every network read) before the route sees it. Here the event loop parses the body and the
+`file` part goes to a temporary file a MiB at a time (one thread hop per MiB); then the validating
+thread reads it back in 1 MiB chunks. Validation starts only once the body has
 ended: on two cores, validating while receiving made both slower (the two threads take turns on the
 GIL), so the upload is faster in two phases. Memory stays at one chunk whatever the file's size.
 """
@@ -14,6 +14,7 @@ from typing import IO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from alignd.errors import InvalidRequest
@@ -42,6 +43,8 @@ class UploadForm:
         self._header = (bytearray(), bytearray())
         self._field = bytearray()
         self._spool: IO[bytes] | None = None
+        self._pending = bytearray()
+        """File bytes parsed but not yet in `_spool`: written a MiB at a time, off the event loop."""
         self._complete = False
         """The closing boundary arrived: a body without it was cut off, and its file is not whole."""
         self._parser = MultipartParser(
@@ -63,7 +66,10 @@ class UploadForm:
         try:
             async for data in self._request.stream():
                 self._parser.write(data)
+                if len(self._pending) >= CHUNK:
+                    await run_in_threadpool(self._spill)
             self._parser.finalize()
+            await run_in_threadpool(self._spill)
         except MultipartParseError as exc:
             raise InvalidRequest(f"malformed multipart body: {exc}", param=FILE) from None
         if not self._complete:
@@ -79,6 +85,13 @@ class UploadForm:
         self._spool.seek(0)
         while chunk := self._spool.read(CHUNK):
             yield chunk
+
+    def _spill(self) -> None:
+        """Move the file bytes received so far to the temporary file (a thread: disk writes may block)."""
+        if self._pending:
+            assert self._spool is not None
+            self._spool.write(self._pending)
+            self._pending.clear()
 
     def close(self) -> None:
         if self._spool is not None:
@@ -105,8 +118,7 @@ class UploadForm:
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._part == FILE:
-            assert self._spool is not None
-            self._spool.write(data[start:end])
+            self._pending += data[start:end]
         elif self._part == PURPOSE and len(self._field) <= MAX_FIELD_BYTES:
             self._field += data[start:end]
 
