@@ -9,7 +9,6 @@ a size limit stops it early.
 
 import hashlib
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -22,7 +21,6 @@ from alignd.datasets.standard_rows import decode_standard
 from alignd.errors import AligndError, InvalidFile
 
 MAX_ERRORS = 10
-_HASHER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="alignd-sha256")
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,6 @@ class DatasetValidator:
         self.rows = 0
         self._lines = LineSplitter(max_line_bytes=max_line_bytes, max_total_bytes=max_total_bytes)
         self._sha256 = hashlib.sha256()
-        self._hashing: Future[None] | None = None
         self._report = QualityReportBuilder(agreement_threshold=agreement_threshold)
         self._errors: list[RowError] = []
         self._error_count = 0
@@ -81,7 +78,7 @@ class DatasetValidator:
         except AligndError as exc:
             self._failed = exc
             raise
-        self._hash(chunk)
+        self._sha256.update(chunk)
 
     def finish(self) -> DatasetSummary:
         if self._failed is not None:
@@ -101,23 +98,9 @@ class DatasetValidator:
             format=self.format,
             rows=self.rows,
             bytes=self._lines.total_bytes,
-            sha256=self._digest(),
+            sha256=self._sha256.hexdigest(),
             report=self._report.build(),
         )
-
-    def _hash(self, chunk: bytes) -> None:
-        """SHA-256 the chunk on the hashing thread (hashlib lets go of the GIL for large updates), so a
-        second core hashes while this one validates the next chunk. One chunk in flight at a time
-        keeps the updates in order."""
-        if self._hashing is not None:
-            self._hashing.result()
-        self._hashing = _HASHER.submit(self._sha256.update, chunk)
-
-    def _digest(self) -> str:
-        if self._hashing is not None:
-            self._hashing.result()
-            self._hashing = None
-        return self._sha256.hexdigest()
 
     def _batch(self, batch: LineBatch) -> None:
         """Standard rows take the typed batch decoder; whatever it can't vouch for, row by row."""
