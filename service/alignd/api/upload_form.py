@@ -118,7 +118,7 @@ class UploadForm:
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._part == FILE:
-            self._pending += data[start:end]
+            self._pending += memoryview(data)[start:end]
         elif self._part == PURPOSE and len(self._field) <= MAX_FIELD_BYTES:
             self._field += data[start:end]
 
