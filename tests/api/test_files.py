@@ -6,6 +6,8 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
+from alignd.app import create_app
+from alignd.config import Settings
 from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
 
 ROW = {"prompt": "Name a fruit.", "chosen": " apple.", "rejected": " dog."}
@@ -207,3 +209,16 @@ def test_a_body_that_is_not_multipart_or_breaks_off_stores_nothing(client: TestC
         assert truncated.status_code == 400 and "cut off" in truncated.json()["error"]["message"]
     assert _stored(client) == []
     assert client.get("/v1/files", headers=bearer(key)).json()["data"] == []
+
+
+def test_a_file_over_the_size_limit_is_refused_while_it_arrives(settings: Settings) -> None:
+    settings.max_upload_bytes = 100_000
+    with TestClient(create_app(settings)) as client:
+        key = new_project_key(client, "limits")
+        body, headers = _multipart(
+            ("purpose", None, b"fine-tune"), ("file", "big.jsonl", _jsonl([ROW] * 5_000))
+        )
+        response = _post(client, key, (body[i : i + 8192] for i in range(0, len(body), 8192)), headers)
+        assert response.status_code == 413 and response.json()["error"]["param"] == "file"
+        assert response.json()["error"]["message"].startswith("the file is over the 100000-byte limit")
+        assert _stored(client) == []

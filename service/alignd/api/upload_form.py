@@ -17,7 +17,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from alignd.errors import InvalidRequest
+from alignd.errors import InvalidRequest, PayloadTooLarge
 
 FILE = "file"
 PURPOSE = "purpose"
@@ -29,13 +29,15 @@ MAX_FIELD_BYTES = 1024
 class UploadForm:
     """`await receive()` on the event loop, then iterate `chunks()` on a worker thread, then `close()`."""
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, *, max_file_bytes: int | None = None) -> None:
         content_type, options = parse_options_header(request.headers.get("content-type"))
         if content_type != b"multipart/form-data" or not options.get(b"boundary"):
             raise InvalidRequest(
                 "expected a multipart/form-data body with a 'file' part and a 'purpose' field", param=FILE
             )
         self._request = request
+        self._max_file_bytes = max_file_bytes
+        self.file_bytes = 0
         self.filename: str | None = None
         self.purpose: str | None = None
         self._part: str | None = None
@@ -66,6 +68,7 @@ class UploadForm:
         try:
             async for data in self._request.stream():
                 self._parser.write(data)
+                self._check_size()
                 if len(self._pending) >= CHUNK:
                     await run_in_threadpool(self._spill)
             self._parser.finalize()
@@ -85,6 +88,14 @@ class UploadForm:
         self._spool.seek(0)
         while chunk := self._spool.read(CHUNK):
             yield chunk
+
+    def _check_size(self) -> None:
+        """Refuse an oversized file as soon as it passes the limit, not after spooling all of it."""
+        if self._max_file_bytes is not None and self.file_bytes > self._max_file_bytes:
+            raise PayloadTooLarge(
+                f"the file is over the {self._max_file_bytes}-byte limit; split it into smaller files",
+                param=FILE,
+            )
 
     def _spill(self) -> None:
         """Move the file bytes received so far to the temporary file (a thread: disk writes may block)."""
@@ -119,6 +130,7 @@ class UploadForm:
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._part == FILE:
             self._pending += memoryview(data)[start:end]
+            self.file_bytes += end - start
         elif self._part == PURPOSE and len(self._field) <= MAX_FIELD_BYTES:
             self._field += data[start:end]
 
