@@ -13,7 +13,6 @@ import platform
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,31 +20,21 @@ from pathlib import Path
 
 import httpx
 
-from alignd.server import free_port, peak_rss_mib
+from alignd.server import free_port, peak_rss_mib, start_serve
 
 ADMIN = "sk-alignd-admin-bench"
 
 
 def start_server(data_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
-    env = os.environ | {
-        "ALIGND_DATA_DIR": str(data_dir),
-        "ALIGND_ADMIN_KEY": ADMIN,
-        "ALIGND_RUN_CONTROLLER": "false",
-    }
-    command = [sys.executable, "-m", "alignd.cli", "serve", "--port", str(port), "--workers", str(workers)]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """The server, once all its workers are up (the first answers /healthz before the others start)."""
+    server = start_serve(data_dir, admin_key=ADMIN, port=port, workers=workers, timeout=60)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200 and (
-                len(server_processes(server.pid)) >= workers
-            ):
-                return server
-        except httpx.TransportError:
-            pass
+    while len(server_processes(server.pid)) < workers:
+        if time.monotonic() > deadline:
+            server.kill()
+            raise SystemExit(f"only {len(server_processes(server.pid))} of {workers} workers started")
         time.sleep(0.2)
-    server.kill()
-    raise SystemExit("the server did not start")
+    return server
 
 
 def server_processes(pid: int) -> list[int]:

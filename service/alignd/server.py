@@ -3,11 +3,14 @@
 
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import uvicorn
 
 from alignd.app import create_app
@@ -30,6 +33,41 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"/proc/{pid}/status has no VmHWM line (needs Linux)")
+
+
+def start_serve(
+    data_dir: Path,
+    *,
+    admin_key: str,
+    port: int,
+    workers: int = 1,
+    timeout: float = 120,
+    stderr: int = subprocess.DEVNULL,
+) -> "subprocess.Popen[bytes]":
+    """`alignd serve` as a child process on an empty data directory (controller off), returned once
+    `/healthz` answers: how the multi-worker test, the upload-memory test and the API benchmark run a
+    real server. Raises RuntimeError, with the server's stderr when it is piped, if it exits or does not
+    answer within `timeout` seconds; stopping it is the caller's."""
+    env = os.environ | {
+        "ALIGND_DATA_DIR": str(data_dir),
+        "ALIGND_ADMIN_KEY": admin_key,
+        "ALIGND_RUN_CONTROLLER": "false",
+    }
+    command = [sys.executable, "-m", "alignd.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            output = server.stderr.read().decode(errors="replace") if server.stderr else ""
+            raise RuntimeError(f"alignd serve exited with {server.returncode}: {output}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    raise RuntimeError(f"alignd serve did not answer /healthz within {timeout:.0f} s")
 
 
 def run_workers(settings: Settings, *, host: str, port: int, workers: int) -> None:

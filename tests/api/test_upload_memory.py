@@ -2,18 +2,14 @@
 
 import hashlib
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from alignd.server import free_port, peak_rss_mib
+from alignd.server import free_port, peak_rss_mib, start_serve
 from tests.api.conftest import ADMIN_KEY, bearer
 
 pytestmark = pytest.mark.slow
@@ -51,27 +47,9 @@ def _multipart(digest: "hashlib._Hash") -> Iterator[bytes]:
 
 def test_200_mb_upload_keeps_server_memory_flat(tmp_path: Path) -> None:
     port = free_port()
-    env = os.environ | {
-        "ALIGND_DATA_DIR": str(tmp_path),
-        "ALIGND_ADMIN_KEY": ADMIN_KEY,
-        "ALIGND_RUN_CONTROLLER": "false",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "alignd.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_serve(tmp_path, admin_key=ADMIN_KEY, port=port, timeout=60)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
         admin = bearer(ADMIN_KEY)
         project = httpx.post(f"{url}/v1/admin/projects", json={"name": "big"}, headers=admin).json()
         key = httpx.post(f"{url}/v1/admin/projects/{project['id']}/api_keys", json={}, headers=admin).json()

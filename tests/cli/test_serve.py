@@ -1,18 +1,15 @@
 """`alignd serve --workers N`: several processes on one port, started on an empty database, and one
 Prometheus view of the requests all of them served."""
 
-import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from alignd.server import free_port
+from alignd.server import free_port, start_serve
 
 pytestmark = pytest.mark.slow
 ADMIN_KEY = "sk-alignd-admin-serve-test"
@@ -25,28 +22,10 @@ def _requests_counted(metrics: str, route: str) -> float:
 
 def test_two_workers_share_the_port_the_database_and_the_metrics(tmp_path: Path) -> None:
     port = free_port()
-    env = os.environ | {
-        "ALIGND_DATA_DIR": str(tmp_path),  # empty: the database is created before the workers start
-        "ALIGND_ADMIN_KEY": ADMIN_KEY,
-        "ALIGND_RUN_CONTROLLER": "false",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "alignd.cli", "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # The data directory is empty: the database is created before the workers start.
+    server = start_serve(tmp_path, admin_key=ADMIN_KEY, port=port, workers=2, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.2)
         admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
         project = httpx.post(f"{url}/v1/admin/projects", json={"name": "w"}, headers=admin)
         assert project.status_code == 200, project.text
