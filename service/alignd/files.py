@@ -25,12 +25,12 @@ RESULTS_PURPOSE = "fine-tune-results"
 """A succeeded job's metrics as CSV (`alignd.jobs.results`), written by alignd, not uploaded."""
 
 
-def check_purpose(purpose: str | None) -> str:
+def check_purpose(purpose: str | None) -> None:
+    """Before anything is stored: only preference data is uploaded."""
     if purpose is None:
         raise InvalidRequest("invalid purpose: Field required", param="purpose")
     if purpose != PURPOSE:
         raise InvalidRequest(f"purpose {purpose!r} is not supported; use 'fine-tune'", param="purpose")
-    return purpose
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,10 @@ def register_upload(
     project: ProjectModel,
     upload: StoredUpload,
     filename: str,
-    purpose: str | None,
 ) -> FileModel:
-    """Give a stored upload to the project, or delete it (a wrong purpose, over the storage quota)."""
+    """Give a stored upload (purpose checked) to the project, or delete it if it is over the storage
+    quota."""
     try:
-        check_purpose(purpose)
         _check_storage_quota(session, settings, project, upload.summary.bytes)
     except Exception:
         store.delete(upload.key)

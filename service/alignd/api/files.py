@@ -84,7 +84,6 @@ async def upload(
         project=project,
         upload=stored,
         filename=form.filename,
-        purpose=form.purpose,
     )
     state.metrics.upload_bytes.inc(row.bytes)
     return to_public(row)
