@@ -139,16 +139,26 @@ async def status_reads(
     return latencies
 
 
-def upload_body(megabytes: int) -> Iterator[bytes]:
+def _row(form: str, i: int) -> dict[str, object]:
+    """A ~850-byte preference row in one of the three formats, with the same texts in each."""
+    prompt, chosen, rejected = f"Q{i}: " + "context " * 100, f" a{i}.", f" b{i}."
+    if form == "standard":
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}]
+    answer, other = [{"role": "assistant", "content": chosen}], [{"role": "assistant", "content": rejected}]
+    if form == "conversational":
+        return {"prompt": messages, "chosen": answer, "rejected": other}
+    source = {"messages": messages, "tools": [], "parallel_tool_calls": True}  # as OpenAI's guide writes it
+    return {"input": source, "preferred_output": answer, "non_preferred_output": other}
+
+
+def upload_body(megabytes: int, form: str) -> Iterator[bytes]:
     boundary = b"bench"
     yield b'--bench\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
     yield b'--bench\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
     target, written, i, batch = megabytes * 1024 * 1024, 0, 0, []
     while written < target:
-        line = (
-            json.dumps({"prompt": f"Q{i}: " + "context " * 100, "chosen": f" a{i}.", "rejected": f" b{i}."})
-            + "\n"
-        ).encode()
+        line = (json.dumps(_row(form, i)) + "\n").encode()
         written += len(line)
         batch.append(line)
         i += 1
@@ -158,11 +168,43 @@ def upload_body(megabytes: int) -> Iterator[bytes]:
     yield b"".join(batch) + b"\r\n--" + boundary + b"--\r\n"
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the processes so far (`/proc/<pid>/stat`)."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def upload(url: str, key: str, form: str, megabytes: int, workers: list[int]) -> tuple[float, float, float]:
+    """One upload of a generated file: (MB/s, MB, server CPU ms per MB)."""
+    # Generated before the clock starts, so the client's JSON encoding is not what is measured.
+    body = list(upload_body(megabytes, form))
+    cpu_before = cpu_seconds(workers)
+    started = time.perf_counter()
+    response = httpx.post(
+        f"{url}/v1/files",
+        content=iter(body),
+        timeout=900,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "multipart/form-data; boundary=bench"},
+    )
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    if response.json()["alignd"]["format"] != form:
+        raise RuntimeError(f"uploaded {form} rows, the server read {response.json()['alignd']['format']}")
+    size_mb = response.json()["bytes"] / 1e6
+    return size_mb / elapsed, size_mb, (cpu_seconds(workers) - cpu_before) * 1000 / size_mb
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--upload-mb", type=int, default=200)
+    parser.add_argument(
+        "--formats", nargs="+", default=["standard", "conversational", "openai"], help="one upload of each"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="alignd serve --workers")
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="alignd-bench-"))
@@ -177,20 +219,9 @@ def main() -> None:
             status_reads("127.0.0.1", port, key, job_id, concurrency=args.concurrency, seconds=args.seconds)
         )
         cuts = statistics.quantiles(latencies, n=100)
-        # Generated before the clock starts, so the client's JSON encoding is not what is measured.
-        body = list(upload_body(args.upload_mb))
         workers = server_processes(server.pid)
         baseline = {pid: peak_rss_mib(pid) for pid in workers}
-        started = time.perf_counter()
-        response = httpx.post(
-            f"{url}/v1/files",
-            content=iter(body),
-            timeout=900,
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "multipart/form-data; boundary=bench"},
-        )
-        elapsed = time.perf_counter() - started
-        response.raise_for_status()
-        size_mb = response.json()["bytes"] / 1e6
+        uploads = {form: upload(url, key, form, args.upload_mb, workers) for form in args.formats}
         growth = max(peak_rss_mib(pid) - baseline[pid] for pid in workers)
     finally:
         server.send_signal(signal.SIGINT)
@@ -201,15 +232,17 @@ def main() -> None:
         f"{platform.python_version()}; client and server share the machine; load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
-    print(f"{'measure':<34}{'value':>14}   target")
-    print(f"{'job-status reads/s':<34}{len(latencies) / args.seconds:>14,.0f}   >= 2,000")
-    print(f"{'  p50 latency (ms)':<34}{cuts[49] * 1000:>14.1f}")
-    print(f"{'  p99 latency (ms)':<34}{cuts[98] * 1000:>14.1f}   < 50")
-    print(f"{'  concurrency':<34}{args.concurrency:>14}")
-    print(f"{'  server workers':<34}{args.workers:>14}")
-    print(f"{'upload + validation (MB/s)':<34}{size_mb / elapsed:>14.1f}   >= 100")
-    print(f"{'  upload size (MB)':<34}{size_mb:>14.1f}")
-    print(f"{'  server peak RSS growth (MiB)':<34}{growth:>14.1f}   flat")
+    print(f"{'measure':<46}{'value':>14}   target")
+    print(f"{'job-status reads/s':<46}{len(latencies) / args.seconds:>14,.0f}   >= 2,000")
+    print(f"{'  p50 latency (ms)':<46}{cuts[49] * 1000:>14.1f}")
+    print(f"{'  p99 latency (ms)':<46}{cuts[98] * 1000:>14.1f}   < 50")
+    print(f"{'  concurrency':<46}{args.concurrency:>14}")
+    print(f"{'  server workers':<46}{args.workers:>14}")
+    for form, (speed, size_mb, cpu_ms) in uploads.items():
+        print(f"{f'upload + validation, {form} (MB/s)':<46}{speed:>14.1f}   >= 100")
+        print(f"{'  upload size (MB)':<46}{size_mb:>14.1f}")
+        print(f"{'  server CPU (ms per MB)':<46}{cpu_ms:>14.1f}")
+    print(f"{'  server peak RSS growth, all uploads (MiB)':<46}{growth:>14.1f}   flat")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ import json.scanner
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, get_args
 
 MAX_LINE_BYTES = 8 * 1024 * 1024
 MAX_JSON_DEPTH = 32
-ROLES = ("system", "user", "assistant", "tool", "developer")
+Role = Literal["system", "user", "assistant", "tool", "developer"]
+ROLES: tuple[str, ...] = get_args(Role)
 
 
 class DataFormat(StrEnum):
@@ -87,8 +88,12 @@ def parse_preference_line(
     )
 
 
+OPENAI_FIELDS = ("input", "preferred_output", "non_preferred_output")
+"""Any one of them makes a row OpenAI format, whatever else it holds."""
+
+
 def detect_format(obj: dict[str, Any], line: int) -> DataFormat:
-    if "preferred_output" in obj or "non_preferred_output" in obj or "input" in obj:
+    if any(name in obj for name in OPENAI_FIELDS):
         return DataFormat.openai
     if "chosen" not in obj or "rejected" not in obj:
         missing = "chosen" if "chosen" not in obj else "rejected"

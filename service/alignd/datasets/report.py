@@ -7,7 +7,6 @@ rows waiting to be probed. Everything else is counters, the first few example li
 fixed-size sample for percentiles.
 """
 
-import json
 import operator
 from collections.abc import Iterable, Sequence
 from typing import cast
@@ -16,10 +15,9 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, Field
 
-from alignd.contract.preference import Text
 from alignd.datasets.hashset import Hashes, HashSet
 from alignd.datasets.normalise import normalise_many
-from alignd.datasets.rows import Rows
+from alignd.datasets.rows import Rows, Turns
 
 DUPLICATE_BATCH = 32_768
 """Rows whose hashes wait before one vectorised probe of the duplicate tables."""
@@ -203,15 +201,18 @@ class QualityReportBuilder:
         if rows.strings:
             prompt_texts = cast(Sequence[str], rows.prompts)
             row_hashes = map(hash, zip(rows.prompts, rows.chosen, rows.rejected, strict=True))
-            size_columns = [list(map(len, column)) for column in (rows.prompts, rows.chosen, rows.rejected)]
+            size_columns = [
+                np.fromiter(map(len, column), dtype=np.int64, count=count)
+                for column in (rows.prompts, rows.chosen, rows.rejected)
+            ]
         else:
             # Strings with nothing but whitespace fail validation, so only message lists can hold one.
-            prompt_texts = list(map(_flat, rows.prompts))
-            row_hashes = map(_row_hash, rows.prompts, rows.chosen, rows.rejected)
-            columns = (rows.prompts, rows.chosen, rows.rejected)
-            size_columns = [list(map(_length, column)) for column in columns]
-            blank = map(operator.or_, map(_has_blank, rows.chosen), map(_has_blank, rows.rejected))
-            self._empty_responses.add_many(lines[np.fromiter(blank, dtype=bool, count=count)])
+            columns = [cast(Sequence[Turns], column) for column in (rows.prompts, rows.chosen, rows.rejected)]
+            prompt_texts = ["\n".join([message.content for message in turns]) for turns in columns[0]]
+            row_hashes = map(hash, zip(*(map(tuple, column) for column in columns), strict=True))
+            stats = [_turn_stats(column) for column in columns]
+            size_columns = [lengths for lengths, _ in stats]
+            self._empty_responses.add_many(lines[stats[1][1] | stats[2][1]])
         prompt_hashes = map(hash, normalise_many(prompt_texts))
         self._pending.append((_hashes(row_hashes, count), _hashes(prompt_hashes, count), lines))
         self._pending_rows += count
@@ -381,27 +382,17 @@ def _hashes(values: Iterable[int], count: int) -> Hashes:
     return hashes
 
 
-def _row_hash(prompt: Text, chosen: Text, rejected: Text) -> int:
-    """Equal rows hash equal: message lists as canonical JSON (keys sorted)."""
-    return hash(_CANONICAL_JSON.encode([prompt, chosen, rejected]))
-
-
-_CANONICAL_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
-def _flat(text: Text) -> str:
-    """A message list's contents as one text."""
-    return text if isinstance(text, str) else "\n".join(message["content"] for message in text)
-
-
-def _length(text: Text) -> int:
-    return len(text) if isinstance(text, str) else sum(len(message["content"]) for message in text)
-
-
-def _has_blank(text: Text) -> bool:
-    if isinstance(text, str):
-        return not text.strip()
-    return any(not message["content"].strip() for message in text)
+def _turn_stats(column: Sequence[Turns]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Per row of a message-list column: the length of its contents, and whether a message is blank.
+    Worked out per message, then summed per row from running totals (no Python call per row)."""
+    contents = [message.content for turns in column for message in turns]
+    ends = np.cumsum(np.fromiter(map(len, column), dtype=np.int64, count=len(column)))
+    starts = np.concatenate(([0], ends[:-1]))
+    lengths = np.fromiter(map(len, contents), dtype=np.int64, count=len(contents))
+    blank = np.fromiter(map(operator.not_, map(str.strip, contents)), dtype=np.int64, count=len(contents))
+    length_totals = np.concatenate(([0], np.cumsum(lengths)))
+    blank_totals = np.concatenate(([0], np.cumsum(blank)))
+    return length_totals[ends] - length_totals[starts], blank_totals[ends] > blank_totals[starts]
 
 
 def _percentile(sorted_values: list[int], share: float) -> float:

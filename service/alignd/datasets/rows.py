@@ -1,14 +1,38 @@
 """A batch of valid rows as columns: what the quality report reads.
 
-Both validation paths produce it: typed batch decoding of standard rows (`standard_rows`) and the
-row-by-row parser shared with the trainer (`Rows.from_examples`).
+Both validation paths produce it: typed batch decoding (`typed_rows`) and the row-by-row parser
+shared with the trainer (`Rows.from_examples`). Message lists hold `Message`s, hashable and
+compared by value, whichever path read them, so the report treats both paths' rows alike.
 """
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import msgspec
 
 from alignd.contract import PreferenceExample
-from alignd.contract.preference import Text
+from alignd.contract.preference import Role
+
+
+class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """A message with a role and a content and nothing else (typed decoding reads only these)."""
+
+    role: Role
+    content: str
+
+
+class ExtendedMessage(Message, frozen=True):
+    """A message with more fields (`name`, `tool_calls`, ...), which only the row-by-row parser reads.
+    `extra` is those fields as canonical JSON, so equal messages compare and hash equal."""
+
+    extra: str
+
+
+Turns = list[Message]
+Text = str | Turns
+"""A prompt or a response: a string (standard format) or a message list (the other formats)."""
 
 
 @dataclass(frozen=True)
@@ -36,11 +60,27 @@ class Rows:
         agreement = [example.agreement for example in examples]
         return cls(
             lines=[example.line for example in examples],
-            prompts=[example.prompt for example in examples],
-            chosen=[example.chosen for example in examples],
-            rejected=[example.rejected for example in examples],
+            prompts=[_text(example.prompt) for example in examples],
+            chosen=[_text(example.chosen) for example in examples],
+            rejected=[_text(example.rejected) for example in examples],
             line_bytes=line_bytes,
             strings=all(type(example.prompt) is str for example in examples),
             weights=weights if any(weight != 1.0 for weight in weights) else None,
             agreement=agreement if any(value is not None for value in agreement) else None,
         )
+
+
+_CANONICAL_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _text(text: str | list[dict[str, Any]]) -> Text:
+    return text if isinstance(text, str) else [_message(message) for message in text]
+
+
+def _message(message: dict[str, Any]) -> Message:
+    """A parsed message (role and content already checked) as a `Message`."""
+    role, content = message["role"], message["content"]
+    if len(message) == 2:
+        return Message(role, content)
+    extra = {name: value for name, value in message.items() if name not in ("role", "content")}
+    return ExtendedMessage(role, content, _CANONICAL_JSON.encode(extra))

@@ -1,8 +1,8 @@
 """Validate a preference file while it streams: rows, format, size, checksum and quality report.
 
 The row rules are the trainer's (`alignd.contract.parse_preference_line`), so a file accepted
-here trains. Standard-format batches are decoded by msgspec first (`standard_rows`), which accepts
-only what that parser accepts, with the same values; every other batch is parsed row by row.
+here trains. Batches are decoded by msgspec first (`typed_rows`), which accepts only what that
+parser accepts, with the same values; every other batch is parsed row by row.
 The whole file is read even after a bad row, to list up to `max_errors` of them in one error; only
 a size limit stops it early.
 """
@@ -17,7 +17,7 @@ from alignd.contract.preference import MAX_LINE_BYTES
 from alignd.datasets.lines import LineBatch, LineSplitter, LineTooLong
 from alignd.datasets.report import QualityReport, QualityReportBuilder
 from alignd.datasets.rows import Rows
-from alignd.datasets.standard_rows import decode_standard
+from alignd.datasets.typed_rows import decode_rows
 from alignd.errors import AligndError, InvalidFile
 
 MAX_ERRORS = 10
@@ -103,15 +103,12 @@ class DatasetValidator:
         )
 
     def _batch(self, batch: LineBatch) -> None:
-        """Standard rows take the typed batch decoder; whatever it can't vouch for, row by row."""
-        if self.row_by_row or self.format not in (None, DataFormat.standard):
+        """Rows take the typed batch decoder; whatever it can't vouch for, row by row."""
+        decoded = None if self.row_by_row else decode_rows(batch, self.format)
+        if decoded is None:
             self._rows_one_by_one(batch)
             return
-        rows = decode_standard(batch)
-        if rows is None:
-            self._rows_one_by_one(batch)
-            return
-        self.format = DataFormat.standard
+        self.format, rows = decoded
         self.rows += len(rows)
         if not self._error_count:
             self._report.add(rows)
