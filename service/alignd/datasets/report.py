@@ -209,7 +209,7 @@ class QualityReportBuilder:
             # Strings with nothing but whitespace fail validation, so only message lists can hold one.
             columns = [cast(Sequence[Turns], column) for column in (rows.prompts, rows.chosen, rows.rejected)]
             prompt_texts = ["\n".join([message.content for message in turns]) for turns in columns[0]]
-            row_hashes = map(hash, zip(*(map(tuple, column) for column in columns), strict=True))
+            row_hashes = map(hash, zip(*columns, strict=True))
             stats = [_turn_stats(column) for column in columns]
             size_columns = [lengths for lengths, _ in stats]
             self._empty_responses.add_many(lines[stats[1][1] | stats[2][1]])
