@@ -15,7 +15,7 @@ from alignd.config import Settings
 from alignd.datasets import DatasetSummary, DatasetValidator
 from alignd.errors import InvalidRequest, NotFound, QuotaExceeded
 from alignd.models import FileModel, ProjectModel, new_id, unix_now_us
-from alignd.pagination import newest_first
+from alignd.pagination import in_creation_order
 from alignd.storage import ObjectStore
 from alignd.storage.background import BackgroundWriter
 
@@ -131,11 +131,20 @@ def get_file(session: Session, project: ProjectModel, file_id: str) -> FileModel
 
 
 def list_files(
-    session: Session, project: ProjectModel, *, after: str | None, limit: int
+    session: Session,
+    project: ProjectModel,
+    *,
+    after: str | None,
+    limit: int,
+    purpose: str | None = None,
+    newest_first: bool = True,
 ) -> tuple[list[FileModel], bool]:
-    """Newest first; `after` is the id of the last file of the previous page."""
+    """`after` is the id of the last file of the previous page; `purpose` keeps only files of it."""
     anchor = get_file(session, project, after) if after is not None else None
-    query = newest_first(select(FileModel).where(FileModel.project_id == project.id), FileModel, anchor)
+    query = select(FileModel).where(FileModel.project_id == project.id)
+    if purpose is not None:
+        query = query.where(FileModel.purpose == purpose)
+    query = in_creation_order(query, FileModel, anchor, newest_first=newest_first)
     rows = list(session.exec(query.limit(limit + 1)))
     return rows[:limit], len(rows) > limit
 

@@ -103,7 +103,7 @@ def test_pagination_with_after_and_limit(client: TestClient, key: str) -> None:
     assert sorted(f["id"] for f in first["data"] + rest["data"]) == sorted(ids)
 
 
-def test_files_made_within_a_second_list_newest_first_in_creation_order(
+def test_files_made_within_a_second_list_in_creation_order_either_way(
     client: TestClient, key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ids are random; give them the opposite order to creation, so only the creation order can win."""
@@ -117,6 +117,13 @@ def test_files_made_within_a_second_list_newest_first_in_creation_order(
     first = client.get("/v1/files?limit=3", headers=bearer(key)).json()
     rest = client.get(f"/v1/files?limit=3&after={first['last_id']}", headers=bearer(key)).json()
     assert [f["id"] for f in first["data"] + rest["data"]] == newest_first
+
+    first = client.get("/v1/files?limit=3&order=asc", headers=bearer(key)).json()
+    rest = client.get(f"/v1/files?limit=3&order=asc&after={first['last_id']}", headers=bearer(key)).json()
+    assert [f["id"] for f in first["data"] + rest["data"]] == newest_first[::-1]
+    assert first["has_more"] is True and rest["has_more"] is False
+    wrong = client.get("/v1/files?order=newest", headers=bearer(key))
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "order"
 
 
 def test_storage_quota_rejects_with_429(client: TestClient) -> None:

@@ -329,6 +329,14 @@ def test_a_succeeded_job_has_a_results_file(
     ]
     listed = client.get("/v1/files", headers=bearer(key)).json()["data"]
     assert {f["id"]: f["purpose"] for f in listed}[results_id] == "fine-tune-results"
+    by_purpose = {
+        purpose: [
+            f["id"] for f in client.get(f"/v1/files?purpose={purpose}", headers=bearer(key)).json()["data"]
+        ]
+        for purpose in ("fine-tune", "fine-tune-results")
+    }
+    assert by_purpose["fine-tune-results"] == [results_id]
+    assert by_purpose["fine-tune"] and results_id not in by_purpose["fine-tune"]
     other = new_project_key(client, "team-b")
     assert client.get(f"/v1/files/{results_id}/content", headers=bearer(other)).status_code == 404
     as_data = _create(client, key, {"model": model_id, "training_file": results_id})

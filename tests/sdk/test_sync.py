@@ -50,6 +50,9 @@ def test_files_round_trip(idle: Server, preference_file: Path, strict: bool) -> 
     assert len(first_page.data) == 2 and first_page.has_more
     listed = [f.id for f in client.files.list(limit=2)]  # auto-pagination over two pages
     assert listed == [small[1].id, small[0].id, uploaded.id]
+    oldest_first = client.files.list(limit=2, order="asc", purpose="fine-tune")
+    assert [f.id for f in oldest_first] == [uploaded.id, small[0].id, small[1].id]
+    assert list(client.files.list(purpose="fine-tune-results")) == []
 
     retrieved = client.files.retrieve(uploaded.id)
     assert (retrieved.id, retrieved.bytes, retrieved.created_at) == (

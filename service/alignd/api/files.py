@@ -1,4 +1,4 @@
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
@@ -95,8 +95,13 @@ def list_files(
     project: ProjectDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Literal["asc", "desc"] = "desc",
+    purpose: str | None = None,
 ) -> ListResponse[FileObject]:
-    rows, has_more = files.list_files(session, project, after=after, limit=limit)
+    """Newest first unless `order=asc`; `purpose` keeps only `fine-tune` or `fine-tune-results` files."""
+    rows, has_more = files.list_files(
+        session, project, after=after, limit=limit, purpose=purpose, newest_first=order == "desc"
+    )
     data = [to_public(r) for r in rows]
     return ListResponse[FileObject].page(data, has_more)
 
