@@ -227,8 +227,18 @@ def _skippable(lines: Sequence[bytes], joined: bytes) -> bool:
     return True
 
 
+def _shallow(line: bytes) -> bool:
+    """Nested no deeper than `MAX_JSON_DEPTH`: certain with fewer brackets than that, else parsed to see."""
+    if line.count(b"{") + line.count(b"[") <= MAX_JSON_DEPTH:
+        return True
+    try:
+        return json_depth(json.loads(line)) <= MAX_JSON_DEPTH
+    except (ValueError, RecursionError):
+        return False
+
+
 _DIGIT = b"0"
-_DIGITS_ALIKE = bytes(_DIGIT[0] if chr(code).isdigit() and code < 128 else ord("x") for code in range(256))
+_DIGITS_ALIKE = bytes(_DIGIT[0] if b"0"[0] <= code <= b"9"[0] else b"x"[0] for code in range(256))
 """Every ASCII digit as "0" and every other byte not: a run of digits becomes a run of zeros, which
 `in` finds far faster than a regular expression."""
 
@@ -281,13 +291,3 @@ def _optional(row: _Row, line: int) -> dict[str, Any] | None:
         return optional_fields(present, line)
     except RowError:
         return None
-
-
-def _shallow(line: bytes) -> bool:
-    """Nested no deeper than `MAX_JSON_DEPTH`: certain with fewer brackets than that, else parsed to see."""
-    if line.count(b"{") + line.count(b"[") <= MAX_JSON_DEPTH:
-        return True
-    try:
-        return json_depth(json.loads(line)) <= MAX_JSON_DEPTH
-    except (ValueError, RecursionError):
-        return False
