@@ -35,8 +35,6 @@ from alignd.contract.preference import (
 from alignd.datasets.lines import LineBatch
 from alignd.datasets.rows import Rows, Text, Turns
 
-_OPTIONAL = ("id", "weight", "agreement", "votes", "metadata")
-
 
 class _Row(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_only=True):
     """The optional fields every format may carry; any other unknown field fails decoding."""
@@ -46,6 +44,9 @@ class _Row(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_only=True):
     agreement: Any = msgspec.UNSET
     votes: Any = msgspec.UNSET
     metadata: Any = msgspec.UNSET
+
+
+_OPTIONAL = _Row.__struct_fields__
 
 
 class _StandardRow(_Row, kw_only=True):
@@ -148,8 +149,8 @@ class _Format(NamedTuple):
     lenient: msgspec.json.Decoder[Any]
     """Skips fields outside the format, as `parse_preference_line` ignores them (`_skippable` first)."""
     columns: Callable[[list[Any]], Columns | None]
-    steering: Callable[[Any], tuple[Any, ...]] | None
-    """The lenient rows' `OPENAI_FIELDS` fields, all UNSET unless the row is really in OpenAI format."""
+    steered: bool
+    """Its lenient rows carry `OPENAI_FIELDS`, all UNSET unless the row is really in OpenAI format."""
 
 
 _FORMATS = {
@@ -157,23 +158,24 @@ _FORMATS = {
         msgspec.json.Decoder(_StandardRow),
         msgspec.json.Decoder(_lenient(_StandardRow, *_STEERING)),
         _standard_columns,
-        operator.attrgetter(*OPENAI_FIELDS),
+        True,
     ),
     DataFormat.conversational: _Format(
         msgspec.json.Decoder(_ConversationalRow),
         msgspec.json.Decoder(_lenient(_ConversationalRow, *_STEERING)),
         _conversational_columns,
-        operator.attrgetter(*OPENAI_FIELDS),
+        True,
     ),
     DataFormat.openai: _Format(
         msgspec.json.Decoder(_OpenAIRow),
         msgspec.json.Decoder(_lenient(_OpenAIRow, ("input", _LenientOpenAIInput, msgspec.NODEFAULT))),
         _openai_columns,
-        None,
+        False,
     ),
 }
 _OPTIONAL_VALUES = operator.attrgetter(*_OPTIONAL)
 _NONE_SET = (msgspec.UNSET,) * len(_OPTIONAL)
+_STEERING_VALUES: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(*OPENAI_FIELDS)
 _UNSTEERED = (msgspec.UNSET,) * len(OPENAI_FIELDS)
 
 
@@ -204,7 +206,7 @@ def _decode(spec: _Format, joined: bytes, skippable: Callable[[], bool]) -> list
         decoded = spec.lenient.decode_lines(joined)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
-    if spec.steering is None or list(map(spec.steering, decoded)).count(_UNSTEERED) == len(decoded):
+    if not spec.steered or list(map(_STEERING_VALUES, decoded)).count(_UNSTEERED) == len(decoded):
         return decoded
     return None
 
