@@ -44,6 +44,7 @@ def build_state(settings: Settings) -> AppState:
 
 def build_launcher(settings: Settings) -> Launcher:
     if settings.launcher == "kubernetes":
+        settings.require_reachable_url()
         from alignd.launchers.kubernetes import KubernetesLauncher  # the client is only needed on a cluster
 
         return KubernetesLauncher(settings)

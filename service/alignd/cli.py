@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alignd.client import TERMINAL, ApiError, Client
-from alignd.config import Settings, get_settings
+from alignd.config import ConfigError, Settings, get_settings
 
 app = typer.Typer(
     help="alignd: self-hosted DPO alignment with an OpenAI-compatible API.", no_args_is_help=True
@@ -35,6 +35,16 @@ def _client() -> Client:
         raise typer.Exit(2) from None
 
 
+def _checked(settings: Settings) -> Settings:
+    """Settings that cannot work end the command at startup with the message, not at the first job."""
+    try:
+        settings.require_reachable_url()
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    return settings
+
+
 def _show(data: Any) -> None:
     console.print_json(json.dumps(data))
 
@@ -42,7 +52,7 @@ def _show(data: Any) -> None:
 @app.command()
 def serve(
     host: str = "127.0.0.1",
-    port: int = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="0 picks a free port.")] = 8000,
     workers: Annotated[
         int,
         typer.Option(
@@ -51,14 +61,23 @@ def serve(
     ] = 1,
 ) -> None:
     """Run the API server (and its controller) with the ALIGND_* settings."""
-    if workers > 1:
+    from alignd.server import bound_settings, listening_socket
+
+    if workers > 1 and port == 0:
+        raise typer.BadParameter("several workers need a fixed port", param_hint="--port")
+    sock = listening_socket(host, port) if workers == 1 else None
+    if sock is not None:
+        port = sock.getsockname()[1]
+    settings = _checked(bound_settings(get_settings(), host=host, port=port))
+    if sock is None:
         from alignd.server import run_workers
 
-        run_workers(get_settings(), host=host, port=port, workers=workers)
+        run_workers(settings, host=host, port=port, workers=workers)
         return
     from alignd.app import create_app
 
-    uvicorn.run(create_app(), host=host, port=port)
+    console.print(f"alignd serving on {settings.resolved_public_url()}")
+    uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port)).run(sockets=[sock])
 
 
 @app.command()
@@ -67,9 +86,10 @@ def controller() -> None:
     from alignd.app import build_controller, build_state
     from alignd.webhooks.dispatcher import start_dispatcher
 
+    settings = _checked(get_settings())
     console.print("controller running; Ctrl-C stops it")
     stop = threading.Event()
-    state = build_state(get_settings())
+    state = build_state(settings)
     start_dispatcher(state.sessions, state.settings, stop, state.metrics.webhook_deliveries)
     try:
         build_controller(state).run(stop)

@@ -8,6 +8,12 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+
+
+class ConfigError(RuntimeError):
+    """Settings that cannot work together, found at startup; the message names the setting to change."""
+
 
 class GpuProfile(BaseModel):
     """How to land a run on one kind of GPU node: `resources.gpu_type` names a profile."""
@@ -32,7 +38,11 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     s3_secure: bool = True
 
-    public_url: str = Field("http://127.0.0.1:8000", description="How trainers and clients reach the API.")
+    public_url: str | None = Field(
+        None,
+        description="How trainers and clients reach the API. Unset: `alignd serve` uses the address it "
+        "binds (fine for the local launcher); the kubernetes launcher refuses to start without it.",
+    )
     signing_key: SecretStr | None = Field(None, description="HMAC key for local signed URLs; random.")
     admin_key: SecretStr | None = Field(None, description="Bootstraps an admin API key.")
     auth_cache_seconds: float = Field(
@@ -92,6 +102,19 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.resolved_data_dir() / 'alignd.db'}"
+
+    def resolved_public_url(self) -> str:
+        """The configured URL, else the address `alignd serve` binds by default: what a process that was
+        not started by `serve` (the standalone controller, a library caller) falls back to."""
+        return (self.public_url or DEFAULT_PUBLIC_URL).rstrip("/")
+
+    def require_reachable_url(self) -> None:
+        """Fail at startup, not at the first job, when trainer pods would have no address to report to."""
+        if self.launcher == "kubernetes" and self.public_url is None:
+            raise ConfigError(
+                "ALIGND_LAUNCHER=kubernetes needs ALIGND_PUBLIC_URL: the URL trainer pods use to reach this "
+                "server, e.g. http://alignd.<namespace>.svc:8000 (the Helm chart sets it from its Service)"
+            )
 
     def resolved_store_dir(self) -> Path:
         return (self.store_dir or self.resolved_data_dir() / "data").expanduser()

@@ -105,7 +105,11 @@ class Controller:
             )
         if started is None:
             return False
-        env = {"ALIGND_JOB_ID": job.id, "ALIGND_API_URL": self.settings.public_url, "ALIGND_JOB_TOKEN": token}
+        env = {
+            "ALIGND_JOB_ID": job.id,
+            "ALIGND_API_URL": self.settings.resolved_public_url(),
+            "ALIGND_JOB_TOKEN": token,
+        }
         try:
             ref = self.launcher.launch(LaunchRequest(job.id, attempt, JobSpec.model_validate(job.spec), env))
         except Exception as exc:

@@ -49,22 +49,17 @@ def run_demo(*, data_dir: Path, model: str | None, console: Console) -> DemoResu
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     port, admin_key = free_port(), f"sk-alignd-admin-{secrets.token_urlsafe(16)}"
-    settings = Settings(
-        data_dir=data_dir,
-        admin_key=admin_key,
-        public_url=f"http://127.0.0.1:{port}",
-        controller_interval_seconds=0.5,
-    )
+    settings = Settings(data_dir=data_dir, admin_key=admin_key, controller_interval_seconds=0.5)
     work = data_dir / "demo"
     work.mkdir(parents=True, exist_ok=True)
-    with BackgroundServer(settings, "127.0.0.1", port):
-        console.print(f"[bold]alignd[/] API on {settings.public_url} (data in {data_dir})")
-        client = _project_client(settings.public_url, admin_key)
+    with BackgroundServer(settings, "127.0.0.1", port) as server:
+        console.print(f"[bold]alignd[/] API on {server.url} (data in {data_dir})")
+        client = _project_client(server.url, admin_key)
         base = model or str(build_tiny_model(work / "tiny-model"))
         console.print(
             f"base model: {base}" + ("" if model else " (tiny, random init, tokenizer trained now)")
         )
-        _register(settings.public_url, admin_key, base)
+        _register(server.url, admin_key, base)
         train = write_jsonl(work / "train.jsonl", preference_rows(TRAIN_ROWS, seed=1))
         heldout = write_jsonl(work / "heldout.jsonl", preference_rows(HELDOUT_ROWS, seed=2))
         train_id, heldout_id = client.upload(train)["id"], client.upload(heldout)["id"]

@@ -26,6 +26,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def advertised_url(host: str, port: int) -> str:
+    """The URL a process on this machine uses to reach a server bound to `host:port`. A wildcard bind
+    (0.0.0.0, ::) is reached over loopback; an IPv6 literal is bracketed."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def bound_settings(settings: Settings, *, host: str, port: int) -> Settings:
+    """The settings a server bound to `host:port` runs with: with no ALIGND_PUBLIC_URL, the local
+    launcher's trainers and the local store's signed URLs use the address actually bound, so
+    `alignd serve --port 9000` works without further configuration. The kubernetes launcher gets no
+    such default: its pods cannot reach this machine's loopback (`Settings.require_reachable_url`)."""
+    if settings.public_url is not None or settings.launcher != "local":
+        return settings
+    return settings.model_copy(update={"public_url": advertised_url(host, port)})
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bind before serving, so the advertised URL names the real port even for `--port 0`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host or "0.0.0.0", port), family=family)
+    sock.set_inheritable(True)
+    return sock
+
+
 def peak_rss_mib(pid: int) -> float:
     """A process's peak resident memory in MiB (Linux `VmHWM`): how the upload test and the benchmark
     check that a server's memory stays flat however large the upload."""
@@ -43,15 +73,16 @@ def start_serve(
     workers: int = 1,
     timeout: float = 120,
     stderr: int = subprocess.DEVNULL,
+    controller: bool = False,
 ) -> "subprocess.Popen[bytes]":
-    """`alignd serve` as a child process on an empty data directory (controller off), returned once
-    `/healthz` answers: how the multi-worker test, the upload-memory test and the API benchmark run a
-    real server. Raises RuntimeError, with the server's stderr when it is piped, if it exits or does not
-    answer within `timeout` seconds; stopping it is the caller's."""
-    env = os.environ | {
+    """`alignd serve` as a child process on an empty data directory (controller off unless asked),
+    returned once `/healthz` answers: how the serve tests, the upload-memory test and the API benchmark
+    run a real server. Raises RuntimeError, with the server's stderr when it is piped, if it exits or
+    does not answer within `timeout` seconds; stopping it is the caller's."""
+    env = {k: v for k, v in os.environ.items() if k != "ALIGND_PUBLIC_URL"} | {
         "ALIGND_DATA_DIR": str(data_dir),
         "ALIGND_ADMIN_KEY": admin_key,
-        "ALIGND_RUN_CONTROLLER": "false",
+        "ALIGND_RUN_CONTROLLER": str(controller).lower(),
     }
     command = [sys.executable, "-m", "alignd.cli", "serve", "--port", str(port), "--workers", str(workers)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -86,17 +117,31 @@ def run_workers(settings: Settings, *, host: str, port: int, workers: int) -> No
         check_schema(engine)
     finally:
         engine.dispose()
+    # The workers are spawned and read their settings from the environment, so both are passed there.
+    exported = {MULTIPROCESS_DIR_ENV: "", "ALIGND_PUBLIC_URL": settings.public_url or ""}
+    exported = {name: value for name, value in exported.items() if value or name == MULTIPROCESS_DIR_ENV}
     with tempfile.TemporaryDirectory(prefix="alignd-metrics-") as directory:
-        os.environ[MULTIPROCESS_DIR_ENV] = directory  # the workers are spawned, so they inherit it
+        exported[MULTIPROCESS_DIR_ENV] = directory
+        previous = {name: os.environ.get(name) for name in exported}
+        os.environ.update(exported)
         try:
             uvicorn.run("alignd.app:create_app", factory=True, host=host, port=port, workers=workers)
         finally:
-            del os.environ[MULTIPROCESS_DIR_ENV]
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 class BackgroundServer:
+    """A server on a thread of this process (the demo, tests); like `alignd serve`, it advertises the
+    address it binds when the settings name no public URL."""
+
     def __init__(self, settings: Settings, host: str, port: int) -> None:
-        config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
+        self.settings = bound_settings(settings, host=host, port=port)
+        self.url = advertised_url(host, port)
+        config = uvicorn.Config(create_app(self.settings), host=host, port=port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="alignd-api", daemon=True)
 

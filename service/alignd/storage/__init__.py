@@ -36,7 +36,7 @@ def store_from_settings(settings: Settings) -> ObjectStore:
     return LocalStore(
         settings.resolved_store_dir(),
         signer=UrlSigner(signing_secret(settings)),
-        public_url=settings.public_url,
+        public_url=settings.resolved_public_url(),
     )
 
 
