@@ -122,6 +122,42 @@ def revoke_api_key(
     return key
 
 
+def list_projects(session: Session, *, after: str | None, limit: int) -> tuple[list[ProjectModel], bool]:
+    """Oldest first, as OpenAI's admin API lists projects; `after` is the last id of the previous page."""
+    query = select(ProjectModel)
+    if after is not None:
+        anchor = session.get(ProjectModel, after)
+        if anchor is None:
+            raise NotFound(f"no project with id {after!r}", param="after")
+        query = query.where(_after(ProjectModel, anchor.created_at, anchor.id))
+    query = query.order_by(col(ProjectModel.created_at), col(ProjectModel.id))
+    rows = list(session.scalars(query.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def list_api_keys(
+    session: Session, project_id: str, *, after: str | None, limit: int
+) -> tuple[list[ApiKeyModel], bool]:
+    """A project's keys, revoked ones included (marked so), oldest first."""
+    if session.get(ProjectModel, project_id) is None:
+        raise NotFound(f"no project with id {project_id!r}", param="project_id")
+    query = select(ApiKeyModel).where(col(ApiKeyModel.project_id) == project_id)
+    if after is not None:
+        anchor = session.get(ApiKeyModel, after)
+        if anchor is None or anchor.project_id != project_id:
+            raise NotFound(f"no API key {after!r} in project {project_id}", param="after")
+        query = query.where(_after(ApiKeyModel, anchor.created_at, anchor.id))
+    query = query.order_by(col(ApiKeyModel.created_at), col(ApiKeyModel.id))
+    rows = list(session.scalars(query.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def _after(table: type[ProjectModel] | type[ApiKeyModel], created_at: int, row_id: str) -> Any:
+    """Rows past (created_at, id): seconds alone would not order rows made in the same second."""
+    made, ident = col(table.created_at), col(table.id)
+    return (made > created_at) | ((made == created_at) & (ident > row_id))
+
+
 def authenticate(session: Session, plaintext: str) -> ApiKeyModel:
     """The live key with this plaintext; Unauthenticated for unknown and revoked keys alike."""
     key = session.execute(

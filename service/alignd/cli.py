@@ -1,9 +1,11 @@
 """`alignd`: run the server, the controller, the demo, and talk to the API from a terminal."""
 
 import json
+import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,14 +24,24 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 files_app = typer.Typer(help="Preference data files.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Fine-tuning jobs.", no_args_is_help=True)
 adapters_app = typer.Typer(help="Trained adapters.", no_args_is_help=True)
-for sub, name in ((db_app, "db"), (files_app, "files"), (jobs_app, "jobs"), (adapters_app, "adapters")):
+admin_app = typer.Typer(
+    help="Projects and API keys (needs an admin key: ALIGND_ADMIN_KEY, else ALIGND_API_KEY).",
+    no_args_is_help=True,
+)
+for sub, name in (
+    (db_app, "db"),
+    (files_app, "files"),
+    (jobs_app, "jobs"),
+    (adapters_app, "adapters"),
+    (admin_app, "admin"),
+):
     app.add_typer(sub, name=name)
 console = Console()
 
 
-def _client() -> Client:
+def _client(api_key: str | None = None) -> Client:
     try:
-        return Client()
+        return Client(api_key=api_key)
     except ApiError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
@@ -205,6 +217,18 @@ def jobs_cancel(job_id: str) -> None:
     _show(_call(lambda c: c.call("POST", f"/v1/fine_tuning/jobs/{job_id}/cancel")))
 
 
+@jobs_app.command("pause")
+def jobs_pause(job_id: str) -> None:
+    """Stop a running job after its next checkpoint; `resume` continues it from there."""
+    _show(_call(lambda c: c.call("POST", f"/v1/fine_tuning/jobs/{job_id}/pause")))
+
+
+@jobs_app.command("resume")
+def jobs_resume(job_id: str) -> None:
+    """Queue a paused job again; it restarts from its latest checkpoint."""
+    _show(_call(lambda c: c.call("POST", f"/v1/fine_tuning/jobs/{job_id}/resume")))
+
+
 @jobs_app.command("events")
 def jobs_events(job_id: str, follow: Annotated[bool, typer.Option("--follow", "-f")] = False) -> None:
     """Print events oldest first; with --follow, keep printing until the job ends."""
@@ -238,6 +262,62 @@ def jobs_wait(job_id: str) -> None:
 @adapters_app.command("download")
 def adapters_download(job_id: str, out: Path = Path("adapter.tar.gz")) -> None:
     console.print(f"saved {_call(lambda c: c.download_adapter(job_id, out))}")
+
+
+def _admin_client() -> Client:
+    return _client(os.environ.get("ALIGND_ADMIN_KEY") or None)
+
+
+@admin_app.command("projects")
+def admin_projects() -> None:
+    """List every project, oldest first."""
+    table = Table("id", "name", "created")
+    for project in _pages(_admin_client(), "/v1/admin/projects"):
+        table.add_row(project["id"], project["name"], _when(project["created_at"]))
+    console.print(table)
+
+
+@admin_app.command("create-project")
+def admin_create_project(name: str) -> None:
+    _show(_call(lambda c: c.call("POST", "/v1/admin/projects", json={"name": name}), _admin_client()))
+
+
+@admin_app.command("keys")
+def admin_keys(project_id: str) -> None:
+    """List a project's API keys (prefixes only; a key's value is shown once, at creation)."""
+    table = Table("id", "name", "key", "created", "revoked")
+    for key in _pages(_admin_client(), f"/v1/admin/projects/{project_id}/api_keys"):
+        revoked = "yes" if key["revoked"] else ""
+        table.add_row(key["id"], key["name"], key["redacted_value"], _when(key["created_at"]), revoked)
+    console.print(table)
+
+
+@admin_app.command("create-key")
+def admin_create_key(project_id: str, name: str = "default") -> None:
+    """Create an API key for a project and print it (the only time its value is shown)."""
+    path = f"/v1/admin/projects/{project_id}/api_keys"
+    _show(_call(lambda c: c.call("POST", path, json={"name": name}), _admin_client()))
+
+
+@admin_app.command("revoke-key")
+def admin_revoke_key(key_id: str) -> None:
+    """Revoke an API key: refused at once by this server, within ALIGND_AUTH_CACHE_SECONDS by others."""
+    _show(_call(lambda c: c.call("DELETE", f"/v1/admin/api_keys/{key_id}"), _admin_client()))
+
+
+def _pages(client: Client, path: str) -> Iterator[dict[str, Any]]:
+    after: str | None = None
+    while True:
+        params = {"limit": 100} | ({"after": after} if after else {})
+        page = _call(lambda c, query=params: c.call("GET", path, params=query), client)
+        yield from page["data"]
+        if not page["has_more"]:
+            return
+        after = page["last_id"]
+
+
+def _when(unix: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix))
 
 
 def _call(action: Any, client: Client | None = None) -> Any:

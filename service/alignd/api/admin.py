@@ -1,11 +1,15 @@
-from fastapi import APIRouter
+"""Admin routes (admin key only): projects, their API keys, revocation."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from alignd import auth
 from alignd.api.responses import ADMIN, errors
 from alignd.deps import AdminDep, SessionDep, StateDep
 from alignd.errors import NotFound
 from alignd.models import ApiKeyModel, ProjectModel
-from alignd.schemas import ApiKeyCreate, ApiKeyObject, ProjectCreate, ProjectObject
+from alignd.schemas import ApiKeyCreate, ApiKeyObject, ListResponse, ProjectCreate, ProjectObject
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -22,6 +26,10 @@ def key_to_public(row: ApiKeyModel, plaintext: str | None = None) -> ApiKeyObjec
     )
 
 
+def project_to_public(row: ProjectModel) -> ProjectObject:
+    return ProjectObject(id=row.id, name=row.name, created_at=row.created_at)
+
+
 @router.post("/projects", response_model=ProjectObject, responses=errors(400, *ADMIN, 409))
 def create_project(body: ProjectCreate, session: SessionDep, admin: AdminDep) -> ProjectObject:
     project = auth.create_project(
@@ -31,7 +39,34 @@ def create_project(body: ProjectCreate, session: SessionDep, admin: AdminDep) ->
         quota_gpus=body.quota_gpus,
         quota_stored_bytes=body.quota_stored_bytes,
     )
-    return ProjectObject(id=project.id, name=project.name, created_at=project.created_at)
+    return project_to_public(project)
+
+
+@router.get("/projects", response_model=ListResponse[ProjectObject], responses=errors(400, *ADMIN))
+def list_projects(
+    session: SessionDep,
+    admin: AdminDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> ListResponse[ProjectObject]:
+    rows, has_more = auth.list_projects(session, after=after, limit=limit)
+    return ListResponse.page([project_to_public(row) for row in rows], has_more)
+
+
+@router.get(
+    "/projects/{project_id}/api_keys",
+    response_model=ListResponse[ApiKeyObject],
+    responses=errors(400, *ADMIN),
+)
+def list_keys(
+    project_id: str,
+    session: SessionDep,
+    admin: AdminDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> ListResponse[ApiKeyObject]:
+    rows, has_more = auth.list_api_keys(session, project_id, after=after, limit=limit)
+    return ListResponse.page([key_to_public(row) for row in rows], has_more)
 
 
 @router.post("/projects/{project_id}/api_keys", response_model=ApiKeyObject, responses=errors(400, *ADMIN))
