@@ -43,8 +43,7 @@ def is_confined(job_id: str, path: str) -> bool:
 
 def _outside(job_id: str, path: str, field: str, why: str) -> InvalidRequest:
     return InvalidRequest(
-        f"{field} {path[:200]!r} is not a path under this job's storage prefix {job_root(job_id)} ({why}); "
-        "report the prefix that upload_urls returned",
+        f"{field} {path[:200]!r} is not a path under this job's storage prefix {job_root(job_id)}: {why}",
         param=field,
         code=CODE,
     )
