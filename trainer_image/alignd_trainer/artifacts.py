@@ -13,8 +13,7 @@ import httpx
 from alignd.contract import UploadUrlsRequest, UploadUrlsResponse
 from alignd_trainer.errors import InfrastructureError
 from alignd_trainer.managed import managed_job
-
-UPLOAD_ATTEMPTS = 3
+from alignd_trainer.retry import RetryPolicy, default_policy, send_with_retries
 
 
 class ArtifactSink(Protocol):
@@ -29,10 +28,22 @@ class LocalSink:
 
 
 class HttpUploadSink:
-    def __init__(self, api_url: str, job_id: str, token: str, *, timeout: float = 300.0) -> None:
+    """Asks the control plane for presigned PUT URLs and uploads each file; both kinds of call are
+    retried under the trainer's `RetryPolicy`, so a control-plane blip does not cost the job a retry."""
+
+    def __init__(
+        self,
+        api_url: str,
+        job_id: str,
+        token: str,
+        *,
+        timeout: float = 300.0,
+        policy: RetryPolicy | None = None,
+    ) -> None:
         self.endpoint = f"{api_url.rstrip('/')}/internal/v1/jobs/{job_id}/upload_urls"
         self.headers = {"Authorization": f"Bearer {token}"}
         self.timeout = timeout
+        self.policy = policy or default_policy()
 
     def publish(self, local_dir: Path, artifact: str) -> str:
         files = sorted(str(p.relative_to(local_dir)) for p in local_dir.rglob("*") if p.is_file())
@@ -42,15 +53,16 @@ class HttpUploadSink:
         return plan.prefix
 
     def _upload_urls(self, request: UploadUrlsRequest) -> UploadUrlsResponse:
-        try:
-            response = httpx.post(
+        response = send_with_retries(
+            lambda: httpx.post(
                 self.endpoint,
                 content=request.model_dump_json(),
                 headers=self.headers | {"Content-Type": "application/json"},
                 timeout=60,
-            )
-        except httpx.HTTPError as exc:
-            raise InfrastructureError(f"cannot get upload URLs for {request.artifact}: {exc}") from None
+            ),
+            what=f"the upload URL request for {request.artifact}",
+            policy=self.policy,
+        )
         if response.status_code != 200:
             raise InfrastructureError(
                 f"control plane refused upload URLs for {request.artifact} "
@@ -59,22 +71,16 @@ class HttpUploadSink:
         return UploadUrlsResponse.model_validate_json(response.content)
 
     def _put(self, path: Path, url: str) -> None:
-        last = ""
-        for _ in range(UPLOAD_ATTEMPTS):
-            try:
-                with open(path, "rb") as body:
-                    response = httpx.put(
-                        url,
-                        content=body,
-                        timeout=self.timeout,
-                        headers={"Content-Length": str(path.stat().st_size)},
-                    )
-                if response.status_code in (200, 201, 204):
-                    return
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
-            except httpx.HTTPError as exc:
-                last = str(exc)
-        raise InfrastructureError(f"upload of {path.name} failed after {UPLOAD_ATTEMPTS} attempts: {last}")
+        def attempt() -> httpx.Response:
+            size = str(path.stat().st_size)
+            with open(path, "rb") as body:
+                return httpx.put(url, content=body, timeout=self.timeout, headers={"Content-Length": size})
+
+        response = send_with_retries(attempt, what=f"upload of {path.name}", policy=self.policy)
+        if response.status_code not in (200, 201, 204):
+            raise InfrastructureError(
+                f"upload of {path.name} failed with HTTP {response.status_code}: {response.text[:200]}"
+            )
 
 
 def sink_from_env(environ: Mapping[str, str]) -> ArtifactSink:

@@ -1,7 +1,8 @@
 """Managed runs: fetch the job spec, the data and the base model from the control plane (job token,
 presigned URLs).
 
-The trainer never holds storage credentials: the API hands it URLs scoped to its one job.
+The trainer never holds storage credentials: the API hands it URLs scoped to its one job. Every call
+(the control plane's and the presigned URLs') is retried under the trainer's one `RetryPolicy`.
 """
 
 import contextlib
@@ -18,6 +19,7 @@ import httpx
 from alignd.contract import JobSpec, ModelFilesResponse, ResumeCheckpoint
 from alignd_trainer.errors import BadInputError, InfrastructureError
 from alignd_trainer.managed import ManagedJob
+from alignd_trainer.retry import RetryPolicy, default_policy, send_with_retries
 
 OBJECT_STORE_SCHEME = "s3://"
 COMPLETE_MARKER = ".alignd-complete"
@@ -27,14 +29,13 @@ def is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
-def _internal_get(api_url: str, job_id: str, token: str, path: str, what: str) -> bytes:
-    url = f"{api_url.rstrip('/')}/internal/v1/jobs/{job_id}/{path}"
-    try:
-        response = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-    except httpx.HTTPError as exc:
-        raise InfrastructureError(f"cannot reach the control plane at {api_url}: {exc}") from None
-    if response.status_code >= 500:
-        raise InfrastructureError(f"control plane answered {response.status_code} for the {what}")
+def _internal_get(job: ManagedJob, path: str, what: str, policy: RetryPolicy | None) -> bytes:
+    url = f"{job.api_url.rstrip('/')}/internal/v1/jobs/{job.job_id}/{path}"
+    response = send_with_retries(
+        lambda: httpx.get(url, headers={"Authorization": f"Bearer {job.token}"}, timeout=60),
+        what=f"the {what} request to the control plane at {job.api_url}",
+        policy=policy or default_policy(),
+    )
     if response.status_code != 200:
         raise BadInputError(
             f"control plane refused the {what} request ({response.status_code}): {response.text[:300]}"
@@ -42,26 +43,35 @@ def _internal_get(api_url: str, job_id: str, token: str, path: str, what: str) -
     return response.content
 
 
-def fetch_spec(api_url: str, job_id: str, token: str) -> JobSpec:
-    return JobSpec.model_validate_json(_internal_get(api_url, job_id, token, "spec", "job spec"))
+def fetch_spec(api_url: str, job_id: str, token: str, *, policy: RetryPolicy | None = None) -> JobSpec:
+    raw = _internal_get(ManagedJob(job_id, api_url, token), "spec", "job spec", policy)
+    return JobSpec.model_validate_json(raw)
 
 
-def download(url: str, directory: Path, name: str) -> Path:
+def download(url: str, directory: Path, name: str, *, policy: RetryPolicy | None = None) -> Path:
     """Stream a presigned URL to disk; returns the local path."""
     target = directory / name
-    try:
-        with httpx.stream("GET", url, timeout=60, follow_redirects=True) as response:
-            if response.status_code != 200:
-                raise InfrastructureError(f"download of {name} failed with HTTP {response.status_code}")
-            with open(target, "wb") as out:
-                for chunk in response.iter_bytes(1 << 20):
-                    out.write(chunk)
-    except httpx.HTTPError as exc:
-        raise InfrastructureError(f"download of {name} failed: {exc}") from None
+    _fetch(url, target, name, policy)
     return target
 
 
-def localize_data(spec: JobSpec) -> JobSpec:
+def _fetch(url: str, target: Path, name: str, policy: RetryPolicy | None) -> None:
+    """GET `url` into `target`, from the start again on each retry (a dropped connection mid-body too)."""
+
+    def attempt() -> httpx.Response:
+        with httpx.stream("GET", url, timeout=60, follow_redirects=True) as response:
+            if response.status_code == 200:
+                with open(target, "wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+            return response
+
+    response = send_with_retries(attempt, what=f"download of {name}", policy=policy or default_policy())
+    if response.status_code != 200:
+        raise InfrastructureError(f"download of {name} failed with HTTP {response.status_code}")
+
+
+def localize_data(spec: JobSpec, *, policy: RetryPolicy | None = None) -> JobSpec:
     """Replace URL data locations in the spec by files downloaded into the run's output directory."""
     if not is_url(spec.training_file) and not (spec.validation_file and is_url(spec.validation_file)):
         return spec
@@ -69,9 +79,11 @@ def localize_data(spec: JobSpec) -> JobSpec:
     directory.mkdir(parents=True, exist_ok=True)
     update: dict[str, str] = {}
     if is_url(spec.training_file):
-        update["training_file"] = str(download(spec.training_file, directory, "train.jsonl"))
+        update["training_file"] = str(download(spec.training_file, directory, "train.jsonl", policy=policy))
     if spec.validation_file and is_url(spec.validation_file):
-        update["validation_file"] = str(download(spec.validation_file, directory, "validation.jsonl"))
+        update["validation_file"] = str(
+            download(spec.validation_file, directory, "validation.jsonl", policy=policy)
+        )
     return spec.model_copy(update=update)
 
 
@@ -82,7 +94,9 @@ def model_cache_root(environ: Mapping[str, str]) -> Path:
     return Path(base) / "alignd" / "models"
 
 
-def localize_model(spec: JobSpec, job: ManagedJob | None, cache_root: Path) -> JobSpec:
+def localize_model(
+    spec: JobSpec, job: ManagedJob | None, cache_root: Path, *, policy: RetryPolicy | None = None
+) -> JobSpec:
     """A base model in object storage (`s3://bucket/prefix`) is downloaded into the cache, and the spec
     points at the local copy; any other model location is loaded from where it is."""
     if not spec.model.startswith(OBJECT_STORE_SCHEME):
@@ -93,19 +107,19 @@ def localize_model(spec: JobSpec, job: ManagedJob | None, cache_root: Path) -> J
             "(the control plane hands out the URLs); for an offline run, download it and set 'model' "
             "to its directory"
         )
-    raw = _internal_get(job.api_url, job.job_id, job.token, "model_files", f"{spec.model} files")
+    raw = _internal_get(job, "model_files", f"{spec.model} files", policy)
     listing = ModelFilesResponse.model_validate_json(raw)
-    return spec.model_copy(update={"model": str(download_model(listing, cache_root))})
+    return spec.model_copy(update={"model": str(download_model(listing, cache_root, policy=policy))})
 
 
-def localize_checkpoint(spec: JobSpec, job: ManagedJob) -> int | None:
+def localize_checkpoint(spec: JobSpec, job: ManagedJob, *, policy: RetryPolicy | None = None) -> int | None:
     """On a machine without the run's checkpoints (a new pod after preemption, a retry elsewhere),
     download the job's latest uploaded checkpoint into `output_dir/checkpoints/`, where resuming
     finds it. Returns the step fetched, or None when there was nothing to fetch."""
     root = Path(spec.output_dir) / "checkpoints"
     if root.is_dir() and any(p.name.startswith("step-") for p in root.iterdir()):
         return None
-    raw = _internal_get(job.api_url, job.job_id, job.token, "resume", "latest checkpoint")
+    raw = _internal_get(job, "resume", "latest checkpoint", policy)
     point = ResumeCheckpoint.model_validate_json(raw)
     if point.step is None or not point.files:
         return None
@@ -115,7 +129,7 @@ def localize_checkpoint(spec: JobSpec, job: ManagedJob) -> int | None:
         for item in point.files:
             destination = staging / _safe_relative(item.path)
             destination.parent.mkdir(parents=True, exist_ok=True)
-            _download_atomically(item.url, destination, item.size)
+            _download_atomically(item.url, destination, item.size, policy)
         with contextlib.suppress(FileExistsError, OSError):
             os.rename(staging, final)  # another rank on this machine may have finished first
     finally:
@@ -128,7 +142,9 @@ def _made(directory: Path) -> Path:
     return directory
 
 
-def download_model(listing: ModelFilesResponse, cache_root: Path) -> Path:
+def download_model(
+    listing: ModelFilesResponse, cache_root: Path, *, policy: RetryPolicy | None = None
+) -> Path:
     """Download every file of the listing into `cache_root/<key>/` and return that directory.
 
     The key hashes the location and each file's path, size and ETag, so changed objects land in a new
@@ -146,7 +162,7 @@ def download_model(listing: ModelFilesResponse, cache_root: Path) -> Path:
         if destination.is_file() and destination.stat().st_size == item.size:
             continue
         destination.parent.mkdir(parents=True, exist_ok=True)
-        _download_atomically(item.url, destination, item.size)
+        _download_atomically(item.url, destination, item.size, policy)
     (target / COMPLETE_MARKER).touch()
     return target
 
@@ -158,24 +174,14 @@ def _safe_relative(path: str) -> PurePosixPath:
     return relative
 
 
-def _download_atomically(url: str, destination: Path, size: int) -> None:
+def _download_atomically(url: str, destination: Path, size: int, policy: RetryPolicy | None) -> None:
     fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
+    os.close(fd)
     try:
-        with (
-            os.fdopen(fd, "wb") as out,
-            httpx.stream("GET", url, timeout=60, follow_redirects=True) as response,
-        ):
-            if response.status_code != 200:
-                raise InfrastructureError(
-                    f"download of {destination.name} failed with HTTP {response.status_code}"
-                )
-            for chunk in response.iter_bytes(1 << 20):
-                out.write(chunk)
+        _fetch(url, Path(tmp), destination.name, policy)
         written = Path(tmp).stat().st_size
         if written != size:
             raise InfrastructureError(f"download of {destination.name} got {written} bytes of {size}")
         os.replace(tmp, destination)
-    except httpx.HTTPError as exc:
-        raise InfrastructureError(f"download of {destination.name} failed: {exc}") from None
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -10,18 +10,14 @@ control plane stays unreachable past a bounded budget the reporter records an
 code and resumes from its last checkpoint.
 """
 
-import email.utils
 import logging
 import os
-import random
 import sys
 import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TextIO
@@ -32,6 +28,7 @@ import httpx
 from alignd.contract import CheckpointReport, MetricPoint, ReportBatch, TerminationSummary, TrainerEvent
 from alignd_trainer.errors import InfrastructureError
 from alignd_trainer.managed import managed_job
+from alignd_trainer.retry import RetryPolicy, send_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +134,6 @@ class MultiReporter(Reporter):
             raise first
 
 
-@dataclass(frozen=True)
-class _Retry:
-    """A failed attempt worth repeating: why it failed and how long the server asked us to wait."""
-
-    reason: str
-    retry_after: float | None = None
-
-
 class HttpReporter(Reporter):
     """Batches payloads and POSTs them as `ReportBatch` JSON to the control plane's internal API.
 
@@ -154,10 +143,10 @@ class HttpReporter(Reporter):
     most `max_batch` payloads each; every batch carries an `Idempotency-Key` that stays the same
     across its retries, so the server can drop a batch it already stored when a response was lost.
 
-    Connection errors, timeouts, 429 and 5xx are retried with exponential backoff and jitter
-    (or after the server's `Retry-After`) for at most `max_retries` retries and `give_up_after`
-    seconds per batch; then, and at once on any other 4xx, the reporter records an
-    `InfrastructureError` that `emit`, `flush` and `close` raise from then on. The token is sent
+    Each batch is sent under the trainer's one `RetryPolicy` (connection errors, timeouts, 429 and
+    5xx retried with backoff or after `Retry-After`, for at most `max_retries` retries and
+    `give_up_after` seconds); when it runs out, and at once on any other 4xx, the reporter records
+    an `InfrastructureError` that `emit`, `flush` and `close` raise from then on. The token is sent
     only in the `Authorization` header; it is never logged nor put in an error message.
     """
 
@@ -181,10 +170,7 @@ class HttpReporter(Reporter):
         self._endpoint = f"{api_url.rstrip('/')}/internal/v1/jobs/{quote(job_id, safe='')}/report"
         self._flush_interval = flush_interval
         self._max_batch = max_batch
-        self._max_retries = max_retries
-        self._give_up_after = give_up_after
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
+        self._policy = RetryPolicy(max_retries, give_up_after, backoff_base, backoff_max)
         self._heartbeat_interval = heartbeat_interval
         self._client = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
@@ -230,7 +216,7 @@ class HttpReporter(Reporter):
                 return
             self._closed = True
             if timeout is not None:
-                self._give_up_after = min(self._give_up_after, timeout)
+                self._policy.give_up_after = min(self._policy.give_up_after, timeout)
         self._closing.set()
         self._stop.set()
         self._wake.set()
@@ -290,35 +276,21 @@ class HttpReporter(Reporter):
         self._last_sent = time.monotonic()
 
     def _post_with_retries(self, body: str, key: str) -> None:
-        started = time.monotonic()
-        attempt = 0
-        while (outcome := self._attempt(body, key)) is not None:
-            delay = outcome.retry_after if outcome.retry_after is not None else self._backoff(attempt)
-            elapsed = time.monotonic() - started
-            if attempt >= self._max_retries or elapsed + delay > self._give_up_after:
-                raise InfrastructureError(
-                    f"cannot report to the control plane at {self._endpoint}: gave up after "
-                    f"{attempt + 1} attempts in {elapsed:.1f}s; last error: {outcome.reason}"
-                )
-            log.warning("report to %s failed (%s); retrying in %.2fs", self._endpoint, outcome.reason, delay)
-            # A close() with a timeout wakes a long backoff so the shorter budget applies at once.
-            if self._closing.wait(delay):
-                time.sleep(min(delay, 0.2))
-            attempt += 1
-
-    def _attempt(self, body: str, key: str) -> _Retry | None:
-        """One POST: None when delivered, a `_Retry` when worth repeating; raises when it is not."""
         headers = {"Content-Type": "application/json", "Idempotency-Key": key}
-        try:
-            response = self._client.post(self._endpoint, content=body, headers=headers)
-        except httpx.TransportError as exc:
-            return _Retry(f"{type(exc).__name__}: {exc}")
-        status = response.status_code
-        if response.is_success:
-            return None
-        if status == 429 or status >= 500:
-            return _Retry(f"HTTP {status}", _parse_retry_after(response.headers.get("Retry-After")))
-        raise InfrastructureError(self._rejection_message(response))
+        response = send_with_retries(
+            lambda: self._client.post(self._endpoint, content=body, headers=headers),
+            what=f"report to the control plane at {self._endpoint}",
+            policy=self._policy,
+            pause=self._pause,
+        )
+        if not response.is_success:
+            raise InfrastructureError(self._rejection_message(response))
+
+    def _pause(self, seconds: float) -> None:
+        """Wait between retries; a close() with a timeout wakes a long backoff so its shorter budget
+        applies at once."""
+        if self._closing.wait(seconds):
+            time.sleep(min(seconds, 0.2))
 
     def _rejection_message(self, response: httpx.Response) -> str:
         status = response.status_code
@@ -334,11 +306,6 @@ class HttpReporter(Reporter):
             )
         detail = response.text[:500]
         return f"the control plane refused a report batch for job {self._job_id} (HTTP {status}): {detail}"
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with "equal jitter": at least half the step, so retries never bunch."""
-        step = min(self._backoff_max, self._backoff_base * 2**attempt)
-        return step / 2 + random.uniform(0, step / 2)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -366,23 +333,6 @@ def _to_batch(payloads: Sequence[Payload]) -> ReportBatch:
         metrics=[p for p in payloads if isinstance(p, MetricPoint)],
         checkpoints=[p for p in payloads if isinstance(p, CheckpointReport)],
     )
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP date; None if absent/bad."""
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def reporter_from_env(environ: Mapping[str, str]) -> Reporter:

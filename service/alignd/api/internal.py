@@ -19,7 +19,6 @@ from alignd.errors import InvalidRequest
 from alignd.jobs import artifacts
 from alignd.jobs.progress import apply_report
 from alignd.models import FileModel, JobModel
-from alignd.storage.base import validate_key
 
 router = APIRouter(prefix="/internal/v1/jobs", tags=["internal"])
 URL_SECONDS = 24 * 3600
@@ -66,9 +65,8 @@ def resume(job: JobDep, session: SessionDep, store: StoreDep) -> ResumeCheckpoin
 
 
 @router.post("/{job_id}/upload_urls", response_model=UploadUrlsResponse, responses=errors(400, 401))
-def upload_urls(body: UploadUrlsRequest, job: JobDep, store: StoreDep) -> UploadUrlsResponse:
-    prefix = f"jobs/{job.id}/{body.artifact}"
-    urls = {
-        name: store.presigned_put_url(validate_key(f"{prefix}/{name}"), URL_SECONDS) for name in body.files
-    }
-    return UploadUrlsResponse(urls=urls, prefix=prefix)
+def upload_urls(
+    body: UploadUrlsRequest, job: JobDep, session: SessionDep, store: StoreDep
+) -> UploadUrlsResponse:
+    """Presigned PUT URLs for one artifact's files, all under the job's own storage prefix."""
+    return artifacts.upload_urls(session, store, job, body, expires_seconds=URL_SECONDS)

@@ -7,9 +7,11 @@ from collections.abc import Iterator
 
 from sqlmodel import Session, col, select
 
-from alignd.contract import ModelFile, ResumeCheckpoint
+from alignd.contract import ModelFile, ReportBatch, ResumeCheckpoint, UploadUrlsRequest, UploadUrlsResponse
 from alignd.errors import InvalidRequest, NotFound
-from alignd.models import CheckpointModel, JobModel, MetricModel
+from alignd.jobs.events import add_events
+from alignd.jobs.paths import confined_key, is_confined, job_root
+from alignd.models import CheckpointModel, JobEventModel, JobModel, MetricModel
 from alignd.storage import ObjectStore
 
 CHUNK = 1 << 20
@@ -18,31 +20,42 @@ SPOOL_BYTES = 64 << 20
 
 def adapter_prefix(store: ObjectStore, job: JobModel) -> str:
     for name in ("adapter", "model"):
-        if store.list(f"jobs/{job.id}/{name}"):
-            return f"jobs/{job.id}/{name}"
+        if store.list(f"{job_root(job.id)}{name}/"):
+            return f"{job_root(job.id)}{name}"
     raise NotFound(
         f"job {job.id} has no trained weights yet (status {job.status})", param="fine_tuning_job_id"
     )
 
 
 def checkpoint_prefix(session: Session, job: JobModel, step: int) -> str:
+    """Where the checkpoint at `step` lives; a row pointing outside the job's prefix (stored before
+    reports were checked) is never served."""
     row = session.exec(
         select(CheckpointModel).where(CheckpointModel.job_id == job.id, CheckpointModel.step == step)
     ).first()
     if row is None:
         raise NotFound(f"job {job.id} has no checkpoint at step {step}", param="step")
-    return row.storage_prefix
+    if not is_confined(job.id, row.storage_prefix):
+        raise NotFound(
+            f"job {job.id}'s checkpoint at step {step} was reported outside the job's storage "
+            f"({job_root(job.id)}) and is not served; use another checkpoint",
+            param="step",
+        )
+    return row.storage_prefix.rstrip("/")
 
 
 def resume_point(
     session: Session, store: ObjectStore, job: JobModel, *, expires_seconds: int
 ) -> ResumeCheckpoint:
-    """The latest checkpoint the trainer reported (reported only once fully uploaded), as download URLs."""
-    latest = session.exec(
+    """The latest checkpoint the trainer reported (reported only once fully uploaded), as download URLs.
+
+    Rows pointing outside the job's prefix are passed over, so they are never presigned."""
+    rows = session.exec(
         select(CheckpointModel)
         .where(CheckpointModel.job_id == job.id)
         .order_by(col(CheckpointModel.step).desc())
-    ).first()
+    )
+    latest = next((row for row in rows if is_confined(job.id, row.storage_prefix)), None)
     if latest is None:
         return ResumeCheckpoint()
     root = latest.storage_prefix.rstrip("/") + "/"
@@ -55,12 +68,51 @@ def resume_point(
     return ResumeCheckpoint(step=latest.step, files=files)
 
 
+def upload_urls(
+    session: Session, store: ObjectStore, job: JobModel, request: UploadUrlsRequest, *, expires_seconds: int
+) -> UploadUrlsResponse:
+    """Presigned PUT URLs for the files of one artifact; every key must lie under the job's prefix."""
+    prefix = _confined(session, job, f"{job_root(job.id)}{request.artifact}", field="artifact")
+    keys = {
+        name: _confined(session, job, f"{prefix}/{name}", field=f"files[{index}]")
+        for index, name in enumerate(request.files)
+    }
+    urls = {name: store.presigned_put_url(key, expires_seconds) for name, key in keys.items()}
+    return UploadUrlsResponse(urls=urls, prefix=prefix)
+
+
+def check_report_paths(session: Session, job: JobModel, batch: ReportBatch) -> None:
+    """Refuse a report batch naming a checkpoint outside the job's prefix, before any of it is stored."""
+    for index, checkpoint in enumerate(batch.checkpoints):
+        _confined(session, job, checkpoint.path, field=f"checkpoints[{index}].path")
+
+
+def _confined(session: Session, job: JobModel, path: str, *, field: str) -> str:
+    """`path` as a key under the job's prefix; otherwise the refusal becomes an error event the job's
+    owner sees (committed on its own), and then the 400."""
+    try:
+        return confined_key(job.id, path, field=field)
+    except InvalidRequest as refused:
+        session.rollback()
+        event = JobEventModel(
+            job_id=job.id,
+            level="error",
+            type="message",
+            message=f"The trainer named storage outside this job; the request was refused: {refused.message}",
+            data={"param": field, "code": refused.code},
+        )
+        add_events(session, job.id, [event])
+        session.commit()
+        raise
+
+
 def tar_gz(store: ObjectStore, prefix: str, root: str) -> Iterator[bytes]:
     """Every object under `prefix` as `root/<path>` in a gzip'd tar, spooled to disk past 64 MiB."""
+    directory = prefix.rstrip("/") + "/"
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
         with tarfile.open(fileobj=spool, mode="w:gz") as archive:
-            for key in store.list(prefix):
-                info = tarfile.TarInfo(f"{root}/{key[len(prefix) + 1 :]}")
+            for key in store.list(directory):
+                info = tarfile.TarInfo(f"{root}/{key[len(directory) :]}")
                 info.size = store.size(key)
                 archive.addfile(info, _Reader(store.iter_bytes(key)))
         spool.seek(0)

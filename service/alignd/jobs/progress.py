@@ -6,6 +6,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from alignd.contract import EventLevel, ReportBatch
+from alignd.jobs.artifacts import check_report_paths
 from alignd.jobs.events import add_events
 from alignd.jobs.state import ACTIVE
 from alignd.models import CheckpointModel, JobEventModel, JobModel, MetricModel, new_id, unix_now
@@ -15,7 +16,10 @@ ACTIVE_VALUES = [status.value for status in ACTIVE]
 
 
 def apply_report(session: Session, job: JobModel, batch: ReportBatch) -> None:
-    """Record one report batch; an empty batch is a heartbeat. Idempotent per checkpoint step."""
+    """Record one report batch; an empty batch is a heartbeat. Idempotent per checkpoint step.
+
+    A batch naming a checkpoint outside the job's storage prefix is refused whole (400 and an event)."""
+    check_report_paths(session, job, batch)
     now = unix_now()
     timed: list[tuple[float, JobEventModel]] = []
     for event in batch.events:
