@@ -85,6 +85,17 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = Field(1.0, gt=0, description="How often the dispatcher looks for work.")
     webhook_concurrency: int = Field(4, ge=1, description="Deliveries one dispatcher sends at once.")
 
+    # Crash-safe files: the sweeper that removes what interrupted uploads and deletes left behind.
+    sweeper_interval_seconds: float = Field(
+        300.0, gt=0, description="How often the leader's controller runs the sweeper."
+    )
+    sweeper_grace_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="Staged uploads and stored files with no database row are removed once this old; "
+        "longer than any upload takes between its last byte and its registration.",
+    )
+
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser()
 
