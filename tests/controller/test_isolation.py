@@ -99,4 +99,5 @@ def test_a_store_outage_fails_only_the_steps_that_need_the_store(
 
     assert _job(session, succeeded.id).status == JobStatus.succeeded.value
     for job in (succeeded, failed, cancelled):
-        assert b"".join(store.iter_bytes(f"jobs/{job.id}/logs/attempt-1.log")) == f"log of {job.id}\n".encode()
+        kept = b"".join(store.iter_bytes(f"jobs/{job.id}/logs/attempt-1.log"))
+        assert kept == f"log of {job.id}\n".encode()
