@@ -60,8 +60,9 @@ class Controller:
     _was_leader: bool = False
     _failing: dict[tuple[str, str], str] = field(default_factory=dict)
     """(job id, step) -> the kind of error that step last failed with, so an outage is one event."""
-    _logs_owed: dict[tuple[str, int], str | None] = field(default_factory=dict)
-    """(job id, attempt) -> launcher ref of ended runs whose logs the store did not take yet."""
+    _logs_owed: dict[tuple[str, int], tuple[str | None, bytes | None]] = field(default_factory=dict)
+    """(job id, attempt) -> (launcher ref, the logs once read) of ended runs whose logs the store has not
+    taken yet. The bytes are kept once read: a cluster may remove a finished run's pods meanwhile."""
     _next_sweep: float = 0.0
 
     def reconcile_once(self) -> None:
@@ -235,7 +236,7 @@ class Controller:
     def _keep_logs(self, job: JobModel) -> None:
         """Copy the ended run's logs to the store; if that fails, owe them and keep them on a later pass
         (`keep_owed_logs`), so a store outage does not hold the job's own move back."""
-        self._logs_owed[(job.id, job.attempt)] = job.launcher_ref
+        self._logs_owed[(job.id, job.attempt)] = (job.launcher_ref, None)
         self._keep_owed(job.id, job.attempt)
 
     def keep_owed_logs(self) -> None:
@@ -244,7 +245,10 @@ class Controller:
 
     def _keep_owed(self, job_id: str, attempt: int) -> None:
         with self._isolated(job_id, "keep_logs"):
-            logs = self.launcher.logs(job_id, self._logs_owed[(job_id, attempt)])
+            ref, logs = self._logs_owed[(job_id, attempt)]
+            if logs is None:
+                logs = self.launcher.logs(job_id, ref)
+                self._logs_owed[(job_id, attempt)] = (ref, logs)
             if logs is not None:
                 self.store.put_bytes(f"jobs/{job_id}/logs/attempt-{attempt}.log", logs)
             del self._logs_owed[(job_id, attempt)]
@@ -345,7 +349,7 @@ class Controller:
     def _step_failed(self, job_id: str, step: str, exc: Exception) -> None:
         kind = type(exc).__name__
         if self._failing.get((job_id, step)) == kind:
-            log.warning("%s of job %s still failing (%s); retrying on the next pass", step, job_id, kind)
+            log.debug("%s of job %s still failing (%s); retrying on the next pass", step, job_id, kind)
             return
         log.exception("%s of job %s failed; retrying on the next pass", step, job_id)
         self._failing[(job_id, step)] = kind
