@@ -7,47 +7,19 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
-from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
 
 from alignd.app import create_app
 from alignd.config import Settings
 from alignd.storage.local import TMP_DIR
 from tests.api.conftest import ADMIN_KEY, bearer
+from tests.storage.restartable_moto import Moto, moto
 
+__all__ = ["moto"]
 BODY = b'{"prompt": "Name a fruit.", "chosen": " apple.", "rejected": " dog."}\n'
-
-
-class Moto:
-    """A moto S3 server of this test's own, so it can be stopped and started again on its port. Its
-    objects live in the process, so they survive the restart (and tests use buckets of their own)."""
-
-    def __init__(self) -> None:
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        host, self.port = self.server.get_host_and_port()
-        self.endpoint = f"{host}:{self.port}"
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def start(self) -> None:
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-
-
-@pytest.fixture
-def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto]:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
-    server = Moto()
-    yield server
-    server.stop()
 
 
 def _project_key(client: httpx.Client, quota_stored_bytes: int | None = None) -> str:

@@ -1,11 +1,14 @@
 """A store outage during the controller's pass: each job's step is isolated, so jobs that need no store
 still move on in that pass, a failing step is one event (not one per pass), and the trainer logs the
-store refused land once it is back. Real parts: the local launcher on ended runs, a local store whose
-temp directory is replaced by a plain file (writes fail, even as root), SQLite and Postgres."""
+store refused land once it is back. Real parts: the local launcher on ended runs; a local store whose
+temp directory is replaced by a plain file (writes fail, even as root) or an S3 store on a moto server
+that is stopped; SQLite and Postgres."""
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -16,9 +19,14 @@ from alignd.db import session_factory
 from alignd.jobs.state import JobStatus
 from alignd.launchers import LocalLauncher
 from alignd.models import JobEventModel, JobModel
+from alignd.storage import ObjectStore
 from alignd.storage.local import TMP_DIR, LocalStore
 from alignd.storage.signing import UrlSigner
 from tests.db.factories import make_job
+from tests.storage.conftest import s3_store
+from tests.storage.restartable_moto import Moto, moto
+
+__all__ = ["moto"]
 
 GONE_PID = "999999999"
 SPEC = {"model": "/models/tiny", "training_file": "file-test"}
@@ -33,14 +41,27 @@ def _ended_run(runs: Path, job: JobModel, exit_code: ExitCode) -> None:
     (directory / "termination.json").write_text(summary.model_dump_json())
 
 
-def _break(store: LocalStore) -> None:
-    shutil.rmtree(store.root / TMP_DIR)
-    (store.root / TMP_DIR).write_text("a file where the store's temp directory should be")
+Outage = tuple[ObjectStore, Callable[[], None], Callable[[], None]]
+"""A store, how to break it, how to repair it."""
 
 
-def _repair(store: LocalStore) -> None:
-    (store.root / TMP_DIR).unlink()
-    (store.root / TMP_DIR).mkdir()
+@pytest.fixture(params=["local", "s3"])
+def outage(request: pytest.FixtureRequest, tmp_path: Path) -> Outage:
+    if request.param == "s3":
+        server: Moto = request.getfixturevalue("moto")
+        return s3_store(server.endpoint), server.stop, server.start
+    store = LocalStore(tmp_path / "store", signer=UrlSigner(b"k"), public_url="http://x")
+    staging = store.root / TMP_DIR
+
+    def break_() -> None:
+        shutil.rmtree(staging)
+        staging.write_text("a file where the store's temp directory should be")
+
+    def repair() -> None:
+        staging.unlink()
+        staging.mkdir()
+
+    return store, break_, repair
 
 
 def _job(session: Session, job_id: str) -> JobModel:
@@ -58,10 +79,10 @@ def _warnings(session: Session, job_id: str) -> list[str]:
 
 
 def test_a_store_outage_fails_only_the_steps_that_need_the_store(
-    engine: Engine, session: Session, tmp_path: Path
+    engine: Engine, session: Session, tmp_path: Path, outage: Outage
 ) -> None:
     runs = tmp_path / "runs"
-    store = LocalStore(tmp_path / "store", signer=UrlSigner(b"k"), public_url="http://x")
+    store, break_store, repair_store = outage
     controller = Controller(
         sessions=session_factory(engine),
         launcher=LocalLauncher(runs),
@@ -76,7 +97,7 @@ def test_a_store_outage_fails_only_the_steps_that_need_the_store(
     _ended_run(runs, succeeded, ExitCode.SUCCESS)
     _ended_run(runs, failed, ExitCode.BAD_INPUT)
     _ended_run(runs, cancelled, ExitCode.TERMINATED)
-    _break(store)
+    break_store()
 
     controller.reconcile_once()
 
@@ -94,7 +115,7 @@ def test_a_store_outage_fails_only_the_steps_that_need_the_store(
     # A long outage is one event per failing step, not one per pass.
     assert {job.id: _warnings(session, job.id) for job in (succeeded, failed, cancelled)} == before
 
-    _repair(store)
+    repair_store()
     controller.reconcile_once()
 
     assert _job(session, succeeded.id).status == JobStatus.succeeded.value
