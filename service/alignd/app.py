@@ -19,6 +19,7 @@ from alignd.launchers import Launcher, LocalLauncher
 from alignd.leader import Lease
 from alignd.metrics import Metrics, RequestMetrics
 from alignd.storage import store_from_settings
+from alignd.sweeper import Sweeper
 from alignd.webhooks.dispatcher import start_dispatcher
 
 
@@ -60,6 +61,9 @@ def build_controller(state: AppState, launcher: Launcher | None = None) -> Contr
         settings=settings,
         pass_seconds=state.metrics.controller_seconds,
         lease=Lease(state.sessions, settings.leader_lease_seconds) if settings.leader_election else None,
+        sweeper=Sweeper(
+            state.sessions, state.store, settings.sweeper_grace_seconds, removed=state.metrics.swept
+        ),
     )
 
 

@@ -86,6 +86,17 @@ class Settings(BaseSettings):
     default_quota_gpus: int = Field(8, ge=0)
     default_quota_stored_bytes: int = Field(100 * 1024**3, ge=0)
 
+    # Crash-safe files: the sweeper that removes what interrupted uploads and deletes left behind.
+    sweeper_interval_seconds: float = Field(
+        300.0, gt=0, description="How often the leader's controller runs the sweeper."
+    )
+    sweeper_grace_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="Staged uploads and stored files with no database row are removed once this old; "
+        "longer than any upload takes between its last byte and its registration.",
+    )
+
     webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long a receiver has to answer.")
     webhook_max_attempts: int = Field(10, ge=1, description="Attempts per event before giving up.")
     webhook_backoff_seconds: float = Field(

@@ -15,6 +15,7 @@ that the migrated schema matches these classes.
 import secrets
 import threading
 import time
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint
@@ -95,6 +96,16 @@ class ApiKeyModel(SQLModel, table=True):
     revoked_at: int | None = Field(default=None, sa_type=BigInteger)
 
 
+class FileState(StrEnum):
+    """Where a file row is in its life (`FileModel.status`): files are deleted in steps that are safe
+    to interrupt (`alignd.files.delete_file`)."""
+
+    processed = "processed"
+    """Stored and registered: what the API shows."""
+    deleting = "deleting"
+    """Being deleted: invisible to the API, its bytes still counted until the object is gone."""
+
+
 class FileModel(SQLModel, table=True):
     """An uploaded, validated preference data file (bytes live in the object store at `storage_key`)."""
 
@@ -105,7 +116,8 @@ class FileModel(SQLModel, table=True):
     filename: str
     purpose: str = "fine-tune"
     bytes: int = Field(sa_type=BigInteger)
-    status: str = "processed"
+    status: str = FileState.processed.value
+    """A `FileState`; internal (the wire's `status` is always "processed")."""
     format: str | None = None
     """Detected preference format (contract.DataFormat); None when it could not be detected."""
     rows: int = 0

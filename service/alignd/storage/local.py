@@ -69,6 +69,22 @@ class LocalStore(ObjectStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def modified_at(self, key: str) -> float:
+        try:
+            return self._path(key).stat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"object {key} not found") from None
+
+    def remove_staged(self, older_than: float) -> int:
+        """Temp files of `put_stream` (`.tmp/put-*`) that a killed process never moved into place."""
+        removed = 0
+        for path in self._tmp.glob("put-*"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < older_than:
+                    path.unlink()
+                    removed += 1
+        return removed
+
     def delete(self, key: str) -> None:
         path = self._path(key)
         path.unlink(missing_ok=True)

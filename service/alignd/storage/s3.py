@@ -149,6 +149,11 @@ class S3Store(ObjectStore):
             return False
         return True
 
+    def modified_at(self, key: str) -> float:
+        with _translated(key=validate_key(key)):
+            modified = self._client.stat_object(self.bucket, key).last_modified
+        return modified.timestamp() if modified is not None else 0.0
+
     def delete(self, key: str) -> None:
         with _translated(key=validate_key(key)):
             self._client.remove_object(self.bucket, key)
