@@ -49,7 +49,7 @@ def selector(release: str) -> str:
 def job_name(job_id: str, attempt: int, release: str) -> str:
     """`<release>-<job id>-<attempt>`: a DNS-1123 label, short enough for Indexed pods' hostnames
     (`{name}-{index}`). Helm keeps release names unique in a namespace, so names are too; a release
-    name too long to fit is shortened and made unique again by a hash of it."""
+    name too long to fit, or with a dot, is shortened and made unique again by a hash of it."""
     name = f"{_name_prefix(release)}-{job_id}-{attempt}".lower().replace("_", "-").replace(".", "-")
     if len(name) > 56:
         raise ManifestError(f"job id {job_id!r} is too long for a Kubernetes name ({name})")
@@ -57,10 +57,11 @@ def job_name(job_id: str, attempt: int, release: str) -> str:
 
 
 def _name_prefix(release: str) -> str:
-    if len(release) <= NAME_PREFIX_LENGTH:
+    """The release itself, or (too long, or with a dot a name cannot keep) its start and a hash of it."""
+    if len(release) <= NAME_PREFIX_LENGTH and "." not in release:
         return release
     digest = hashlib.sha256(release.encode()).hexdigest()[:5]
-    return f"{release[: NAME_PREFIX_LENGTH - 6]}-{digest}"
+    return f"{release[: NAME_PREFIX_LENGTH - 6].replace('.', '-')}-{digest}"
 
 
 def not_retriable_exit_codes() -> list[int]:

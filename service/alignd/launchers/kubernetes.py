@@ -207,7 +207,7 @@ class KubernetesLauncher(Launcher):
 
     # ---- helpers --------------------------------------------------------------------------------------
 
-    def _create_job(self, body: Obj, job_id: str) -> Obj:
+    def _create_job(self, body: Any, job_id: str) -> Obj:
         name = body["metadata"]["name"]
         try:
             created = self.batch.create_namespaced_job(self.namespace, body, _request_timeout=30)
