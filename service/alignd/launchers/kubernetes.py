@@ -125,7 +125,7 @@ class KubernetesLauncher(Launcher):
             for informer in self._informers:
                 if not informer.wait_synced(SYNC_TIMEOUT_SECONDS):
                     raise KubernetesConfigError(
-                        f"could not list {informer.list_fn.__name__} in namespace {self.namespace} within "
+                        f"could not list ({informer.what}) in namespace {self.namespace} within "
                         f"{SYNC_TIMEOUT_SECONDS:.0f}s; check the API server address and the Role's verbs"
                     )
             self._started = True
