@@ -177,8 +177,9 @@ def legacy_job(job_id: str) -> dict:  # type: ignore[type-arg]
     return job
 
 
-def start_legacy_run(session: Session | None, api: ApiClient) -> tuple[str, str]:
-    """A run in flight across the upgrade: its Job, and (with a session) its row in that database."""
+def start_legacy_run(session: Session | None, api: ApiClient, *, recorded: bool = True) -> tuple[str, str]:
+    """A run in flight across the upgrade: its Job, and (with a session) its row in that database;
+    not `recorded`: the server stopped between creating the Job and saving its name on the row."""
     job_id = new_id("ftjob-")
     body = legacy_job(job_id)
     client.BatchV1Api(api).create_namespaced_job(NAMESPACE, body)
@@ -191,7 +192,7 @@ def start_legacy_run(session: Session | None, api: ApiClient) -> tuple[str, str]
             status=JobStatus.running,
             spec=SPEC,
             attempt=1,
-            launcher_ref=name,
+            launcher_ref=name if recorded else None,
             started_at=now,
             last_heartbeat_at=now,
         )
@@ -209,7 +210,7 @@ def test_runs_from_before_release_labels_are_kept_and_finish_after_the_upgrade(
     """Team A's database knows two of the unlabelled runs; the third is nobody's here (another
     release's, from before its own upgrade): neither release may delete it."""
     kept_id, kept = start_legacy_run(session, api)
-    moved_id, moved = start_legacy_run(session, api)
+    moved_id, moved = start_legacy_run(session, api, recorded=False)
     _, stranger = start_legacy_run(None, api)
     wait_for(
         lambda: all(any(p.startswith(f"{n}-") for p in pod_names(api)) for n in (kept, moved, stranger)),

@@ -142,7 +142,7 @@ class KubernetesLauncher(Launcher):
         job = self._create_job(run.job, request.job_id)
         for owned in run.owned(job["metadata"].get("uid") or ""):
             self._create(owned)
-        self.jobs.put(job)
+        (self.jobs if manifests.RELEASE_LABEL in _labels(job) else self.legacy_jobs).put(job)
         log.info("launched %s for %s (attempt %d)", run.name, request.job_id, request.attempt)
         return run.name
 
