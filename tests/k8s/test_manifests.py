@@ -5,6 +5,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from pydantic import ValidationError
 
 from alignd.config import GpuProfile, Settings
 from alignd.contract import ExitCode, JobSpec
@@ -185,3 +186,9 @@ def test_multi_node_is_an_indexed_job_with_rendezvous_at_index_0() -> None:
 def test_an_unknown_gpu_type_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ManifestError, match=r"'a100'.*known: h100"):
         manifests({"gpus": 1, "gpu_type": "a100"})
+
+
+@pytest.mark.parametrize("release", ["Team_A", "-team", "x" * 54, ""])
+def test_a_release_name_a_label_cannot_carry_is_refused_at_start(release: str) -> None:
+    with pytest.raises(ValidationError, match="k8s_release"):
+        Settings(k8s_release=release)
