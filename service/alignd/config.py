@@ -79,6 +79,16 @@ class Settings(BaseSettings):
     k8s_shm_size: str = "16Gi"
     k8s_labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on trainer pods.")
 
+    # Kubernetes: one installation's trainer Jobs among others in the namespace
+    k8s_release: str = Field(
+        "alignd",
+        max_length=53,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="This installation's name (the Helm chart sets its release name): its trainer Jobs are "
+        "named and labelled with it, and it lists, watches and deletes only Jobs that carry it. "
+        "Installations sharing a namespace need different names.",
+    )
+
     max_upload_bytes: int = Field(10 * 1024**3, gt=0)
     max_line_bytes: int = Field(8 * 1024**2, gt=0)
 

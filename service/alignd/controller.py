@@ -279,6 +279,8 @@ class Controller:
                 self._set(job, desired=None)
 
     def reap_orphans(self) -> None:
+        """Stop live runs no active job owns. The launcher reports only this installation's runs
+        (ALIGND_K8S_RELEASE), so another installation's in the same namespace are never orphans here."""
         live = self.launcher.active_job_ids()
         if not live:
             return

@@ -19,6 +19,7 @@ import alignd
 from alignd.api import health
 from alignd.cli import serve
 from alignd.config import GpuProfile, Settings
+from alignd.launchers.k8s_manifests import selector
 from tests.helm.helm_binary import helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -470,11 +471,16 @@ def test_network_policy_opens_only_the_api_port(helm: list[str]) -> None:
 
 
 def test_trainer_pods_accept_connections_only_from_trainer_pods(helm: list[str]) -> None:
-    """The selector is the launcher's label pair on every trainer pod (app.kubernetes.io/managed-by=alignd,
-    app.kubernetes.io/component=trainer); the API's own pods are labelled managed-by=Helm, component=api."""
+    """The selector is the launcher's labels on this release's trainer pods (app.kubernetes.io/managed-by=
+    alignd, app.kubernetes.io/component=trainer, alignd.dev/release=<release>); the API's own pods are
+    labelled managed-by=Helm, component=api."""
     manifests = render(helm)
     trainers = network_policies(manifests)["alignd-trainers"]
-    labels = {"app.kubernetes.io/managed-by": "alignd", "app.kubernetes.io/component": "trainer"}
+    labels = {
+        "app.kubernetes.io/managed-by": "alignd",
+        "app.kubernetes.io/component": "trainer",
+        "alignd.dev/release": RELEASE,
+    }
     api_pod_labels = only(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
 
     assert trainers["podSelector"] == {"matchLabels": labels}
@@ -484,6 +490,25 @@ def test_trainer_pods_accept_connections_only_from_trainer_pods(helm: list[str])
     assert "alignd-trainers" not in network_policies(
         render(helm, "--set", "networkPolicy.isolateTrainers=false")
     )
+
+
+def test_the_release_name_scopes_the_trainer_jobs(
+    helm: list[str], clean_alignd_env: pytest.MonkeyPatch
+) -> None:
+    """Two releases in one namespace: each server is told its release name, so it names, labels, lists
+    and reaps only its own trainer Jobs, and each network policy selects only its own trainers."""
+    for release in ("team-a", "team-b"):
+        result = run([*helm, "template", release, str(CHART), "--namespace", NAMESPACE])
+        assert result.returncode == 0, result.stderr
+        manifests = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+        config = only(manifests, "ConfigMap")["data"]
+        assert config["ALIGND_K8S_RELEASE"] == release
+        clean_alignd_env.setenv("ALIGND_K8S_RELEASE", config["ALIGND_K8S_RELEASE"])
+        trainer_labels = selector(Settings().k8s_release)
+        policy = network_policies(manifests)[f"{release}-alignd-trainers"]
+        assert policy["podSelector"]["matchLabels"] == dict(
+            term.split("=") for term in trainer_labels.split(",")
+        )
 
 
 def test_ingress_routes_to_the_api_service(helm: list[str]) -> None:
