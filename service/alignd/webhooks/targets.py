@@ -70,8 +70,8 @@ def forbidden_kind(address: IPAddress) -> str | None:
         ("loopback", address.is_loopback),
         ("link-local", address.is_link_local),
         ("multicast", address.is_multicast),
-        ("private", address.is_private),
         ("reserved", address.is_reserved),
+        ("private", address.is_private),
         ("non-public", not address.is_global),
     )
     return next((kind for kind, matches in checks if matches), None)
@@ -126,9 +126,10 @@ class TargetPolicy:
             kind = None if self._allowed(address) else forbidden_kind(address)
             if kind is None:
                 continue
+            article = "an" if kind[0] in "aeiou" else "a"
             if literal is not None:
-                raise ForbiddenTarget(f"url host {host} is a {kind} address; {_ONLY_PUBLIC}")
-            raise ForbiddenTarget(f"url host {host!r} resolves to a {kind} address; {_ONLY_PUBLIC}")
+                raise ForbiddenTarget(f"url host {host} is {article} {kind} address; {_ONLY_PUBLIC}")
+            raise ForbiddenTarget(f"url host {host!r} resolves to {article} {kind} address; {_ONLY_PUBLIC}")
         return Target(host, port, addresses[0])
 
     def _lookup(self, host: str, port: int) -> list[IPAddress]:
