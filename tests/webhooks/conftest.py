@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -57,9 +58,10 @@ class Received:
 
 class Receiver:
     """An HTTP server on 127.0.0.1 that records each POST, checks its signature against `secret`, and
-    answers with the next status in `answers` (then `default`), after `delay` seconds."""
+    answers with the next status in `answers` (then `default`), after `delay` seconds. With an
+    `ssl_context` it speaks HTTPS."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.secret: str | None = None
         self.answers: list[int] = []
         self.default = 200
@@ -103,13 +105,20 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.scheme = "http"
+        if ssl_context is not None:
+            self.server.socket = ssl_context.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.server.serve_forever, name="webhook-receiver", daemon=True)
         self.thread.start()
 
     @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}/hooks"
+        return f"{self.scheme}://127.0.0.1:{self.port}/hooks"
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
         """The first `count` requests, once they have arrived (AssertionError after `timeout`)."""
@@ -124,12 +133,12 @@ class Receiver:
 
 
 @pytest.fixture
-def receivers() -> Iterator[Callable[[], Receiver]]:
+def receivers() -> Iterator[Callable[..., Receiver]]:
     """Start receivers on demand; all are stopped after the test."""
     started: list[Receiver] = []
 
-    def start() -> Receiver:
-        started.append(Receiver())
+    def start(ssl_context: ssl.SSLContext | None = None) -> Receiver:
+        started.append(Receiver(ssl_context))
         return started[-1]
 
     yield start
@@ -138,7 +147,7 @@ def receivers() -> Iterator[Callable[[], Receiver]]:
 
 
 @pytest.fixture
-def receiver(receivers: Callable[[], Receiver]) -> Receiver:
+def receiver(receivers: Callable[..., Receiver]) -> Receiver:
     return receivers()
 
 

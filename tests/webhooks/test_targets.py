@@ -4,10 +4,12 @@ re-pointed at loopback after registration is refused at delivery, and an attempt
 it checked, not to what the name resolves to a moment later. On SQLite and Postgres."""
 
 import ipaddress
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import trustme
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
@@ -95,7 +97,7 @@ def test_a_name_rebound_to_loopback_after_registration_is_refused_at_delivery(
     receiver's (loopback) address, which this server does not allow."""
     live = live_apps.start(webhook_allowed_hosts=[])
     key = new_project(live, tmp_path)
-    port = receiver.url.split(":")[2].split("/")[0]
+    port = receiver.port
     dns.point("rebind.test", "93.184.215.14")
     endpoint_id = register(live, key, f"http://rebind.test:{port}/hooks", receiver)
     dns.point("rebind.test", "127.0.0.1")
@@ -119,7 +121,7 @@ def test_an_attempt_connects_to_the_address_it_checked(
     first, so it is refused, and the receiver hears nothing."""
     live = live_apps.start(webhook_allowed_hosts=["127.0.0.2"], webhook_max_attempts=1)
     key = new_project(live, tmp_path)
-    port = receiver.url.split(":")[2].split("/")[0]
+    port = receiver.port
     dns.point("pinned.test", "127.0.0.2")
     endpoint_id = register(live, key, f"http://pinned.test:{port}/hooks", receiver)
     dns.point("pinned.test", "127.0.0.2", then=["127.0.0.1"])
@@ -144,6 +146,40 @@ def test_redirects_are_not_followed(
     failed = settled_delivery(live, key, endpoint_id)
     assert failed["last_error"] == "http_307: the endpoint answered HTTP 307"
     assert len(redirecting.wait_for(1)) == 1
+
+
+def test_https_goes_to_the_checked_address_and_verifies_the_certificate_for_the_host_name(
+    live_apps: LiveApps,
+    tmp_path: Path,
+    dns: Dns,
+    receivers: Callable[..., Receiver],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection goes to the address, but TLS names the URL's host (SNI and certificate check), and
+    so does the Host header: a certificate for another name fails the attempt."""
+    ca = trustme.CA()
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("hooks.test").configure_cert(server_side)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    receiver = receivers(server_side)
+    dns.point("hooks.test", "127.0.0.1")
+    dns.point("impostor.test", "127.0.0.1")
+    live = live_apps.start(webhook_max_attempts=1)
+    key = new_project(live, tmp_path)
+    good = register(live, key, f"https://hooks.test:{receiver.port}/hooks", receiver)
+    cancelled_job(live, key)
+
+    [request] = receiver.wait_for(1)
+    assert request.signature_ok and request.headers["host"] == f"hooks.test:{receiver.port}"
+    assert settled_delivery(live, key, good)["status"] == "delivered"
+
+    bad = register(live, key, f"https://impostor.test:{receiver.port}/hooks")
+    cancelled_job(live, key)
+    failed = settled_delivery(live, key, bad)
+    assert failed["last_error"] == "connect_error: could not connect to the endpoint"
+    # The second event reached the good endpoint too; nothing arrived for the impostor.
+    assert {r.headers["host"] for r in receiver.wait_for(2)} == {f"hooks.test:{receiver.port}"}
 
 
 @pytest.mark.parametrize(

@@ -90,12 +90,13 @@ class Dispatcher:
     def __post_init__(self) -> None:
         self._targets = TargetPolicy.from_settings(self.settings, self.resolver)
         self._box = secret_box(self.settings)
-        # No keep-alive: a pooled connection is keyed by address, and each request must go where its
-        # own host was checked to resolve, with its own TLS server name.
+        # Every request goes straight to the address its host was checked to resolve to: no proxy from
+        # the environment (an explicit transport leaves HTTP(S)_PROXY out; SSL_CERT_FILE still counts),
+        # and no keep-alive, as a pooled connection is keyed by address and carries one TLS server name.
         self._client = httpx.Client(
+            transport=httpx.HTTPTransport(limits=httpx.Limits(max_keepalive_connections=0)),
             timeout=self.settings.webhook_timeout_seconds,
             follow_redirects=False,
-            limits=httpx.Limits(max_keepalive_connections=0),
             headers={"User-Agent": f"alignd-webhooks/{__version__}"},
         )
         self._pool = ThreadPoolExecutor(
