@@ -17,6 +17,7 @@ from alignd.controller import Controller
 from alignd.jobs.state import JobStatus, transition
 from alignd.launchers import LocalLauncher
 from alignd.models import JobModel, ProjectModel, WebhookAttemptModel, WebhookDeliveryModel
+from alignd.secretbox import generate_key
 from alignd.storage.local import LocalStore
 from alignd.storage.signing import UrlSigner
 from alignd.webhooks import service
@@ -393,3 +394,25 @@ def test_controller_transitions_emit_one_event_each(
     assert events == sorted(
         [(succeeded.id, "fine_tuning.job.succeeded"), (failed.id, "fine_tuning.job.failed")]
     )
+
+
+def test_a_secret_sealed_under_another_key_fails_the_attempt_with_the_reason(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    """A replica started with another ALIGND_ENCRYPTION_KEY than the one that sealed the secret sends
+    nothing unsigned: the attempt fails and says which setting to check."""
+    project, endpoint_id = _endpoint(sessions, settings, receiver)
+    _finish(sessions, project, JobStatus.succeeded)
+    dispatcher = dispatchers(encryption_key=generate_key(), webhook_max_attempts=1)
+
+    assert dispatcher.run_once() == 1
+    [delivery] = _deliveries(sessions, endpoint_id)
+    assert delivery.status == "failed" and delivery.last_error is not None
+    assert (
+        delivery.last_error.startswith("secret_unreadable: ")
+        and "ALIGND_ENCRYPTION_KEY" in delivery.last_error
+    )
+    assert receiver.received == []

@@ -186,3 +186,25 @@ def test_an_endpoint_stored_in_plaintext_still_signs_and_is_sealed_at_the_next_s
     assert stored.startswith(SEALED_PREFIX) and legacy_secret not in stored
     [_, after] = receiver.wait_for(2)
     assert after.signature_ok
+
+
+def test_errors_stored_before_they_were_classed_are_shown_without_the_receivers_words(
+    live_apps: LiveApps, tmp_path: Path, receivers: Callable[[], Receiver], db_url: str
+) -> None:
+    """A row written by an older server kept the start of the receiver's answer; the API shows its class."""
+    live = live_apps.start(webhook_max_attempts=1)
+    key = new_project(live, tmp_path)
+    broken = receivers()
+    broken.default = 500
+    endpoint_id = register(live, key, broken.url, broken)
+    cancelled_job(live, key)
+    settled_delivery(live, key, endpoint_id)
+    engine = create_engine(db_url)
+    with engine.begin() as connection:
+        old = "the endpoint answered HTTP 500: internal page text"
+        connection.execute(text("UPDATE webhook_deliveries SET last_error = :e"), {"e": old})
+        connection.execute(text("UPDATE webhook_attempts SET error = :e"), {"e": old})
+    engine.dispose()
+
+    delivery = settled_delivery(live, key, endpoint_id)
+    assert delivery["last_error"] == "http_500" and delivery["attempts"][0]["error"] == "http_500"
