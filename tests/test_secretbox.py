@@ -45,5 +45,5 @@ def test_a_configured_key_is_used_and_a_malformed_one_refused(
     assert SecretBox(key).open(sealed) == "s"
     assert not (tmp_path / "encryption.key").exists()
     monkeypatch.setenv("ALIGND_ENCRYPTION_KEY", "correct horse battery staple")
-    with pytest.raises(ValidationError, match="url-safe base64"):
+    with pytest.raises(ValidationError, match="32 random bytes in base64"):
         Settings(data_dir=tmp_path)

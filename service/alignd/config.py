@@ -131,8 +131,8 @@ class Settings(BaseSettings):
                 Fernet(value.get_secret_value().encode())
             except ValueError:
                 raise ValueError(
-                    "must be 32 bytes in url-safe base64 (44 characters); make one with "
-                    "python -c 'from alignd.secretbox import generate_key; print(generate_key())'"
+                    "must be 32 random bytes in base64 (44 characters); make one with "
+                    "`openssl rand -base64 32`"
                 ) from None
         return value
 
