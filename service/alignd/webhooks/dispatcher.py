@@ -38,7 +38,7 @@ from alignd.secretbox import SecretBox, SecretUnreadable, secret_box
 from alignd.webhooks import failures
 from alignd.webhooks.service import seal_plaintext_secrets
 from alignd.webhooks.signing import signature_headers
-from alignd.webhooks.targets import ForbiddenTarget, Resolver, TargetPolicy, UnresolvedTarget, system_resolver
+from alignd.webhooks.targets import ForbiddenTarget, TargetPolicy, UnresolvedTarget
 
 log = logging.getLogger("alignd.webhooks")
 
@@ -81,14 +81,13 @@ class Dispatcher:
     clock: Callable[[], float] = time.time
     deliveries: Counter | None = None
     """Prometheus counter labelled (event_type, outcome): delivered, retrying, failed."""
-    resolver: Resolver = system_resolver
     _client: httpx.Client = field(init=False)
     _pool: ThreadPoolExecutor = field(init=False)
     _targets: TargetPolicy = field(init=False)
     _box: SecretBox = field(init=False)
 
     def __post_init__(self) -> None:
-        self._targets = TargetPolicy.from_settings(self.settings, self.resolver)
+        self._targets = TargetPolicy.from_settings(self.settings)
         self._box = secret_box(self.settings)
         # Every request goes straight to the address its host was checked to resolve to: no proxy from
         # the environment (an explicit transport leaves HTTP(S)_PROXY out; SSL_CERT_FILE still counts),

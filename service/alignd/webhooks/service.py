@@ -15,7 +15,7 @@ from alignd.config import Settings
 from alignd.errors import InvalidRequest, NotFound
 from alignd.models import ProjectModel, WebhookAttemptModel, WebhookDeliveryModel, WebhookEndpointModel
 from alignd.pagination import newest_first
-from alignd.secretbox import SecretBox, is_sealed, secret_box
+from alignd.secretbox import SEALED_PREFIX, SecretBox, secret_box
 from alignd.webhooks.events import EVENT_TYPES
 from alignd.webhooks.signing import generate_secret
 from alignd.webhooks.targets import ForbiddenTarget, TargetPolicy, UnresolvedTarget
@@ -114,11 +114,13 @@ def seal_plaintext_secrets(*, sessions: sessionmaker[Session], box: SecretBox) -
     seals each secret once.
     """
     with sessions() as session:
-        rows = session.execute(select(col(WebhookEndpointModel.id), col(WebhookEndpointModel.secret))).all()
+        rows = session.execute(
+            select(col(WebhookEndpointModel.id), col(WebhookEndpointModel.secret)).where(
+                ~col(WebhookEndpointModel.secret).startswith(SEALED_PREFIX)
+            )
+        ).all()
         sealed = 0
         for endpoint_id, stored in rows:
-            if is_sealed(stored):
-                continue
             result = session.execute(
                 update(WebhookEndpointModel)
                 .where(
