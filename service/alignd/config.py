@@ -1,12 +1,16 @@
 """The one settings object (env prefix ALIGND_). Paths are derived in methods, not at import time,
 so tests can point ALIGND_DATA_DIR somewhere else."""
 
+import ipaddress
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from cryptography.fernet import Fernet
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
@@ -115,6 +119,53 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(3600.0, gt=0, description="Longest wait between attempts.")
     webhook_poll_seconds: float = Field(1.0, gt=0, description="How often the dispatcher looks for work.")
     webhook_concurrency: int = Field(4, ge=1, description="Deliveries one dispatcher sends at once.")
+
+    # webhooks: where targets may point, and secrets at rest
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names and networks (CIDR) webhooks may reach although they are not public, "
+        "comma-separated (`hooks.internal,10.8.0.0/16`). Empty: only public addresses.",
+    )
+    encryption_key: SecretStr | None = Field(
+        None,
+        description="Fernet key sealing stored secrets (webhook signing secrets); default a random key "
+        "kept in data_dir/encryption.key. Processes sharing a database must share it.",
+    )
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_allowed_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [h for h in text.split(",") if h.strip()]
+        return value
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: list[str]) -> list[str]:
+        entries = [entry.strip().lower().rstrip(".") for entry in value]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*", entry):
+                    raise ValueError(
+                        f"{entry!r} is neither a host name nor a network such as 10.8.0.0/16"
+                    ) from None
+        return entries
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _check_encryption_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Fernet(value.get_secret_value().encode())
+            except ValueError:
+                raise ValueError(
+                    "must be 32 random bytes in base64 (44 characters); make one with "
+                    "`openssl rand -base64 32`"
+                ) from None
+        return value
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser()

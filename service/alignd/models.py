@@ -272,7 +272,8 @@ class WebhookEndpointModel(SQLModel, table=True):
     events: list[str] = Field(sa_type=JSON)
     """Event types it receives (`alignd.webhooks.events.EVENT_TYPES`)."""
     secret: str
-    """`whsec_<base64>`: needed in plaintext to sign, so stored as is; returned once, at creation."""
+    """`whsec_<base64>` sealed by `alignd.secretbox` (rows from before sealing: plaintext until a dispatcher
+    starts); returned once, at creation, in plaintext."""
     created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
     created_at_us: int = Field(default_factory=unix_now_us, sa_type=BigInteger)
     """List order (`unix_now_us`)."""

@@ -20,6 +20,7 @@ from alignd.api import health
 from alignd.cli import serve
 from alignd.config import GpuProfile, Settings
 from alignd.launchers.k8s_manifests import selector
+from alignd.secretbox import generate_key
 from tests.helm.helm_binary import helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,7 +227,7 @@ def test_production_mode_keeps_nothing_in_the_pod(helm: list[str]) -> None:
         for e in container["env"]
         if "secretKeyRef" in e.get("valueFrom", {})
     }
-    names = ("DATABASE_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "ADMIN_KEY", "SIGNING_KEY")
+    names = ("DATABASE_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "ADMIN_KEY", "SIGNING_KEY", "ENCRYPTION_KEY")
     assert {name: ref["name"] for name, ref in secret_refs.items()} == {
         f"ALIGND_{name}": "alignd-credentials" for name in names
     }
@@ -263,10 +264,11 @@ def test_chart_made_secret_generates_keys_and_keeps_given_ones(helm: list[str]) 
     secret = only(manifests, "Secret")
     data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
 
-    assert set(data) == {"s3-access-key", "s3-secret-key", "admin-key", "signing-key"}
+    assert set(data) == {"s3-access-key", "s3-secret-key", "admin-key", "signing-key", "encryption-key"}
     assert (data["s3-access-key"], data["s3-secret-key"]) == ("AK", "SK")
     assert re.fullmatch(r"sk-alignd-admin-[A-Za-z0-9]{40}", data["admin-key"])
     assert len(data["signing-key"]) == 64
+    Settings(encryption_key=data["encryption-key"])  # a key the server accepts
     refs = {
         e["valueFrom"]["secretKeyRef"]["name"] for e in api_container(manifests)["env"] if "valueFrom" in e
     }
@@ -340,7 +342,7 @@ def test_every_rendered_setting_is_a_settings_field_and_parses(
     for name, value in config.items():
         clean_alignd_env.setenv(name, value)
     for name in env_names:
-        clean_alignd_env.setenv(name, "placeholder")
+        clean_alignd_env.setenv(name, generate_key() if name == "ALIGND_ENCRYPTION_KEY" else "placeholder")
     settings = Settings()
 
     assert settings.launcher == "kubernetes"
