@@ -18,6 +18,7 @@ from alignd.deps import AppState
 from alignd.launchers import Launcher, LocalLauncher
 from alignd.leader import Lease
 from alignd.metrics import Metrics, RequestMetrics
+from alignd.readiness import readiness_from_settings
 from alignd.storage import store_from_settings
 from alignd.sweeper import Sweeper
 from alignd.webhooks.dispatcher import start_dispatcher
@@ -39,6 +40,7 @@ def build_state(settings: Settings) -> AppState:
         store=store,
         metrics=Metrics(sessions),
         callers=auth.CallerCache(settings.auth_cache_seconds),
+        readiness=readiness_from_settings(settings, engine=engine, store=store),
         loop_reads=loop_read_engine(settings.resolved_database_url()),
     )
 

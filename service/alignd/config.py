@@ -167,6 +167,34 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    # -- faults: store timeouts, readiness, infrastructure errors --------------------------------------
+    s3_connect_timeout_seconds: float = Field(
+        5.0, gt=0, description="Longest wait to connect to the S3 endpoint, and to send each block of a body."
+    )
+    s3_read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for each read of an S3 answer (per socket read, not per request).",
+    )
+    s3_retries: int = Field(
+        2, ge=0, description="Retries of an S3 request after a timeout, refused connection or 5xx."
+    )
+    readyz_timeout_seconds: float = Field(
+        2.0, gt=0, description="/readyz answers 503 when its database and store check takes longer."
+    )
+    readyz_cache_seconds: float = Field(
+        2.0, ge=0, description="How long one readiness check answers /readyz: probes meanwhile share it."
+    )
+    readyz_min_free_bytes: int = Field(
+        512 * 1024**2,
+        ge=0,
+        description="/readyz answers 503 when a disk alignd writes to (data dir, local store, upload "
+        "spool) has less free space. 0: not checked.",
+    )
+    upload_spool_dir: Path | None = Field(
+        None, description="Where uploads wait while they are received; default the system's temp dir."
+    )
+
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser()
 
