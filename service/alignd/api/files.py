@@ -53,7 +53,7 @@ UPLOAD_BODY = {
 @router.post(
     "",
     response_model=FileObject,
-    responses=errors(400, *PROJECT, 413, 429),
+    responses=errors(400, *PROJECT, 413, 429, 503, 507),
     openapi_extra={"requestBody": UPLOAD_BODY},
 )
 async def upload(
