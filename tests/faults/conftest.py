@@ -6,14 +6,17 @@ Nothing here touches the shared Postgres on 5432: the test cluster runs from a t
 port of its own. Mounting needs root (or CAP_SYS_ADMIN); without it the disk tests skip and say why.
 """
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -290,3 +293,44 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, int], Tmpfs]]:
     yield mount
     for disk in reversed(mounted):
         disk.unmount()
+
+
+# ---- a slow network link -----------------------------------------------------------------------------------
+
+
+class SlowLink:
+    """A TCP proxy to `target` that passes the client's bytes on at about `bytes_per_second` (answers go
+    back at full speed): a store on the far side of a slow uplink."""
+
+    def __init__(self, target: str, bytes_per_second: int) -> None:
+        host, port = target.rsplit(":", 1)
+        self._target = (host, int(port))
+        self._delay = BLOCK / bytes_per_second
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            threading.Thread(target=self._pipe, args=(client, upstream, self._delay), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, 0.0), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket, delay: float) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(BLOCK):
+                sink.sendall(data)
+                time.sleep(delay)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+BLOCK = 64 * 1024
