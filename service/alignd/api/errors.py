@@ -16,6 +16,7 @@ from alignd.schemas import ErrorBody, ErrorResponse
 
 log = logging.getLogger("alignd.api")
 
+SERVER_DISKS = "a disk this server writes to (ALIGND_DATA_DIR, or the system's temp dir)"
 HTTP_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error"}
 
 
@@ -58,7 +59,7 @@ async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
 async def on_os_error(request: Request, exc: Exception) -> JSONResponse:
     """A full or read-only disk that no store translated (the data directory, a temporary file)."""
     assert isinstance(exc, OSError)
-    return await _infrastructure_response(request, exc, disk_error(exc, where="the server's data directory"))
+    return await _infrastructure_response(request, exc, disk_error(exc, where=SERVER_DISKS))
 
 
 async def _infrastructure_response(
