@@ -232,11 +232,11 @@ def own_postgres() -> Iterator[OwnPostgres]:
     if os.geteuid() == 0 and shutil.which("runuser") is None:
         pytest.skip("running as root without runuser: initdb refuses root")
     directory = Path(tempfile.mkdtemp(prefix="alignd-faults-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(directory, "postgres", "postgres")
     try:
+        if os.geteuid() == 0:
+            shutil.chown(directory, "postgres", "postgres")
         cluster = OwnPostgres(directory)
-    except RuntimeError as exc:
+    except (RuntimeError, LookupError) as exc:  # LookupError: no `postgres` OS user
         shutil.rmtree(directory, ignore_errors=True)
         pytest.skip(f"could not start a Postgres cluster of our own: {exc}")
     yield cluster
@@ -251,6 +251,8 @@ class Tmpfs:
     def __init__(self, path: Path, size: int) -> None:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
+        if shutil.which("mount") is None:
+            pytest.skip("no `mount` command here: the disk tests need one to mount a small tmpfs")
         result = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
             capture_output=True,
