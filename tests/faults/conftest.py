@@ -19,7 +19,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +73,7 @@ class Api:
         return str(job.json()["id"])
 
 
-@contextmanager
+@contextlib.contextmanager
 def live_server(**fields: object) -> Iterator[Api]:
     """The app under uvicorn on a free port with these settings, the controller off (these tests are
     about requests)."""
