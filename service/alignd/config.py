@@ -120,6 +120,22 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = Field(1.0, gt=0, description="How often the dispatcher looks for work.")
     webhook_concurrency: int = Field(4, ge=1, description="Deliveries one dispatcher sends at once.")
 
+    # request hardening (api/limits.py, api/ratelimit.py): body size and failed-authentication limits
+    max_json_body_bytes: int = Field(
+        1024**2,
+        gt=0,
+        description="Largest request body on JSON routes (413 above); file uploads have max_upload_bytes.",
+    )
+    auth_failure_limit: int = Field(
+        20,
+        ge=0,
+        description="Failed API keys or job tokens one client address may send within the window before "
+        "its requests get 429; counted per server process. 0: no limit.",
+    )
+    auth_failure_window_seconds: float = Field(
+        60.0, gt=0, description="The window of auth_failure_limit; a blocked address waits this long at most."
+    )
+
     # webhooks: where targets may point, and secrets at rest
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -15,7 +15,7 @@ import uvicorn
 
 from alignd.app import create_app
 from alignd.config import Settings
-from alignd.db import check_schema, make_engine
+from alignd.db import check_schema, make_engine, make_private_dir
 from alignd.metrics import MULTIPROCESS_DIR_ENV
 
 
@@ -111,7 +111,7 @@ def run_workers(settings: Settings, *, host: str, port: int, workers: int) -> No
     kept in files in one directory shared by the workers (prometheus_client's multiprocess mode), so
     `/metrics`, whichever worker answers it, reports the sums over all of them.
     """
-    settings.resolved_data_dir().mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.resolved_data_dir())
     engine = make_engine(settings.resolved_database_url())
     try:
         check_schema(engine)

@@ -6,6 +6,7 @@ from starlette.concurrency import run_in_threadpool
 
 from alignd import files
 from alignd.api.responses import PROJECT, binary, errors
+from alignd.api.storable import check_text
 from alignd.api.upload_form import UploadForm
 from alignd.datasets.report import QualityReport
 from alignd.deps import ProjectDep, SessionDep, SettingsDep, StateDep, StoreDep
@@ -70,6 +71,7 @@ async def upload(
         await form.receive()
         if form.filename is None:
             raise InvalidRequest("invalid file: Field required", param="file")
+        check_text(form.filename, param="file")
         files.check_purpose(form.purpose)
         stored = await run_in_threadpool(
             files.store_upload, store=store, settings=settings, chunks=form.chunks()
