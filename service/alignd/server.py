@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 import uvicorn
@@ -74,18 +75,19 @@ def start_serve(
     timeout: float = 120,
     stderr: int = subprocess.DEVNULL,
     controller: bool = False,
+    stdout: "int | IO[bytes]" = subprocess.DEVNULL,
 ) -> "subprocess.Popen[bytes]":
     """`alignd serve` as a child process on an empty data directory (controller off unless asked),
     returned once `/healthz` answers: how the serve tests, the upload-memory test and the API benchmark
-    run a real server. Raises RuntimeError, with the server's stderr when it is piped, if it exits or
-    does not answer within `timeout` seconds; stopping it is the caller's."""
+    run a real server (`stdout` receives its access log). Raises RuntimeError, with the server's stderr
+    when it is piped, if it exits or does not answer within `timeout` seconds; stopping it is the caller's."""
     env = {k: v for k, v in os.environ.items() if k != "ALIGND_PUBLIC_URL"} | {
         "ALIGND_DATA_DIR": str(data_dir),
         "ALIGND_ADMIN_KEY": admin_key,
         "ALIGND_RUN_CONTROLLER": str(controller).lower(),
     }
     command = [sys.executable, "-m", "alignd.cli", "serve", "--port", str(port), "--workers", str(workers)]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    server = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:

@@ -43,7 +43,9 @@ class RequestLimits:
                 refusal = _unstorable_in_json(body)
             receive = _replay(body or b"", receive)
         if refusal is not None:
-            await _answer(refusal, scope, receive, send)
+            # A body left unread cannot be skipped over: the connection closes with the answer.
+            closing = {"Connection": "close"} if isinstance(refusal, PayloadTooLarge) else None
+            await _answer(refusal, scope, receive, send, headers=closing)
             return
         await self.app(scope, receive, send)
 
@@ -147,6 +149,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _answer(error: AligndError, scope: Scope, receive: Receive, send: Send) -> None:
-    response = envelope(error.status_code, error.message, error.type, error.param, error.code)
+async def _answer(
+    error: AligndError, scope: Scope, receive: Receive, send: Send, headers: dict[str, str] | None
+) -> None:
+    response = envelope(error.status_code, error.message, error.type, error.param, error.code, headers)
     await response(scope, receive, send)
