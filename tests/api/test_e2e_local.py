@@ -14,8 +14,11 @@ from typing import Any
 import httpx
 import pytest
 import torch
+from click.testing import Result
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
 
+from alignd.cli import app
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
 from tests.api.conftest import ADMIN_KEY, bearer, load_adapter, new_project_key
@@ -153,6 +156,13 @@ def _succeeded(api: httpx.Client, job_id: str) -> dict[str, Any]:
     return job
 
 
+def _download_merged(api: httpx.Client, job_id: str, out: Path) -> Result:
+    """`alignd adapters download JOB --merged`, as a user runs it."""
+    key = api.headers["Authorization"].removeprefix("Bearer ")
+    args = ["adapters", "download", job_id, "--merged", "--out", str(out)]
+    return CliRunner().invoke(app, args, env={"ALIGND_API_URL": str(api.base_url), "ALIGND_API_KEY": key})
+
+
 def test_lora_job_stores_a_merged_model_equal_to_base_plus_adapter(
     api: httpx.Client, tiny_model_dir: Path, rule_data: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -195,6 +205,11 @@ def test_lora_job_stores_a_merged_model_equal_to_base_plus_adapter(
     torch.testing.assert_close(merged_logits, adapted_logits, atol=1e-5, rtol=0)
     assert (merged_logits - base_logits).abs().max() > 1e-4, "the adapter changed nothing; the check is void"
 
+    cli = _download_merged(api, job_id, tmp_path / "cli-merged.tar.gz")
+    assert cli.exit_code == 0, cli.output
+    with tarfile.open(tmp_path / "cli-merged.tar.gz", mode="r:gz") as tar:
+        assert set(tar.getnames()) == names
+
 
 def test_merged_model_is_absent_with_a_reason(
     api: httpx.Client, data_dir: Path, tiny_model_dir: Path, rule_data: tuple[Path, Path]
@@ -221,5 +236,7 @@ def test_merged_model_is_absent_with_a_reason(
     turned_off = api.get(f"/v1/fine_tuning/jobs/{off}/artifacts/merged")
     assert turned_off.status_code == 404 and turned_off.json()["error"]["code"] == "merged_weights_off"
     assert "alignd.merged_weights false" in turned_off.json()["error"]["message"]
+    cli = _download_merged(api, off, data_dir / "merged.tar.gz")
+    assert cli.exit_code == 1 and "merged_weights_off" in cli.output
     stored = data_dir / "data" / "jobs" / off
     assert (stored / "adapter").is_dir() and not (stored / "merged").exists()
