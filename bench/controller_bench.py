@@ -26,19 +26,20 @@ from tests.k8s.cluster import EmulatorThread
 from alignd.config import Settings
 from alignd.controller import Controller
 from alignd.db import make_engine, session_factory, upgrade
-from alignd.launchers.k8s_manifests import ATTEMPT_LABEL, JOB_ID_LABEL, RUN_LABEL, SELECTOR, job_name
+from alignd.launchers.k8s_manifests import ATTEMPT_LABEL, JOB_ID_LABEL, RUN_LABEL, job_name, selector
 from alignd.launchers.kubernetes import KubernetesLauncher
 from alignd.models import JobModel, ProjectModel
 from alignd.storage.local import LocalStore
 from alignd.storage.signing import UrlSigner
 
 NAMESPACE = "bench"
+RELEASE = Settings.model_fields["k8s_release"].default
 SPEC = {"model": "/models/tiny", "training_file": "file-bench", "resources": {"gpus": 1}}
 
 
 def labels(job_id: str) -> dict[str, str]:
-    selector = dict(term.split("=") for term in SELECTOR.split(","))
-    return selector | {JOB_ID_LABEL: job_id, ATTEMPT_LABEL: "1", RUN_LABEL: job_name(job_id, 1)}
+    release = dict(term.split("=") for term in selector(RELEASE).split(","))
+    return release | {JOB_ID_LABEL: job_id, ATTEMPT_LABEL: "1", RUN_LABEL: job_name(job_id, 1, RELEASE)}
 
 
 def populate_cluster(cluster: EmulatorThread, job_ids: list[str]) -> float:
@@ -48,7 +49,7 @@ def populate_cluster(cluster: EmulatorThread, job_ids: list[str]) -> float:
     objects = cluster.emulator.objects
     started = time.perf_counter()
     for job_id in job_ids:
-        name = job_name(job_id, 1)
+        name = job_name(job_id, 1, RELEASE)
         metadata = {"name": name, "namespace": NAMESPACE, "labels": labels(job_id), "uid": name}
         template = {"spec": {"restartPolicy": "Never", "containers": [{"name": "trainer", "image": "t"}]}}
         objects[kmock.resource("batch", "v1", "jobs"), NAMESPACE, name] = {
@@ -88,7 +89,7 @@ def populate_db(sessions: Session, n: int) -> list[str]:
         for _ in range(n)
     ]
     for job in jobs:
-        job.launcher_ref = job_name(job.id, 1)
+        job.launcher_ref = job_name(job.id, 1, RELEASE)
     sessions.add_all(jobs)
     sessions.commit()
     return [job.id for job in jobs]

@@ -18,7 +18,9 @@ from alignd.deps import AppState
 from alignd.launchers import Launcher, LocalLauncher
 from alignd.leader import Lease
 from alignd.metrics import Metrics, RequestMetrics
+from alignd.readiness import readiness_from_settings
 from alignd.storage import store_from_settings
+from alignd.sweeper import Sweeper
 from alignd.webhooks.dispatcher import start_dispatcher
 
 
@@ -38,6 +40,7 @@ def build_state(settings: Settings) -> AppState:
         store=store,
         metrics=Metrics(sessions),
         callers=auth.CallerCache(settings.auth_cache_seconds),
+        readiness=readiness_from_settings(settings, engine=engine, store=store),
         loop_reads=loop_read_engine(settings.resolved_database_url()),
     )
 
@@ -60,6 +63,9 @@ def build_controller(state: AppState, launcher: Launcher | None = None) -> Contr
         settings=settings,
         pass_seconds=state.metrics.controller_seconds,
         lease=Lease(state.sessions, settings.leader_lease_seconds) if settings.leader_election else None,
+        sweeper=Sweeper(
+            state.sessions, state.store, settings.sweeper_grace_seconds, removed=state.metrics.swept
+        ),
     )
 
 

@@ -1,12 +1,16 @@
 """The one settings object (env prefix ALIGND_). Paths are derived in methods, not at import time,
 so tests can point ALIGND_DATA_DIR somewhere else."""
 
+import ipaddress
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from cryptography.fernet import Fernet
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
@@ -79,12 +83,33 @@ class Settings(BaseSettings):
     k8s_shm_size: str = "16Gi"
     k8s_labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on trainer pods.")
 
+    # Kubernetes: one installation's trainer Jobs among others in the namespace
+    k8s_release: str = Field(
+        "alignd",
+        max_length=53,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="This installation's name (the Helm chart sets its release name): its trainer Jobs are "
+        "named and labelled with it, and it lists, watches and deletes only Jobs that carry it. "
+        "Installations sharing a namespace need different names.",
+    )
+
     max_upload_bytes: int = Field(10 * 1024**3, gt=0)
     max_line_bytes: int = Field(8 * 1024**2, gt=0)
 
     default_quota_concurrent_jobs: int = Field(4, ge=0)
     default_quota_gpus: int = Field(8, ge=0)
     default_quota_stored_bytes: int = Field(100 * 1024**3, ge=0)
+
+    # Crash-safe files: the sweeper that removes what interrupted uploads and deletes left behind.
+    sweeper_interval_seconds: float = Field(
+        300.0, gt=0, description="How often the leader's controller runs the sweeper."
+    )
+    sweeper_grace_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="Staged uploads and stored files with no database row are removed once this old; "
+        "longer than any upload takes between its last byte and its registration.",
+    )
 
     webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long a receiver has to answer.")
     webhook_max_attempts: int = Field(10, ge=1, description="Attempts per event before giving up.")
@@ -94,6 +119,81 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(3600.0, gt=0, description="Longest wait between attempts.")
     webhook_poll_seconds: float = Field(1.0, gt=0, description="How often the dispatcher looks for work.")
     webhook_concurrency: int = Field(4, ge=1, description="Deliveries one dispatcher sends at once.")
+
+    # webhooks: where targets may point, and secrets at rest
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names and networks (CIDR) webhooks may reach although they are not public, "
+        "comma-separated (`hooks.internal,10.8.0.0/16`). Empty: only public addresses.",
+    )
+    encryption_key: SecretStr | None = Field(
+        None,
+        description="Fernet key sealing stored secrets (webhook signing secrets); default a random key "
+        "kept in data_dir/encryption.key. Processes sharing a database must share it.",
+    )
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_allowed_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [h for h in text.split(",") if h.strip()]
+        return value
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: list[str]) -> list[str]:
+        entries = [entry.strip().lower().rstrip(".") for entry in value]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*", entry):
+                    raise ValueError(
+                        f"{entry!r} is neither a host name nor a network such as 10.8.0.0/16"
+                    ) from None
+        return entries
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _check_encryption_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Fernet(value.get_secret_value().encode())
+            except ValueError:
+                raise ValueError(
+                    "must be 32 random bytes in base64 (44 characters); make one with "
+                    "`openssl rand -base64 32`"
+                ) from None
+        return value
+
+    # -- faults: store timeouts, readiness, infrastructure errors --------------------------------------
+    s3_connect_timeout_seconds: float = Field(
+        5.0, gt=0, description="Longest wait to connect to the S3 endpoint, and to send each block of a body."
+    )
+    s3_read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for each read of an S3 answer (per socket read, not per request).",
+    )
+    s3_retries: int = Field(
+        2, ge=0, description="Retries of an S3 request after a timeout, refused connection or 5xx."
+    )
+    readyz_timeout_seconds: float = Field(
+        2.0, gt=0, description="/readyz answers 503 when its database and store check takes longer."
+    )
+    readyz_cache_seconds: float = Field(
+        2.0, ge=0, description="How long one readiness check answers /readyz: probes meanwhile share it."
+    )
+    readyz_min_free_bytes: int = Field(
+        512 * 1024**2,
+        ge=0,
+        description="/readyz answers 503 when a disk alignd writes to (data dir, local store, upload "
+        "spool) has less free space. 0: not checked.",
+    )
+    upload_spool_dir: Path | None = Field(
+        None, description="Where uploads wait while they are received; default the system's temp dir."
+    )
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser()

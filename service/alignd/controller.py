@@ -2,14 +2,18 @@
 launcher, cancelled ones are stopped, silent or overdue ones failed, orphans removed.
 
 Each step reads rows, acts with no transaction open (launcher, store), then writes back with a
-compare-and-set on the job's lock token; losing the race drops the result (STYLE rule 6).
+compare-and-set on the job's lock token; losing the race drops the result (STYLE rule 6). Each job's
+step is isolated: its exception is logged, becomes an event on that job, and the pass goes on with
+the other jobs; the step runs again on the next pass. Trainer logs that could not be kept (a store
+outage) do not hold a finished job back: they are kept on a later pass.
 """
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client import Histogram
 from sqlalchemy import update
@@ -19,16 +23,25 @@ from sqlmodel import Session, SQLModel, col, select
 from alignd import auth
 from alignd.config import Settings
 from alignd.contract import ExitCode, JobSpec
+from alignd.errors import AligndError
 from alignd.jobs.results import results_csv, store_results_file
 from alignd.jobs.state import JobStatus, record_event, transition
 from alignd.launchers import Launcher, LaunchRequest, RunState, RunStatus
 from alignd.leader import Lease
 from alignd.models import JobModel, ProjectModel
 from alignd.storage import ObjectStore
+from alignd.sweeper import Sweeper
 
 log = logging.getLogger("alignd.controller")
 MAX_RETRIES = 2
 ACTIVE = (JobStatus.running.value, JobStatus.pausing.value)
+STEPS = {
+    "launch": "launch the run",
+    "sync": "sync the run's state",
+    "stop": "stop the run",
+    "keep_logs": "keep the trainer's logs",
+}
+"""How a failed step reads in the job's events."""
 
 
 @dataclass
@@ -41,13 +54,22 @@ class Controller:
     pass_seconds: Histogram | None = None
     lease: Lease | None = None
     """With several API replicas, only the lease holder reconciles (ALIGND_LEADER_ELECTION)."""
+    sweeper: Sweeper | None = None
+    """Run by the leader every `sweeper_interval_seconds` (`alignd.sweeper`)."""
 
     _was_leader: bool = False
+    _failing: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(job id, step) -> the kind of error that step last failed with, so an outage is one event."""
+    _logs_owed: dict[tuple[str, int], tuple[str | None, bytes | None]] = field(default_factory=dict)
+    """(job id, attempt) -> (launcher ref, the logs once read) of ended runs whose logs the store has not
+    taken yet. The bytes are kept once read: a cluster may remove a finished run's pods meanwhile."""
+    _next_sweep: float = 0.0
 
     def reconcile_once(self) -> None:
         self.schedule()
         self.sync_active()
         self.stop_cancelled()
+        self.keep_owed_logs()
         self.reap_orphans()
 
     # ---- scheduling ----------------------------------------------------------------------------------
@@ -70,8 +92,9 @@ class Controller:
                 project.quota_concurrent_jobs, self.settings.default_quota_concurrent_jobs
             ) or used_gpus + job.gpus > self._quota(project.quota_gpus, self.settings.default_quota_gpus):
                 continue
-            if self._start(job):
-                usage[job.project_id] = (used_jobs + 1, used_gpus + job.gpus)
+            with self._isolated(job.id, "launch"):
+                if self._start(job):
+                    usage[job.project_id] = (used_jobs + 1, used_gpus + job.gpus)
 
     @staticmethod
     def _quota(value: int | None, default: int) -> int:
@@ -130,13 +153,17 @@ class Controller:
         with self.sessions() as session:
             active = list(session.exec(select(JobModel).where(col(JobModel.status).in_(ACTIVE))))
         for job in active:
-            status = self.launcher.poll(job.id, job.launcher_ref)
-            for notice in status.notices:
-                self._event(job, notice, level="warn")
-            if status.state in (RunState.running, RunState.pending):
-                self._check_deadlines(job)
-            else:
-                self._settle(job, status)
+            with self._isolated(job.id, "sync"):
+                self._sync(job)
+
+    def _sync(self, job: JobModel) -> None:
+        status = self.launcher.poll(job.id, job.launcher_ref)
+        for notice in status.notices:
+            self._event(job.id, notice, level="warn")
+        if status.state in (RunState.running, RunState.pending):
+            self._check_deadlines(job)
+        else:
+            self._settle(job, status)
 
     def _check_deadlines(self, job: JobModel) -> None:
         now = self.clock()
@@ -156,7 +183,8 @@ class Controller:
         self._finish(job, JobStatus.failed, f"Job failed: {reason}", error={"code": code, "message": reason})
 
     def _settle(self, job: JobModel, status: RunStatus) -> None:
-        """The run ended: succeeded, paused, re-queued for a retry, or failed with its reason."""
+        """The run ended: succeeded, paused, re-queued for a retry, or failed with its reason. A success
+        waits for its results file to be stored (it is part of the success); the rest need no store."""
         self._keep_logs(job)
         if status.state is not RunState.succeeded and job.id in self.launcher.active_job_ids():
             # A run failed while still holding resources (pods that cannot schedule or pull): free them.
@@ -210,9 +238,24 @@ class Controller:
             return False
 
     def _keep_logs(self, job: JobModel) -> None:
-        logs = self.launcher.logs(job.id, job.launcher_ref)
-        if logs is not None:
-            self.store.put_bytes(f"jobs/{job.id}/logs/attempt-{job.attempt}.log", logs)
+        """Copy the ended run's logs to the store; if that fails, owe them and keep them on a later pass
+        (`keep_owed_logs`), so a store outage does not hold the job's own move back."""
+        self._logs_owed[(job.id, job.attempt)] = (job.launcher_ref, None)
+        self._keep_owed(job.id, job.attempt)
+
+    def keep_owed_logs(self) -> None:
+        for job_id, attempt in list(self._logs_owed):
+            self._keep_owed(job_id, attempt)
+
+    def _keep_owed(self, job_id: str, attempt: int) -> None:
+        with self._isolated(job_id, "keep_logs"):
+            ref, logs = self._logs_owed[(job_id, attempt)]
+            if logs is None:
+                logs = self.launcher.logs(job_id, ref)
+                self._logs_owed[(job_id, attempt)] = (ref, logs)
+            if logs is not None:
+                self.store.put_bytes(f"jobs/{job_id}/logs/attempt-{attempt}.log", logs)
+            del self._logs_owed[(job_id, attempt)]
 
     # ---- cancels and orphans -------------------------------------------------------------------------
 
@@ -227,14 +270,17 @@ class Controller:
                 )
             )
         for job in wanted:
-            self.launcher.terminate(
-                job.id, job.launcher_ref, grace_seconds=self.settings.cancel_grace_seconds
-            )
-            if job.status == JobStatus.cancelled.value:
-                self._keep_logs(job)
-            self._set(job, desired=None)
+            with self._isolated(job.id, "stop"):
+                self.launcher.terminate(
+                    job.id, job.launcher_ref, grace_seconds=self.settings.cancel_grace_seconds
+                )
+                if job.status == JobStatus.cancelled.value:
+                    self._keep_logs(job)
+                self._set(job, desired=None)
 
     def reap_orphans(self) -> None:
+        """Stop live runs no active job owns. The launcher reports only this installation's runs
+        (ALIGND_K8S_RELEASE), so another installation's in the same namespace are never orphans here."""
         live = self.launcher.active_job_ids()
         if not live:
             return
@@ -246,7 +292,10 @@ class Controller:
             )
         for job_id in live - active:
             log.warning("terminating orphaned run of %s", job_id)
-            self.launcher.terminate(job_id, None, grace_seconds=self.settings.cancel_grace_seconds)
+            try:
+                self.launcher.terminate(job_id, None, grace_seconds=self.settings.cancel_grace_seconds)
+            except Exception:
+                log.exception("could not terminate the orphaned run of %s; retrying on the next pass", job_id)
 
     # ---- writes --------------------------------------------------------------------------------------
 
@@ -286,9 +335,39 @@ class Controller:
             )
             session.commit()
 
-    def _event(self, job: JobModel, message: str, *, level: str = "info") -> None:
+    def _event(self, job_id: str, message: str, *, level: str = "info") -> None:
         with self.sessions() as session:
-            record_event(session, job.id, message, level=level)
+            record_event(session, job_id, message, level=level)
+
+    # ---- isolation -----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _isolated(self, job_id: str, step: str) -> Iterator[None]:
+        """Run one job's step; an exception ends that step only, and becomes an event on the job the
+        first time the step fails that way (a long outage is one event, not one per pass)."""
+        try:
+            yield
+        except Exception as exc:
+            self._step_failed(job_id, step, exc)
+        else:
+            self._failing.pop((job_id, step), None)
+
+    def _step_failed(self, job_id: str, step: str, exc: Exception) -> None:
+        kind = type(exc).__name__
+        if self._failing.get((job_id, step)) == kind:
+            log.debug("%s of job %s still failing (%s); retrying on the next pass", step, job_id, kind)
+            return
+        log.exception("%s of job %s failed; retrying on the next pass", step, job_id)
+        self._failing[(job_id, step)] = kind
+        detail = exc.message if isinstance(exc, AligndError) else kind
+        try:
+            self._event(
+                job_id,
+                f"The controller could not {STEPS.get(step, step)} ({detail}); it retries on its next pass",
+                level="warn",
+            )
+        except Exception:
+            log.exception("could not record the failure of %s on job %s", step, job_id)
 
     # ---- the loop ------------------------------------------------------------------------------------
 
@@ -301,12 +380,24 @@ class Controller:
             self._was_leader = leader
         return leader
 
+    def sweep_if_due(self) -> None:
+        """The leader's sweeper pass, every `sweeper_interval_seconds` (the first one at start)."""
+        now = time.monotonic()
+        if self.sweeper is None or now < self._next_sweep:
+            return
+        self._next_sweep = now + self.settings.sweeper_interval_seconds
+        try:
+            self.sweeper.sweep()
+        except Exception:
+            log.exception("sweeper pass failed; retrying in %.0f s", self.settings.sweeper_interval_seconds)
+
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             started = time.monotonic()
             try:
                 if self.is_leader():
                     self.reconcile_once()
+                    self.sweep_if_due()
             except Exception:
                 log.exception("reconcile pass failed; retrying")
             if self.pass_seconds is not None:

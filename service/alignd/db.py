@@ -21,6 +21,10 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "alembic_version"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for another writer's transaction before failing."""
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+"""How long opening a Postgres connection may take (libpq waits forever by default), so a request to a
+database host that is gone fails with a 503 instead of holding its thread. A `connect_timeout` in the
+URL's query wins."""
 MIGRATION_LOCK_KEY = 0x616C69676E64
 """Postgres advisory lock held while checking or migrating, so two servers starting on one empty
 database do not both create the tables."""
@@ -35,11 +39,15 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
     SQLite: usable from several threads, WAL journal (readers don't block the writer), a busy timeout
     instead of instant "database is locked", foreign keys enforced; the file's directory is created.
-    Postgres: connections are pinged before use, so a restarted server doesn't fail the first request.
+    Postgres: connections are pinged before use, so a restarted server doesn't fail the first request,
+    and connecting gives up after POSTGRES_CONNECT_TIMEOUT_SECONDS.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, echo=echo, pool_pre_ping=True)
+        connect_args = (
+            {} if "connect_timeout" in parsed.query else {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
+        )
+        return create_engine(url, echo=echo, pool_pre_ping=True, connect_args=connect_args)
 
     database = parsed.database or ""
     in_memory = database in ("", ":memory:") or "mode=memory" in database

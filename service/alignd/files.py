@@ -3,21 +3,32 @@
 A rejected upload leaves nothing behind: the stored object appears only when the stream ends
 and every row is valid, and is deleted again if it puts the project over its storage quota. The
 store writes on its own thread (`BackgroundWriter`) while the next chunk is validated.
+
+Uploads and deletes are sequences that are safe to interrupt at any point (a killed server):
+- upload: stage (the store's temp file or multipart upload, invisible) -> store the object under
+  `files/{id}` (invisible: no row) -> register the row (visible). A crash leaves a staged temp file
+  or an object with no row; the sweeper removes both once older than its grace period.
+- delete: mark the row deleting (invisible, bytes still counted) -> delete the object -> delete the
+  row. A crash or a store error leaves the row marked; a retried DELETE or the sweeper finishes it.
 """
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlalchemy import delete, func, update
+from sqlmodel import Session, col, select
 
+from alignd import crash_points
 from alignd.config import Settings
 from alignd.datasets import DatasetSummary, DatasetValidator
 from alignd.errors import InvalidRequest, NotFound, QuotaExceeded
-from alignd.models import FileModel, ProjectModel, new_id, unix_now_us
+from alignd.models import FileModel, FileState, ProjectModel, new_id, unix_now_us
 from alignd.pagination import in_creation_order
 from alignd.storage import ObjectStore
 from alignd.storage.background import BackgroundWriter
+
+log = logging.getLogger("alignd.files")
 
 PURPOSE = "fine-tune"
 """Uploaded preference data, what jobs train on."""
@@ -72,12 +83,30 @@ def register_upload(
     filename: str,
 ) -> FileModel:
     """Give a stored upload (purpose checked) to the project, or delete it if it is over the storage
-    quota."""
+    quota or its row was not written."""
+    crash_points.reached("upload.stored")
     try:
-        _check_storage_quota(session, settings, project, upload.summary.bytes)
+        return _insert_row(session, settings, project, upload, filename)
     except Exception:
-        store.delete(upload.key)
+        _discard_unregistered(session, store, upload)
         raise
+
+
+def _discard_unregistered(session: Session, store: ObjectStore, upload: StoredUpload) -> None:
+    """Best effort: a failed commit may still have written the row, so the object goes only once the
+    database says there is none. What this cannot do (the database or store is down), the sweeper does."""
+    try:
+        session.rollback()
+        if session.get(FileModel, upload.file_id) is None:
+            store.delete(upload.key)
+    except Exception:
+        log.warning("left %s for the sweeper: could not check or delete it", upload.key, exc_info=True)
+
+
+def _insert_row(
+    session: Session, settings: Settings, project: ProjectModel, upload: StoredUpload, filename: str
+) -> FileModel:
+    _check_storage_quota(session, settings, project, upload.summary.bytes)
     summary = upload.summary
     now_us = unix_now_us()
     row = FileModel(
@@ -106,6 +135,7 @@ def _safe_name(filename: str) -> str:
 
 
 def stored_bytes(session: Session, project_id: str) -> int:
+    """What the project's files take in the store, files being deleted included until they are gone."""
     total = session.exec(
         select(func.coalesce(func.sum(FileModel.bytes), 0)).where(FileModel.project_id == project_id)
     ).one()
@@ -124,6 +154,14 @@ def _check_storage_quota(session: Session, settings: Settings, project: ProjectM
 
 
 def get_file(session: Session, project: ProjectModel, file_id: str) -> FileModel:
+    """A file of the project's that is not being deleted."""
+    row = _own_row(session, project, file_id)
+    if row.status == FileState.deleting.value:
+        raise NotFound(f"no file with id {file_id!r}", param="file_id")
+    return row
+
+
+def _own_row(session: Session, project: ProjectModel, file_id: str) -> FileModel:
     row = session.get(FileModel, file_id)
     if row is None or row.project_id != project.id:
         raise NotFound(f"no file with id {file_id!r}", param="file_id")
@@ -141,7 +179,9 @@ def list_files(
 ) -> tuple[list[FileModel], bool]:
     """`after` is the id of the last file of the previous page; `purpose` keeps only files of it."""
     anchor = get_file(session, project, after) if after is not None else None
-    query = select(FileModel).where(FileModel.project_id == project.id)
+    query = select(FileModel).where(
+        FileModel.project_id == project.id, FileModel.status != FileState.deleting.value
+    )
     if purpose is not None:
         query = query.where(FileModel.purpose == purpose)
     query = in_creation_order(query, FileModel, anchor, newest_first=newest_first)
@@ -150,10 +190,30 @@ def list_files(
 
 
 def delete_file(session: Session, store: ObjectStore, project: ProjectModel, file_id: str) -> None:
-    row = get_file(session, project, file_id)
-    session.delete(row)
+    """Mark deleting -> delete the object -> delete the row. A file already marked (an earlier try
+    failed or was cut short) is finished rather than refused, so a retried DELETE succeeds. A store
+    error propagates with the file left marked: hidden, still counted, finished by a retry or the
+    sweeper."""
+    row = _own_row(session, project, file_id)
+    key = row.storage_key
+    session.execute(
+        update(FileModel).where(col(FileModel.id) == file_id).values(status=FileState.deleting.value)
+    )
     session.commit()
-    store.delete(row.storage_key)
+    crash_points.reached("delete.marked")
+    finish_delete(session, store, file_id=file_id, key=key)
+
+
+def finish_delete(session: Session, store: ObjectStore, *, file_id: str, key: str) -> None:
+    """The last two steps of a delete, for a row already marked deleting; safe to repeat."""
+    store.delete(key)
+    crash_points.reached("delete.object_removed")
+    session.execute(
+        delete(FileModel).where(
+            col(FileModel.id) == file_id, col(FileModel.status) == FileState.deleting.value
+        )
+    )
+    session.commit()
 
 
 def file_content(

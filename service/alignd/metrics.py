@@ -131,6 +131,13 @@ class Metrics:
             ["event_type", "outcome"],
             registry=self.registry,
         )
+        self.swept = Counter(
+            "alignd_sweeper_removed",
+            "What the sweeper removed, by kind: staged (temp files of interrupted uploads), "
+            "unregistered (stored files with no row), deleting (deletes it finished)",
+            ["kind"],
+            registry=self.registry,
+        )
         self.registry.register(JobCollector(sessions))
         self.registry.register(WebhookCollector(sessions))
         self.scraped = self.registry

@@ -15,6 +15,7 @@ that the migrated schema matches these classes.
 import secrets
 import threading
 import time
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint
@@ -95,6 +96,16 @@ class ApiKeyModel(SQLModel, table=True):
     revoked_at: int | None = Field(default=None, sa_type=BigInteger)
 
 
+class FileState(StrEnum):
+    """Where a file row is in its life (`FileModel.status`): files are deleted in steps that are safe
+    to interrupt (`alignd.files.delete_file`)."""
+
+    processed = "processed"
+    """Stored and registered: what the API shows."""
+    deleting = "deleting"
+    """Being deleted: invisible to the API, its bytes still counted until the object is gone."""
+
+
 class FileModel(SQLModel, table=True):
     """An uploaded, validated preference data file (bytes live in the object store at `storage_key`)."""
 
@@ -105,7 +116,8 @@ class FileModel(SQLModel, table=True):
     filename: str
     purpose: str = "fine-tune"
     bytes: int = Field(sa_type=BigInteger)
-    status: str = "processed"
+    status: str = FileState.processed.value
+    """A `FileState`; internal (the wire's `status` is always "processed")."""
     format: str | None = None
     """Detected preference format (contract.DataFormat); None when it could not be detected."""
     rows: int = 0
@@ -260,7 +272,8 @@ class WebhookEndpointModel(SQLModel, table=True):
     events: list[str] = Field(sa_type=JSON)
     """Event types it receives (`alignd.webhooks.events.EVENT_TYPES`)."""
     secret: str
-    """`whsec_<base64>`: needed in plaintext to sign, so stored as is; returned once, at creation."""
+    """`whsec_<base64>` sealed by `alignd.secretbox` (rows from before sealing: plaintext until a dispatcher
+    starts); returned once, at creation, in plaintext."""
     created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
     created_at_us: int = Field(default_factory=unix_now_us, sa_type=BigInteger)
     """List order (`unix_now_us`)."""

@@ -19,6 +19,8 @@ import alignd
 from alignd.api import health
 from alignd.cli import serve
 from alignd.config import GpuProfile, Settings
+from alignd.launchers.k8s_manifests import selector
+from alignd.secretbox import generate_key
 from tests.helm.helm_binary import helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,7 +227,7 @@ def test_production_mode_keeps_nothing_in_the_pod(helm: list[str]) -> None:
         for e in container["env"]
         if "secretKeyRef" in e.get("valueFrom", {})
     }
-    names = ("DATABASE_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "ADMIN_KEY", "SIGNING_KEY")
+    names = ("DATABASE_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "ADMIN_KEY", "SIGNING_KEY", "ENCRYPTION_KEY")
     assert {name: ref["name"] for name, ref in secret_refs.items()} == {
         f"ALIGND_{name}": "alignd-credentials" for name in names
     }
@@ -262,10 +264,11 @@ def test_chart_made_secret_generates_keys_and_keeps_given_ones(helm: list[str]) 
     secret = only(manifests, "Secret")
     data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
 
-    assert set(data) == {"s3-access-key", "s3-secret-key", "admin-key", "signing-key"}
+    assert set(data) == {"s3-access-key", "s3-secret-key", "admin-key", "signing-key", "encryption-key"}
     assert (data["s3-access-key"], data["s3-secret-key"]) == ("AK", "SK")
     assert re.fullmatch(r"sk-alignd-admin-[A-Za-z0-9]{40}", data["admin-key"])
     assert len(data["signing-key"]) == 64
+    Settings(encryption_key=data["encryption-key"])  # a key the server accepts
     refs = {
         e["valueFrom"]["secretKeyRef"]["name"] for e in api_container(manifests)["env"] if "valueFrom" in e
     }
@@ -339,7 +342,7 @@ def test_every_rendered_setting_is_a_settings_field_and_parses(
     for name, value in config.items():
         clean_alignd_env.setenv(name, value)
     for name in env_names:
-        clean_alignd_env.setenv(name, "placeholder")
+        clean_alignd_env.setenv(name, generate_key() if name == "ALIGND_ENCRYPTION_KEY" else "placeholder")
     settings = Settings()
 
     assert settings.launcher == "kubernetes"
@@ -470,11 +473,16 @@ def test_network_policy_opens_only_the_api_port(helm: list[str]) -> None:
 
 
 def test_trainer_pods_accept_connections_only_from_trainer_pods(helm: list[str]) -> None:
-    """The selector is the launcher's label pair on every trainer pod (app.kubernetes.io/managed-by=alignd,
-    app.kubernetes.io/component=trainer); the API's own pods are labelled managed-by=Helm, component=api."""
+    """The selector is the launcher's labels on this release's trainer pods (app.kubernetes.io/managed-by=
+    alignd, app.kubernetes.io/component=trainer, alignd.dev/release=<release>); the API's own pods are
+    labelled managed-by=Helm, component=api."""
     manifests = render(helm)
     trainers = network_policies(manifests)["alignd-trainers"]
-    labels = {"app.kubernetes.io/managed-by": "alignd", "app.kubernetes.io/component": "trainer"}
+    labels = {
+        "app.kubernetes.io/managed-by": "alignd",
+        "app.kubernetes.io/component": "trainer",
+        "alignd.dev/release": RELEASE,
+    }
     api_pod_labels = only(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
 
     assert trainers["podSelector"] == {"matchLabels": labels}
@@ -484,6 +492,25 @@ def test_trainer_pods_accept_connections_only_from_trainer_pods(helm: list[str])
     assert "alignd-trainers" not in network_policies(
         render(helm, "--set", "networkPolicy.isolateTrainers=false")
     )
+
+
+def test_the_release_name_scopes_the_trainer_jobs(
+    helm: list[str], clean_alignd_env: pytest.MonkeyPatch
+) -> None:
+    """Two releases in one namespace: each server is told its release name, so it names, labels, lists
+    and reaps only its own trainer Jobs, and each network policy selects only its own trainers."""
+    for release in ("team-a", "team-b"):
+        result = run([*helm, "template", release, str(CHART), "--namespace", NAMESPACE])
+        assert result.returncode == 0, result.stderr
+        manifests = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+        config = only(manifests, "ConfigMap")["data"]
+        assert config["ALIGND_K8S_RELEASE"] == release
+        clean_alignd_env.setenv("ALIGND_K8S_RELEASE", config["ALIGND_K8S_RELEASE"])
+        trainer_labels = selector(Settings().k8s_release)
+        policy = network_policies(manifests)[f"{release}-alignd-trainers"]
+        assert policy["podSelector"]["matchLabels"] == dict(
+            term.split("=") for term in trainer_labels.split(",")
+        )
 
 
 def test_ingress_routes_to_the_api_service(helm: list[str]) -> None:

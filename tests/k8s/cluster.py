@@ -44,10 +44,15 @@ def now_rfc3339() -> str:
 
 
 def _selected(obj: Obj, selector: str | None) -> bool:
+    """Label selectors' equality (`key=value`) and absence (`!key`) terms, as the launcher uses them."""
     if not selector:
         return True
     labels = (obj.get("metadata") or {}).get("labels") or {}
     for term in selector.split(","):
+        if term.startswith("!"):
+            if term[1:] in labels:
+                return False
+            continue
         key, _, value = term.partition("=")
         if labels.get(key) != value:
             return False
@@ -58,6 +63,8 @@ def _selected(obj: Obj, selector: str | None) -> bool:
 class Emulator(kmock.KubernetesEmulator):
     pod_logs: dict[str, str] = attrs.field(factory=dict)
     expire_next_watches: int = 0
+    expiring: tuple[str, str] | None = None
+    """(resource plural, label selector): only such watches expire; None: any watch."""
     watches_expired: int = 0
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
 
@@ -88,7 +95,9 @@ class Emulator(kmock.KubernetesEmulator):
         return listing
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
-        if self.expire_next_watches > 0:
+        selector = request.params.get("labelSelector")
+        wanted = request.resource is not None and (request.resource.plural, selector) == self.expiring
+        if self.expire_next_watches > 0 and (self.expiring is None or wanted):
             self.expire_next_watches -= 1
             self.watches_expired += 1
             yield b""
@@ -102,7 +111,6 @@ class Emulator(kmock.KubernetesEmulator):
                 },
             }
             return
-        selector = request.params.get("labelSelector")
         async for event in super()._serve_watch(request):
             if not isinstance(event, dict) or _selected(event.get("object") or {}, selector):
                 yield event

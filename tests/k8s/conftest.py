@@ -16,6 +16,7 @@ from alignd.storage.signing import UrlSigner
 from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript
 
 NAMESPACE = "alignd-test"
+RELEASE = "team-a"
 Scripts = dict[str, list[PodScript]]
 """Job name -> what its first, second, ... pod does (the last entry repeats)."""
 
@@ -75,6 +76,7 @@ def k8s_settings(tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         launcher="kubernetes",
         k8s_namespace=NAMESPACE,
+        k8s_release=RELEASE,
         k8s_trainer_image="ghcr.io/alignd/alignd-trainer:test",
         k8s_gpu_profiles={"h100": GpuProfile(node_selector={"gpu": "h100"})},
         k8s_pending_deadline_seconds=6.0,

@@ -12,12 +12,12 @@ from sqlmodel import Session, col, select
 from alignd.controller import Controller
 from alignd.jobs.service import cancel_job, pause_job, resume_job
 from alignd.jobs.state import JobStatus
-from alignd.launchers.k8s_manifests import job_name
+from alignd.launchers.k8s_manifests import job_name, selector
 from alignd.launchers.kubernetes import KubernetesLauncher
 from alignd.models import JobEventModel, JobModel, ProjectModel
 from tests.db.factories import make_job
 from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript, summary_json, wait_for
-from tests.k8s.conftest import NAMESPACE, Scripts
+from tests.k8s.conftest import NAMESPACE, RELEASE, Scripts
 
 SPEC = {"model": "/models/tiny", "training_file": "file-test", "resources": {"gpus": 1, "gpu_type": "h100"}}
 
@@ -65,7 +65,7 @@ def test_a_run_that_succeeds_keeps_its_logs_and_never_puts_the_token_in_the_pod(
     api: ApiClient,
 ) -> None:
     job = queued(session)
-    run = job_name(job.id, 1)
+    run = job_name(job.id, 1, RELEASE)
     scripts[run] = [PodScript("succeed", logs="step 1 loss 0.69\n")]
     controller = make_controller()
     done = drive(controller, session, job.id, {"succeeded", "failed"})
@@ -92,7 +92,7 @@ def test_a_not_retriable_exit_fails_at_once_with_the_trainers_message(
     api: ApiClient,
 ) -> None:
     job = queued(session)
-    run = job_name(job.id, 1)
+    run = job_name(job.id, 1, RELEASE)
     message = "training_file line 3: field 'chosen' is missing"
     scripts[run] = [
         PodScript("fail", exit_code=65, termination_message=summary_json(65, "BadInput", message))
@@ -111,7 +111,7 @@ def test_preemption_resumes_in_a_new_pod_of_the_same_run(
     api: ApiClient,
 ) -> None:
     job = queued(session)
-    run = job_name(job.id, 1)
+    run = job_name(job.id, 1, RELEASE)
     scripts[run] = [PodScript("preempt", exit_code=143), PodScript("hold")]
     controller = make_controller()
     drive(controller, session, job.id, {"running"})
@@ -130,7 +130,7 @@ def test_an_oom_kill_becomes_a_clear_error(
     make_controller: Callable[[], Controller], session: Session, scripts: Scripts, kubelet: Kubelet
 ) -> None:
     job = queued(session)
-    scripts[job_name(job.id, 1)] = [PodScript("oom")]
+    scripts[job_name(job.id, 1, RELEASE)] = [PodScript("oom")]
     failed = drive(make_controller(), session, job.id, {"succeeded", "failed"})
     assert failed.status == "failed" and failed.error is not None
     assert failed.error["code"] == "oomkilled" and "batch_size" in failed.error["message"]
@@ -144,7 +144,7 @@ def test_an_unschedulable_run_shows_why_and_fails_at_the_pending_deadline(
     api: ApiClient,
 ) -> None:
     job = queued(session)
-    run = job_name(job.id, 1)
+    run = job_name(job.id, 1, RELEASE)
     scripts[run] = [PodScript("unschedulable")]
     controller = make_controller()
     drive(controller, session, job.id, {"running"})
@@ -166,7 +166,7 @@ def test_an_image_that_cannot_be_pulled_fails_the_job(
     make_controller: Callable[[], Controller], session: Session, scripts: Scripts, kubelet: Kubelet
 ) -> None:
     job = queued(session)
-    scripts[job_name(job.id, 1)] = [PodScript("imagepull")]
+    scripts[job_name(job.id, 1, RELEASE)] = [PodScript("imagepull")]
     failed = drive(make_controller(), session, job.id, {"failed"})
     assert failed.error is not None and failed.error["code"] == "imagepullbackoff"
     assert "ALIGND_K8S_TRAINER_IMAGE" in failed.error["message"]
@@ -180,7 +180,7 @@ def test_cancel_deletes_the_job_and_its_pods(
     api: ApiClient,
 ) -> None:
     job = queued(session)
-    run = job_name(job.id, 1)
+    run = job_name(job.id, 1, RELEASE)
     controller = make_controller()
     drive(controller, session, job.id, {"running"})
     wait_for(lambda: len(pods_of(api, run)) == 1, 10, "the trainer pod")
@@ -204,10 +204,10 @@ def test_pause_deletes_the_run_and_resume_starts_the_next_attempt(
     assert project is not None
     pause_job(session, project, job.id)
     drive(controller, session, job.id, {"paused"})
-    assert job_name(job.id, 1) not in k8s_jobs(api)
+    assert job_name(job.id, 1, RELEASE) not in k8s_jobs(api)
     resume_job(session, project, job.id)
     resumed = drive(controller, session, job.id, {"running"})
-    assert resumed.attempt == 2 and job_name(job.id, 2) in k8s_jobs(api)
+    assert resumed.attempt == 2 and job_name(job.id, 2, RELEASE) in k8s_jobs(api)
 
 
 def test_a_server_restart_picks_up_running_jobs_and_relaunches_lost_ones(
@@ -222,7 +222,7 @@ def test_a_server_restart_picks_up_running_jobs_and_relaunches_lost_ones(
     drive(first, session, alive.id, {"running"})
     drive(first, session, lost.id, {"running"})
     first.launcher.close()  # type: ignore[attr-defined]
-    client.BatchV1Api(api).delete_namespaced_job(job_name(lost.id, 1), NAMESPACE)
+    client.BatchV1Api(api).delete_namespaced_job(job_name(lost.id, 1, RELEASE), NAMESPACE)
 
     second = make_controller()
     second.reconcile_once()
@@ -232,7 +232,7 @@ def test_a_server_restart_picks_up_running_jobs_and_relaunches_lost_ones(
     relaunched = drive(second, session, lost.id, {"running"}, timeout=10)
     assert relaunched.attempt == 2 and relaunched.retries == 1
     assert any("retrying" in e for e in events(session, lost.id))
-    scripts[job_name(alive.id, 1)] = [PodScript("succeed")]
+    scripts[job_name(alive.id, 1, RELEASE)] = [PodScript("succeed")]
     done = drive(second, session, alive.id, {"succeeded", "failed"})
     assert done.status == "succeeded", done.error
 
@@ -250,7 +250,7 @@ def test_a_labelled_job_with_no_live_row_is_deleted(
     session.add(finished)
     session.commit()
     controller.reconcile_once()
-    wait_for(lambda: job_name(job.id, 1) not in k8s_jobs(api), 10, "the orphaned Job to be deleted")
+    wait_for(lambda: job_name(job.id, 1, RELEASE) not in k8s_jobs(api), 10, "the orphaned Job to be deleted")
 
 
 def test_an_expired_watch_lists_again_and_keeps_tracking(
@@ -258,6 +258,7 @@ def test_an_expired_watch_lists_again_and_keeps_tracking(
 ) -> None:
     assert cluster.emulator is not None
     cluster.emulator.expire_next_watches = 3
+    cluster.emulator.expiring = ("jobs", selector(RELEASE))
     launcher = make_launcher()
     launcher.start()
     wait_for(lambda: cluster.emulator is not None and cluster.emulator.watches_expired == 3, 10, "three 410s")
@@ -272,6 +273,7 @@ def test_an_expired_watch_lists_again_and_keeps_tracking(
                 "app.kubernetes.io/managed-by": "alignd",
                 "app.kubernetes.io/component": "trainer",
                 "alignd.dev/job-id": "ftjob-elsewhere",
+                "alignd.dev/release": RELEASE,
             },
         },
         "spec": {

@@ -5,11 +5,20 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from pydantic import ValidationError
 
 from alignd.config import GpuProfile, Settings
 from alignd.contract import ExitCode, JobSpec
 from alignd.launchers.base import LaunchRequest
-from alignd.launchers.k8s_manifests import ManifestError, RunManifests, build
+from alignd.launchers.k8s_manifests import (
+    RELEASE_LABEL,
+    ManifestError,
+    RunManifests,
+    build,
+    job_name,
+    selector,
+)
+from alignd.models import new_id
 
 KUBERNETES_VERSIONS = ("1.31.0", "1.35.0")
 TOKEN = "job-token-value-never-in-the-pod-spec"
@@ -32,12 +41,15 @@ SHAPES = {
 }
 
 
-def manifests(resources: dict[str, Any], *, max_runtime: int | None = 3600) -> RunManifests:
+def manifests(
+    resources: dict[str, Any], *, max_runtime: int | None = 3600, release: str = "alignd"
+) -> RunManifests:
     spec = JobSpec(
         model="/models/base", training_file="file-abc", resources=resources, max_runtime_seconds=max_runtime
     )
     env = {"ALIGND_JOB_ID": "ftjob-abc", "ALIGND_API_URL": "http://alignd:8000", "ALIGND_JOB_TOKEN": TOKEN}
-    return build(LaunchRequest("ftjob-abc", 3, spec, env), SETTINGS, "ml")
+    settings = SETTINGS.model_copy(update={"k8s_release": release})
+    return build(LaunchRequest("ftjob-abc", 3, spec, env), settings, "ml")
 
 
 def objects(run: RunManifests) -> list[dict[str, Any]]:
@@ -104,6 +116,50 @@ def test_labels_and_annotation_name_the_job() -> None:
     assert job["spec"]["template"]["metadata"]["labels"] == labels
 
 
+def test_the_release_is_the_instance_and_the_run_is_in_alignds_own_labels() -> None:
+    """Helm's convention: `app.kubernetes.io/instance` is the release; the launcher selects on it."""
+    run = manifests(SHAPES["two-nodes"], release="team-a")
+    labels = run.job["metadata"]["labels"]
+    assert labels["app.kubernetes.io/instance"] == labels[RELEASE_LABEL] == "team-a"
+    assert labels["alignd.dev/run"] == run.name and labels["app.kubernetes.io/component"] == "trainer"
+    assert run.job["spec"]["template"]["metadata"]["labels"] == labels
+    own = dict(term.split("=") for term in selector("team-a").split(","))
+    assert own.items() <= labels.items()
+    assert not own.items() <= manifests(SHAPES["cpu"], release="team-b").job["metadata"]["labels"].items()
+    assert run.service is not None and run.service["spec"]["selector"] == {
+        "alignd.dev/run": run.name,
+        RELEASE_LABEL: "team-a",
+    }
+
+
+@pytest.mark.parametrize(
+    "releases",
+    [
+        ("team-a", "team-b"),
+        ("ml.team", "ml-team"),
+        ("platform-" + "x" * 44, "platform-" + "y" * 44),
+    ],
+    ids=["short", "dot", "longest"],
+)
+def test_two_releases_never_share_a_name_for_the_same_job(releases: tuple[str, str]) -> None:
+    """Even for one job id in two databases (a restored backup): Job, Secret and Service names differ."""
+    first, second = (manifests(SHAPES["two-nodes"], release=release) for release in releases)
+    for one, other in ((first.job, second.job), (first.secret, second.secret)):
+        assert one["metadata"]["name"] != other["metadata"]["name"]
+    assert first.name != second.name
+    real_id = new_id("ftjob-")
+    assert len({job_name(real_id, 999, release) for release in releases}) == 2
+    assert all(len(job_name(real_id, 999, release)) <= 56 for release in releases)
+    for version in KUBERNETES_VERSIONS:
+        for obj in objects(first):
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_default_release_names_jobs_as_before() -> None:
+    """A server upgraded without Helm (release "alignd") finds its pre-upgrade runs under the same names."""
+    assert job_name("ftjob-abc", 3, Settings().k8s_release) == "alignd-ftjob-abc-3"
+
+
 @pytest.mark.parametrize(
     ("shape", "command"),
     [
@@ -130,3 +186,9 @@ def test_multi_node_is_an_indexed_job_with_rendezvous_at_index_0() -> None:
 def test_an_unknown_gpu_type_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ManifestError, match=r"'a100'.*known: h100"):
         manifests({"gpus": 1, "gpu_type": "a100"})
+
+
+@pytest.mark.parametrize("release", ["Team_A", "-team", "x" * 54, ""])
+def test_a_release_name_a_label_cannot_carry_is_refused_at_start(release: str) -> None:
+    with pytest.raises(ValidationError, match="k8s_release"):
+        Settings(k8s_release=release)

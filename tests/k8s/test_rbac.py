@@ -13,7 +13,7 @@ from alignd.models import ProjectModel
 from tests.db.factories import make_job
 from tests.helm.test_chart import LAUNCHER_RULES
 from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript, wait_for
-from tests.k8s.conftest import Scripts
+from tests.k8s.conftest import RELEASE, Scripts
 from tests.k8s.test_lifecycle import drive, pods_of
 
 VERBS = {
@@ -35,11 +35,11 @@ def test_the_launcher_uses_only_what_the_role_grants(
     kubelet: Kubelet,
 ) -> None:
     done, cancelled = make_job(session, spec=MULTI_NODE), make_job(session, spec=MULTI_NODE)
-    scripts[job_name(done.id, 1)] = [PodScript("succeed")]
+    scripts[job_name(done.id, 1, RELEASE)] = [PodScript("succeed")]
     controller = make_controller()
     drive(controller, session, done.id, {"succeeded"})
     drive(controller, session, cancelled.id, {"running"})
-    wait_for(lambda: bool(pods_of(kubelet.api, job_name(cancelled.id, 1))), 10, "a pod")
+    wait_for(lambda: bool(pods_of(kubelet.api, job_name(cancelled.id, 1, RELEASE))), 10, "a pod")
     project = session.get(ProjectModel, cancelled.project_id)
     assert project is not None
     cancel_job(session, project, cancelled.id)

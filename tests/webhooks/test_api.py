@@ -29,7 +29,7 @@ def test_create_shows_the_secret_once_and_lists_pages_newest_first(client: TestC
     again = client.get(f"/v1/webhooks/{first['id']}", headers=bearer(key)).json()
     assert again == first | {"secret": None}
 
-    second = _create(client, key, url="http://10.0.0.5:9000/x", events=["fine_tuning.job.failed"])
+    second = _create(client, key, url="http://hooks2.example.com:9000/x", events=["fine_tuning.job.failed"])
     assert second["events"] == ["fine_tuning.job.failed"] and second["secret"] != secret
     page = client.get("/v1/webhooks?limit=1", headers=bearer(key)).json()
     assert [e["id"] for e in page["data"]] == [second["id"]] and page["has_more"] is True

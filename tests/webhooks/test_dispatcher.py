@@ -17,13 +17,14 @@ from alignd.controller import Controller
 from alignd.jobs.state import JobStatus, transition
 from alignd.launchers import LocalLauncher
 from alignd.models import JobModel, ProjectModel, WebhookAttemptModel, WebhookDeliveryModel
+from alignd.secretbox import generate_key
 from alignd.storage.local import LocalStore
 from alignd.storage.signing import UrlSigner
 from alignd.webhooks import service
 from alignd.webhooks.dispatcher import Dispatcher, backoff_seconds
 from tests.db.factories import make_job, make_project
 
-from .conftest import Clock, Receiver
+from .conftest import RECEIVER_HOSTS, Clock, Receiver
 
 
 def _settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -33,6 +34,7 @@ def _settings(tmp_path: Path, **overrides: Any) -> Settings:
         "webhook_backoff_seconds": 10.0,
         "webhook_backoff_max_seconds": 3600.0,
         "webhook_max_attempts": 5,
+        "webhook_allowed_hosts": RECEIVER_HOSTS,
     }
     return Settings(**(values | overrides))
 
@@ -52,13 +54,21 @@ def dispatchers(
         dispatcher.close()
 
 
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """What endpoints are registered with: the dispatchers' data dir (so their sealing key) and allow-list."""
+    return _settings(tmp_path)
+
+
 def _endpoint(
-    sessions: sessionmaker[Session], receiver: Receiver, events: list[str] | None = None
+    sessions: sessionmaker[Session], settings: Settings, receiver: Receiver, events: list[str] | None = None
 ) -> tuple[ProjectModel, str]:
     with sessions() as session:
         project = make_project(session)
-        endpoint = service.create_endpoint(session=session, project=project, url=receiver.url, events=events)
-    receiver.secret = endpoint.secret
+        endpoint, secret = service.create_endpoint(
+            session=session, project=project, url=receiver.url, events=events, settings=settings
+        )
+    receiver.secret = secret
     return project, endpoint.id
 
 
@@ -91,9 +101,13 @@ def _attempts(sessions: sessionmaker[Session], delivery_id: str) -> list[tuple[i
 
 
 def test_a_finished_job_is_delivered_once_signed_in_openais_event_shape(
-    sessions: sessionmaker[Session], receiver: Receiver, dispatchers: Callable[..., Dispatcher], clock: Clock
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+    clock: Clock,
 ) -> None:
-    project, endpoint_id = _endpoint(sessions, receiver)
+    project, endpoint_id = _endpoint(sessions, settings, receiver)
     job_id = _finish(sessions, project, JobStatus.succeeded)
     dispatcher = dispatchers()
 
@@ -127,9 +141,13 @@ def test_a_finished_job_is_delivered_once_signed_in_openais_event_shape(
 
 
 def test_a_receiver_that_fails_twice_gets_retries_with_backoff_and_the_same_event(
-    sessions: sessionmaker[Session], receiver: Receiver, dispatchers: Callable[..., Dispatcher], clock: Clock
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+    clock: Clock,
 ) -> None:
-    project, endpoint_id = _endpoint(sessions, receiver)
+    project, endpoint_id = _endpoint(sessions, settings, receiver)
     _finish(sessions, project, JobStatus.failed)
     receiver.answers = [500, 503]
     dispatcher = dispatchers()
@@ -138,7 +156,7 @@ def test_a_receiver_that_fails_twice_gets_retries_with_backoff_and_the_same_even
     assert dispatcher.run_once() == 1
     [delivery] = _deliveries(sessions, endpoint_id)
     assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("pending", 1, first_try + 10)
-    assert delivery.last_error == "the endpoint answered HTTP 500: receiver says no"
+    assert delivery.last_error == "http_500: the endpoint answered HTTP 500"
 
     clock.advance(9.9)
     assert dispatcher.run_once() == 0  # not due yet
@@ -161,16 +179,20 @@ def test_a_receiver_that_fails_twice_gets_retries_with_backoff_and_the_same_even
     [delivery] = _deliveries(sessions, endpoint_id)
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 3, 200)
     assert _attempts(sessions, delivery.id) == [
-        (1, 500, "the endpoint answered HTTP 500: receiver says no"),
-        (2, 503, "the endpoint answered HTTP 503: receiver says no"),
+        (1, 500, "http_500: the endpoint answered HTTP 500"),
+        (2, 503, "http_503: the endpoint answered HTTP 503"),
         (3, 200, None),
     ]
 
 
 def test_a_receiver_that_always_fails_is_given_up_with_the_last_error_kept(
-    sessions: sessionmaker[Session], receiver: Receiver, dispatchers: Callable[..., Dispatcher], clock: Clock
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+    clock: Clock,
 ) -> None:
-    project, endpoint_id = _endpoint(sessions, receiver)
+    project, endpoint_id = _endpoint(sessions, settings, receiver)
     _finish(sessions, project, JobStatus.cancelled)
     receiver.default = 500
     dispatcher = dispatchers(webhook_max_attempts=3, webhook_backoff_seconds=1.0)
@@ -180,7 +202,7 @@ def test_a_receiver_that_always_fails_is_given_up_with_the_last_error_kept(
         assert dispatcher.run_once() == 1
     [delivery] = _deliveries(sessions, endpoint_id)
     assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("failed", 3, None)
-    assert delivery.last_error == "the endpoint answered HTTP 500: receiver says no"
+    assert delivery.last_error == "http_500: the endpoint answered HTTP 500"
     assert [a[0] for a in _attempts(sessions, delivery.id)] == [1, 2, 3]
 
     clock.advance(86_400)
@@ -190,6 +212,7 @@ def test_a_receiver_that_always_fails_is_given_up_with_the_last_error_kept(
 
 def test_unreachable_and_slow_endpoints_fail_with_the_reason(
     sessions: sessionmaker[Session],
+    settings: Settings,
     receivers: Callable[[], Receiver],
     dispatchers: Callable[..., Dispatcher],
     clock: Clock,
@@ -197,10 +220,14 @@ def test_unreachable_and_slow_endpoints_fail_with_the_reason(
 ) -> None:
     slow = receivers()
     slow.delay = 1.0
-    project, slow_id = _endpoint(sessions, slow)
+    project, slow_id = _endpoint(sessions, settings, slow)
     with sessions() as session:
-        closed = service.create_endpoint(
-            session=session, project=project, url=f"http://127.0.0.1:{closed_port}/hooks", events=None
+        closed, _ = service.create_endpoint(
+            session=session,
+            project=project,
+            url=f"http://127.0.0.1:{closed_port}/hooks",
+            events=None,
+            settings=settings,
         )
     _finish(sessions, project, JobStatus.succeeded)
     dispatcher = dispatchers(webhook_timeout_seconds=0.2, webhook_max_attempts=1)
@@ -208,11 +235,10 @@ def test_unreachable_and_slow_endpoints_fail_with_the_reason(
     assert dispatcher.run_once() == 2
     [timed_out] = _deliveries(sessions, slow_id)
     assert timed_out.status == "failed" and timed_out.last_status_code is None
-    assert timed_out.last_error == "no answer within 0.2s (ALIGND_WEBHOOK_TIMEOUT_SECONDS)"
+    assert timed_out.last_error == "timeout: no answer within 0.2s (ALIGND_WEBHOOK_TIMEOUT_SECONDS)"
     [refused] = _deliveries(sessions, closed.id)
     assert refused.status == "failed" and refused.last_status_code is None
-    assert refused.last_error is not None
-    assert refused.last_error.startswith("could not reach the endpoint: ConnectError:")
+    assert refused.last_error == "connect_error: could not connect to the endpoint"
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
@@ -220,14 +246,18 @@ def test_backoff_doubles_up_to_the_cap() -> None:
 
 
 def test_the_outbox_commits_with_the_status_change_and_only_for_subscribed_endpoints(
-    sessions: sessionmaker[Session], receivers: Callable[[], Receiver]
+    sessions: sessionmaker[Session], settings: Settings, receivers: Callable[[], Receiver]
 ) -> None:
-    project, all_events = _endpoint(sessions, receivers())
+    project, all_events = _endpoint(sessions, settings, receivers())
     with sessions() as session:
-        only_failed = service.create_endpoint(
-            session=session, project=project, url=receivers().url, events=["fine_tuning.job.failed"]
+        only_failed, _ = service.create_endpoint(
+            session=session,
+            project=project,
+            url=receivers().url,
+            events=["fine_tuning.job.failed"],
+            settings=settings,
         )
-    _other_project, other_endpoint = _endpoint(sessions, receivers())
+    _other_project, other_endpoint = _endpoint(sessions, settings, receivers())
 
     with sessions() as session:
         job = make_job(session, project, status=JobStatus.queued)
@@ -251,9 +281,12 @@ def test_the_outbox_commits_with_the_status_change_and_only_for_subscribed_endpo
 
 
 def test_two_dispatchers_never_send_the_same_attempt(
-    sessions: sessionmaker[Session], receiver: Receiver, dispatchers: Callable[..., Dispatcher]
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
 ) -> None:
-    project, endpoint_id = _endpoint(sessions, receiver)
+    project, endpoint_id = _endpoint(sessions, settings, receiver)
     for _ in range(12):
         _finish(sessions, project, JobStatus.succeeded)
     pair = [dispatchers(webhook_concurrency=3), dispatchers(webhook_concurrency=3)]
@@ -284,9 +317,13 @@ def test_two_dispatchers_never_send_the_same_attempt(
 
 
 def test_a_claim_excludes_other_dispatchers_until_it_expires(
-    sessions: sessionmaker[Session], receiver: Receiver, dispatchers: Callable[..., Dispatcher], clock: Clock
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+    clock: Clock,
 ) -> None:
-    project, endpoint_id = _endpoint(sessions, receiver)
+    project, endpoint_id = _endpoint(sessions, settings, receiver)
     _finish(sessions, project, JobStatus.succeeded)
     crashed, survivor = dispatchers(), dispatchers()
 
@@ -303,9 +340,12 @@ def test_a_claim_excludes_other_dispatchers_until_it_expires(
 
 
 def test_deleting_an_endpoint_mid_send_drops_the_result(
-    sessions: sessionmaker[Session], receiver: Receiver, dispatchers: Callable[..., Dispatcher]
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
 ) -> None:
-    project, endpoint_id = _endpoint(sessions, receiver)
+    project, endpoint_id = _endpoint(sessions, settings, receiver)
     _finish(sessions, project, JobStatus.succeeded)
     dispatcher = dispatchers()
     [claim] = dispatcher.claim(limit=10)
@@ -316,11 +356,11 @@ def test_deleting_an_endpoint_mid_send_drops_the_result(
 
 
 def test_controller_transitions_emit_one_event_each(
-    sessions: sessionmaker[Session], receiver: Receiver, tmp_path: Path
+    sessions: sessionmaker[Session], settings: Settings, receiver: Receiver, tmp_path: Path
 ) -> None:
     """The controller's own terminal moves (a run that succeeded, one that failed) go through the outbox;
     syncing again changes nothing."""
-    project, endpoint_id = _endpoint(sessions, receiver)
+    project, endpoint_id = _endpoint(sessions, settings, receiver)
     launcher = LocalLauncher(tmp_path / "runs")
     controller = Controller(
         sessions=sessions,
@@ -354,3 +394,25 @@ def test_controller_transitions_emit_one_event_each(
     assert events == sorted(
         [(succeeded.id, "fine_tuning.job.succeeded"), (failed.id, "fine_tuning.job.failed")]
     )
+
+
+def test_a_secret_sealed_under_another_key_fails_the_attempt_with_the_reason(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    """A replica started with another ALIGND_ENCRYPTION_KEY than the one that sealed the secret sends
+    nothing unsigned: the attempt fails and says which setting to check."""
+    project, endpoint_id = _endpoint(sessions, settings, receiver)
+    _finish(sessions, project, JobStatus.succeeded)
+    dispatcher = dispatchers(encryption_key=generate_key(), webhook_max_attempts=1)
+
+    assert dispatcher.run_once() == 1
+    [delivery] = _deliveries(sessions, endpoint_id)
+    assert delivery.status == "failed" and delivery.last_error is not None
+    assert (
+        delivery.last_error.startswith("secret_unreadable: ")
+        and "ALIGND_ENCRYPTION_KEY" in delivery.last_error
+    )
+    assert receiver.received == []

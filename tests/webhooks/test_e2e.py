@@ -1,108 +1,50 @@
 """Webhooks through the running app: its own dispatcher thread (started with the controller) delivers to a
-real receiver, and the deliveries API shows every attempt. A cancel through the API is the event; the
-controller makes one pass at start (before any job exists) and then waits an hour, so it never launches a
-trainer. On SQLite and Postgres."""
+real receiver, and the deliveries API shows every attempt, with no word of a receiver's answer. Secrets
+are sealed in the database; an endpoint stored in plaintext before sealing still signs, and is sealed
+when a dispatcher starts. A cancel through the API is the event. On SQLite and Postgres."""
 
-import json
-import time
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
 
-from alignd.app import create_app
-from alignd.config import Settings
-from tests.api.conftest import ADMIN_KEY, bearer
+from alignd.secretbox import SEALED_PREFIX
+from alignd.webhooks.signing import generate_secret
+from tests.api.conftest import bearer
 
-from .conftest import Receiver
-
-ROW = {"prompt": "Name a fruit.", "chosen": " apple.", "rejected": " dog."}
+from .conftest import LiveApps, Receiver, cancelled_job, new_project, register, settled_delivery
 
 
-@pytest.fixture
-def live(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
-    settings = Settings(
-        data_dir=tmp_path / "alignd",
-        database_url=db_url,
-        admin_key=ADMIN_KEY,
-        public_url="http://testserver",
-        run_controller=True,
-        controller_interval_seconds=3600,
-        webhook_poll_seconds=0.05,
-        webhook_backoff_seconds=0.05,
-        webhook_max_attempts=3,
-        webhook_timeout_seconds=5.0,
-    )
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
-@pytest.fixture
-def project_key(live: TestClient, tmp_path: Path) -> str:
-    admin = bearer(ADMIN_KEY)
-    project = live.post("/v1/admin/projects", json={"name": "hooks"}, headers=admin)
-    key = live.post(f"/v1/admin/projects/{project.json()['id']}/api_keys", json={}, headers=admin)
-    model_dir = tmp_path / "base-model"
-    model_dir.mkdir()
-    (model_dir / "config.json").write_text("{}")
-    registered = live.post("/v1/models", json={"id": "tiny", "source": str(model_dir)}, headers=admin)
-    assert registered.status_code == 200, registered.text
-    value: str = key.json()["value"]
+def _stored_secret(db_url: str, endpoint_id: str) -> str:
+    """The secret column as the database holds it, read with plain SQL."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            value: str = connection.execute(
+                text("SELECT secret FROM webhook_endpoints WHERE id = :id"), {"id": endpoint_id}
+            ).scalar_one()
+    finally:
+        engine.dispose()
     return value
 
 
-def _cancelled_job(client: TestClient, key: str) -> str:
-    data = "".join(json.dumps(ROW) + "\n" for _ in range(20)).encode()
-    upload = client.post(
-        "/v1/files", files={"file": ("t.jsonl", data)}, data={"purpose": "fine-tune"}, headers=bearer(key)
-    )
-    assert upload.status_code == 200, upload.text
-    body = {"model": "tiny", "training_file": upload.json()["id"], "method": {"type": "dpo"}}
-    job = client.post("/v1/fine_tuning/jobs", json=body, headers=bearer(key))
-    assert job.status_code == 200, job.text
-    cancelled = client.post(f"/v1/fine_tuning/jobs/{job.json()['id']}/cancel", headers=bearer(key))
-    assert cancelled.json()["status"] == "cancelled", cancelled.text
-    job_id: str = job.json()["id"]
-    return job_id
-
-
-def _endpoint(client: TestClient, key: str, receiver: Receiver) -> str:
-    created = client.post("/v1/webhooks", json={"url": receiver.url}, headers=bearer(key))
-    assert created.status_code == 200, created.text
-    receiver.secret = created.json()["secret"]
-    endpoint_id: str = created.json()["id"]
-    return endpoint_id
-
-
-def _settled_delivery(
-    client: TestClient, key: str, endpoint_id: str, done: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    """The endpoint's one delivery, once `done` holds (the dispatcher writes results after sending)."""
-    deadline = time.monotonic() + 30
-    while True:
-        page = client.get(f"/v1/webhooks/{endpoint_id}/deliveries", headers=bearer(key)).json()
-        if page["data"] and done(page["data"][0]):
-            assert len(page["data"]) == 1
-            delivery: dict[str, Any] = page["data"][0]
-            return delivery
-        assert time.monotonic() < deadline, page
-        time.sleep(0.05)
-
-
 def test_a_cancel_is_delivered_signed_and_the_attempt_is_listed(
-    live: TestClient, project_key: str, receiver: Receiver
+    live_apps: LiveApps, tmp_path: Path, receiver: Receiver
 ) -> None:
-    endpoint_id = _endpoint(live, project_key, receiver)
-    job_id = _cancelled_job(live, project_key)
+    live = live_apps.start()
+    key = new_project(live, tmp_path)
+    endpoint_id = register(live, key, receiver.url, receiver)
+    job_id = cancelled_job(live, key)
 
     [request] = receiver.wait_for(1)
     assert request.signature_ok
     assert request.event["type"] == "fine_tuning.job.cancelled"
     assert request.event["data"] == {"id": job_id}
 
-    delivery = _settled_delivery(live, project_key, endpoint_id, lambda d: d["status"] != "pending")
+    delivery = settled_delivery(live, key, endpoint_id)
     assert delivery["object"] == "webhook_endpoint.delivery"
     assert delivery["event_id"] == request.headers["webhook-id"] == request.event["id"]
     assert (delivery["event_type"], delivery["data"], delivery["webhook_id"]) == (
@@ -125,24 +67,144 @@ def test_a_cancel_is_delivered_signed_and_the_attempt_is_listed(
     )
 
 
-def test_retries_and_giving_up_are_visible_in_the_deliveries(
-    live: TestClient, project_key: str, receivers: Callable[[], Receiver]
+def test_retries_and_giving_up_are_visible_in_the_deliveries_without_the_receivers_answer(
+    live_apps: LiveApps, tmp_path: Path, receivers: Callable[[], Receiver]
 ) -> None:
+    """The receivers answer errors with the body "receiver says no": the API keeps the status code and
+    the error class, never that text."""
+    live = live_apps.start()
+    key = new_project(live, tmp_path)
     flaky, broken = receivers(), receivers()
     flaky.answers = [500, 502]
     broken.default = 503
-    flaky_id = _endpoint(live, project_key, flaky)
-    broken_id = _endpoint(live, project_key, broken)
-    _cancelled_job(live, project_key)
+    flaky_id = register(live, key, flaky.url, flaky)
+    broken_id = register(live, key, broken.url, broken)
+    cancelled_job(live, key)
 
-    delivered = _settled_delivery(live, project_key, flaky_id, lambda d: d["status"] != "pending")
+    delivered = settled_delivery(live, key, flaky_id)
     assert delivered["status"] == "delivered" and delivered["attempt_count"] == 3
     assert [(a["attempt"], a["status_code"]) for a in delivered["attempts"]] == [(1, 500), (2, 502), (3, 200)]
-    assert delivered["attempts"][0]["error"] == "the endpoint answered HTTP 500: receiver says no"
+    assert delivered["attempts"][0]["error"] == "http_500: the endpoint answered HTTP 500"
     assert all(r.signature_ok for r in flaky.wait_for(3))
 
-    failed = _settled_delivery(live, project_key, broken_id, lambda d: d["status"] != "pending")
+    failed = settled_delivery(live, key, broken_id)
     assert (failed["status"], failed["attempt_count"], failed["last_status_code"]) == ("failed", 3, 503)
-    assert failed["last_error"] == "the endpoint answered HTTP 503: receiver says no"
+    assert failed["last_error"] == "http_503: the endpoint answered HTTP 503"
     assert failed["next_attempt_at"] is None
     assert [a["attempt"] for a in failed["attempts"]] == [1, 2, 3]
+    for endpoint_id in (flaky_id, broken_id):
+        listed = live.get(f"/v1/webhooks/{endpoint_id}/deliveries", headers=bearer(key)).text
+        assert "receiver says no" not in listed
+
+
+@pytest.fixture
+def banner_server() -> Iterator[str]:
+    """A service on loopback that is not HTTP: it writes a banner with a secret in it and closes."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with connection:
+                connection.sendall(b"SSH-2.0-internal-banner-s3cr3t-token\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/hooks"
+    stop.set()
+    thread.join(timeout=5)
+    server.close()
+
+
+def test_a_service_that_does_not_speak_http_is_a_protocol_error_without_its_banner(
+    live_apps: LiveApps, tmp_path: Path, banner_server: str
+) -> None:
+    live = live_apps.start(webhook_max_attempts=1)
+    key = new_project(live, tmp_path)
+    endpoint_id = register(live, key, banner_server)
+    cancelled_job(live, key)
+
+    failed = settled_delivery(live, key, endpoint_id)
+    assert failed["status"] == "failed" and failed["last_status_code"] is None
+    assert failed["last_error"].startswith("protocol_error: "), failed
+    listed = live.get(f"/v1/webhooks/{endpoint_id}/deliveries", headers=bearer(key)).text
+    assert "s3cr3t" not in listed and "SSH-2.0" not in listed
+
+
+def test_the_secret_is_sealed_in_the_database(
+    live_apps: LiveApps, tmp_path: Path, receiver: Receiver, db_url: str
+) -> None:
+    live = live_apps.start()
+    key = new_project(live, tmp_path)
+    endpoint_id = register(live, key, receiver.url, receiver)
+    assert receiver.secret is not None
+
+    stored = _stored_secret(db_url, endpoint_id)
+    assert stored.startswith(SEALED_PREFIX)
+    assert receiver.secret not in stored and receiver.secret.removeprefix("whsec_") not in stored
+    cancelled_job(live, key)
+    [request] = receiver.wait_for(1)
+    assert request.signature_ok
+    assert (tmp_path / "alignd" / "encryption.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_endpoint_stored_in_plaintext_still_signs_and_is_sealed_at_the_next_start(
+    live_apps: LiveApps, tmp_path: Path, receiver: Receiver, db_url: str
+) -> None:
+    """A row written before secrets were sealed (plain `whsec_...` in the column) signs with that secret;
+    a restarted server seals it, and it still signs the same."""
+    first = live_apps.start()
+    key = new_project(first, tmp_path)
+    endpoint_id = register(first, key, receiver.url)
+    legacy_secret = generate_secret()
+    engine = create_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE webhook_endpoints SET secret = :secret WHERE id = :id"),
+            {"secret": legacy_secret, "id": endpoint_id},
+        )
+    engine.dispose()
+    receiver.secret = legacy_secret
+
+    cancelled_job(first, key)
+    [before] = receiver.wait_for(1)
+    assert before.signature_ok
+    assert _stored_secret(db_url, endpoint_id) == legacy_secret
+
+    live_apps.stop(first)
+    second = live_apps.start()
+    cancelled_job(second, key)
+    settled_delivery(second, key, endpoint_id, count=2)
+    stored = _stored_secret(db_url, endpoint_id)
+    assert stored.startswith(SEALED_PREFIX) and legacy_secret not in stored
+    [_, after] = receiver.wait_for(2)
+    assert after.signature_ok
+
+
+def test_errors_stored_before_they_were_classed_are_shown_without_the_receivers_words(
+    live_apps: LiveApps, tmp_path: Path, receivers: Callable[[], Receiver], db_url: str
+) -> None:
+    """A row written by an older server kept the start of the receiver's answer; the API shows its class."""
+    live = live_apps.start(webhook_max_attempts=1)
+    key = new_project(live, tmp_path)
+    broken = receivers()
+    broken.default = 500
+    endpoint_id = register(live, key, broken.url, broken)
+    cancelled_job(live, key)
+    settled_delivery(live, key, endpoint_id)
+    engine = create_engine(db_url)
+    with engine.begin() as connection:
+        old = "the endpoint answered HTTP 500: internal page text"
+        connection.execute(text("UPDATE webhook_deliveries SET last_error = :e"), {"e": old})
+        connection.execute(text("UPDATE webhook_attempts SET error = :e"), {"e": old})
+    engine.dispose()
+
+    delivery = settled_delivery(live, key, endpoint_id)
+    assert delivery["last_error"] == "http_500" and delivery["attempts"][0]["error"] == "http_500"

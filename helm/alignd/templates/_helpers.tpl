@@ -117,8 +117,10 @@ app.kubernetes.io/component: api
 {{- end }}
 {{- end }}
 
-{{/* Labels the Kubernetes launcher puts on every trainer pod (alignd/launchers/k8s_manifests.py). */}}
+{{/* Labels the Kubernetes launcher puts on this release's trainer pods (alignd/launchers/k8s_manifests.py):
+ALIGND_K8S_RELEASE is the release name, so another release's trainers in the namespace are not selected. */}}
 {{- define "alignd.trainerPodLabels" -}}
 app.kubernetes.io/managed-by: alignd
 app.kubernetes.io/component: trainer
+alignd.dev/release: {{ .Release.Name | quote }}
 {{- end }}

@@ -53,7 +53,7 @@ UPLOAD_BODY = {
 @router.post(
     "",
     response_model=FileObject,
-    responses=errors(400, *PROJECT, 413, 429),
+    responses=errors(400, *PROJECT, 413, 429, 503, 507),
     openapi_extra={"requestBody": UPLOAD_BODY},
 )
 async def upload(
@@ -65,7 +65,7 @@ async def upload(
     state: StateDep,
 ) -> FileObject:
     """Parsed as it arrives, then validated while it is stored: memory stays flat whatever the size."""
-    form = UploadForm(request, max_file_bytes=settings.max_upload_bytes)
+    form = UploadForm(request, max_file_bytes=settings.max_upload_bytes, spool_dir=settings.upload_spool_dir)
     try:
         await form.receive()
         if form.filename is None:

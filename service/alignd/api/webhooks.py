@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from alignd.api.responses import PROJECT, errors
-from alignd.deps import ProjectDep, SessionDep
+from alignd.deps import ProjectDep, SessionDep, SettingsDep
 from alignd.models import WebhookAttemptModel, WebhookDeliveryModel, WebhookEndpointModel
 from alignd.schemas import (
     ListResponse,
@@ -17,6 +17,7 @@ from alignd.schemas import (
     WebhookEndpointObject,
 )
 from alignd.webhooks import service
+from alignd.webhooks.failures import public_error
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 Limit = Annotated[int, Query(ge=1, le=100)]
@@ -45,7 +46,7 @@ def delivery_to_public(
         attempt_count=row.attempts,
         next_attempt_at=int(row.next_attempt_at) if row.next_attempt_at is not None else None,
         last_status_code=row.last_status_code,
-        last_error=row.last_error,
+        last_error=public_error(row.last_error, row.last_status_code),
         created_at=row.created_at,
         delivered_at=row.delivered_at,
         attempts=[
@@ -54,7 +55,7 @@ def delivery_to_public(
                 created_at=a.created_at,
                 duration_ms=a.duration_ms,
                 status_code=a.status_code,
-                error=a.error,
+                error=public_error(a.error, a.status_code),
             )
             for a in attempts
         ],
@@ -62,10 +63,15 @@ def delivery_to_public(
 
 
 @router.post("", response_model=WebhookEndpointObject, responses=errors(400, *PROJECT))
-def create(body: WebhookEndpointCreate, session: SessionDep, project: ProjectDep) -> WebhookEndpointObject:
-    """Register an endpoint; the answer carries its signing secret, the only time it is shown."""
-    row = service.create_endpoint(session=session, project=project, url=body.url, events=body.events)
-    return to_public(row, secret=row.secret)
+def create(
+    body: WebhookEndpointCreate, session: SessionDep, project: ProjectDep, settings: SettingsDep
+) -> WebhookEndpointObject:
+    """Register an endpoint; the answer carries its signing secret, the only time it is shown. A URL that
+    leads to a loopback, private, link-local or other non-public address is a 400."""
+    row, secret = service.create_endpoint(
+        session=session, project=project, url=body.url, events=body.events, settings=settings
+    )
+    return to_public(row, secret=secret)
 
 
 @router.get("", response_model=ListResponse[WebhookEndpointObject], responses=errors(400, *PROJECT))

@@ -1,10 +1,12 @@
 """The Kubernetes objects of one trainer run, as plain dicts (pure: no API calls).
 
-One batch/v1 Job per attempt, named from the job id and attempt so a repeated launch finds the
-first one; a Secret with the job token owned by the Job (the token never appears in the pod spec);
-for multi-node runs an Indexed Job and a headless Service for torchrun's rendezvous at index 0.
+One batch/v1 Job per attempt, named from the release, the job id and the attempt so a repeated launch
+finds the first one and two releases in one namespace never share a name; a Secret with the job token
+owned by the Job (the token never appears in the pod spec); for multi-node runs an Indexed Job and a
+headless Service for torchrun's rendezvous at index 0.
 """
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +20,13 @@ Manifest = dict[str, Any]
 JOB_ID_LABEL = "alignd.dev/job-id"
 ATTEMPT_LABEL = "alignd.dev/attempt"
 RUN_LABEL = "alignd.dev/run"
+RELEASE_LABEL = "alignd.dev/release"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "alignd"}
 SELECTOR = "app.kubernetes.io/managed-by=alignd,app.kubernetes.io/component=trainer"
+"""Every alignd trainer Job and pod, whichever release made it."""
+LEGACY_SELECTOR = f"{SELECTOR},!{RELEASE_LABEL}"
+"""Trainer Jobs and pods made before runs carried their release: any release's, told apart by job id."""
+NAME_PREFIX_LENGTH = 16
 CONTAINER = "trainer"
 TOKEN_ENV = "ALIGND_JOB_TOKEN"
 TOKEN_KEY = "job-token"
@@ -34,12 +41,27 @@ class ManifestError(ValueError):
     """The job cannot be expressed as a run on this cluster (e.g. an unknown GPU profile)."""
 
 
-def job_name(job_id: str, attempt: int) -> str:
-    """A DNS-1123 label, short enough for Indexed pods' hostnames (`{name}-{index}`)."""
-    name = f"alignd-{job_id}-{attempt}".lower().replace("_", "-").replace(".", "-")
+def selector(release: str) -> str:
+    """This release's trainer Jobs and pods, and no other release's."""
+    return f"{SELECTOR},{RELEASE_LABEL}={release}"
+
+
+def job_name(job_id: str, attempt: int, release: str) -> str:
+    """`<release>-<job id>-<attempt>`: a DNS-1123 label, short enough for Indexed pods' hostnames
+    (`{name}-{index}`). Helm keeps release names unique in a namespace, so names are too; a release
+    name too long to fit, or with a dot, is shortened and made unique again by a hash of it."""
+    name = f"{_name_prefix(release)}-{job_id}-{attempt}".lower().replace("_", "-").replace(".", "-")
     if len(name) > 56:
         raise ManifestError(f"job id {job_id!r} is too long for a Kubernetes name ({name})")
     return name
+
+
+def _name_prefix(release: str) -> str:
+    """The release itself, or (too long, or with a dot a name cannot keep) its start and a hash of it."""
+    if len(release) <= NAME_PREFIX_LENGTH and "." not in release:
+        return release
+    digest = hashlib.sha256(release.encode()).hexdigest()[:5]
+    return f"{release[: NAME_PREFIX_LENGTH - 6].replace('.', '-')}-{digest}"
 
 
 def not_retriable_exit_codes() -> list[int]:
@@ -73,7 +95,7 @@ def _with_owner(obj: Manifest, owner: Manifest) -> Manifest:
 
 
 def build(request: LaunchRequest, settings: Settings, namespace: str) -> RunManifests:
-    name = job_name(request.job_id, request.attempt)
+    name = job_name(request.job_id, request.attempt, settings.k8s_release)
     labels = _labels(request, name, settings)
     metadata = {
         "name": name,
@@ -89,18 +111,21 @@ def build(request: LaunchRequest, settings: Settings, namespace: str) -> RunMani
         "type": "Opaque",
         "stringData": {TOKEN_KEY: request.env[TOKEN_ENV]},
     }
-    service = _headless_service(metadata, name) if multi_node else None
+    service = _headless_service(metadata, name, settings.k8s_release) if multi_node else None
     return RunManifests(name, _job(request, settings, metadata, labels), secret, service)
 
 
 def _labels(request: LaunchRequest, name: str, settings: Settings) -> dict[str, str]:
+    """The release as Helm's `instance` (and in alignd's own label, which selectors use); the run's
+    identity in alignd's labels."""
     return (
         dict(settings.k8s_labels)
         | MANAGED_BY
         | {
             "app.kubernetes.io/name": "alignd-trainer",
-            "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/instance": settings.k8s_release,
             "app.kubernetes.io/component": "trainer",
+            RELEASE_LABEL: settings.k8s_release,
             JOB_ID_LABEL: request.job_id,
             ATTEMPT_LABEL: str(request.attempt),
             RUN_LABEL: name,
@@ -199,7 +224,7 @@ def _container(request: LaunchRequest, settings: Settings, name: str, profile: G
         "image": settings.k8s_trainer_image,
         "command": command(request, name),
         "workingDir": WORK_DIR,
-        "env": _env(request),
+        "env": _env(request, name),
         "resources": {"limits": limits, "requests": requests},
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -237,7 +262,7 @@ def command(request: LaunchRequest, name: str) -> list[str]:
     ]
 
 
-def _env(request: LaunchRequest) -> list[Manifest]:
+def _env(request: LaunchRequest, name: str) -> list[Manifest]:
     plain = {k: v for k, v in request.env.items() if k != TOKEN_ENV} | {
         "ALIGND_TERMINATION_LOG": TERMINATION_LOG,
         "HOME": WORK_DIR,
@@ -250,7 +275,7 @@ def _env(request: LaunchRequest) -> list[Manifest]:
             "name": TOKEN_ENV,
             "valueFrom": {
                 "secretKeyRef": {
-                    "name": f"{job_name(request.job_id, request.attempt)}-token",
+                    "name": f"{name}-token",
                     "key": TOKEN_KEY,
                 }
             },
@@ -262,7 +287,7 @@ def _env(request: LaunchRequest) -> list[Manifest]:
     return env
 
 
-def _headless_service(metadata: Manifest, name: str) -> Manifest:
+def _headless_service(metadata: Manifest, name: str, release: str) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -270,7 +295,7 @@ def _headless_service(metadata: Manifest, name: str) -> Manifest:
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
-            "selector": {RUN_LABEL: name},
+            "selector": {RUN_LABEL: name, RELEASE_LABEL: release},
             "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
         },
     }

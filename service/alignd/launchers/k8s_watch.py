@@ -51,7 +51,9 @@ class Informer:
         self._synced = threading.Event()
         self._stop = threading.Event()
         self._watch: watch.Watch | None = None
-        self._thread = threading.Thread(target=self._run, name=f"informer-{list_fn.__name__}", daemon=True)
+        self.what = " ".join([list_fn.__name__, *self.selectors.values()])
+        """What is watched, for logs: two informers may list one kind with different selectors."""
+        self._thread = threading.Thread(target=self._run, name=f"informer-{self.what}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -106,10 +108,10 @@ class Informer:
                 self._watch_from(version)
             except ApiException as exc:
                 if exc.status != GONE:
-                    log.warning("watch of %s failed (%s); listing again", self.list_fn.__name__, exc.reason)
+                    log.warning("watch of %s failed (%s); listing again", self.what, exc.reason)
                     self._stop.wait(self.retry_seconds)
             except Exception as exc:
-                log.warning("watch of %s failed (%s); listing again", self.list_fn.__name__, exc)
+                log.warning("watch of %s failed (%s); listing again", self.what, exc)
                 self._stop.wait(self.retry_seconds)
 
     def _list(self) -> str | None:
@@ -145,7 +147,7 @@ class Informer:
                 raise
             except Exception as exc:
                 # A read timeout or dropped connection: carry on from the last version seen.
-                log.debug("watch stream of %s ended (%s); resuming", self.list_fn.__name__, exc)
+                log.debug("watch stream of %s ended (%s); resuming", self.what, exc)
 
     def _apply(self, event: Obj) -> str | None:
         obj: Obj = event.get("raw_object") or {}

@@ -1,9 +1,13 @@
 """Runs as Kubernetes Jobs through the official client (DESIGN.md section 8).
 
-Reads come from list-then-watch caches of our labelled Jobs, pods and Job events, so a controller
-pass over many runs makes no API calls; a cache miss (a Job created a moment ago) reads the Job
-directly before calling a run missing. Writes are idempotent: a conflict on create means the
-object exists, a 404 on delete means it is gone.
+Reads come from list-then-watch caches of this release's labelled Jobs and pods (ALIGND_K8S_RELEASE)
+and of Job events, so a controller pass over many runs makes no API calls; a cache miss (a Job
+created a moment ago) reads the Job directly before calling a run missing. Writes are idempotent: a
+conflict on create means the object exists (if it is this run's), a 404 on delete means it is gone.
+
+Other releases in the namespace are invisible, so nothing here can stop their runs. Jobs made before
+runs carried their release are watched apart: one is adopted when this release's database asks about
+its job id, and an unlabelled Job no one asked about is never deleted.
 """
 
 import logging
@@ -31,6 +35,10 @@ SYNC_TIMEOUT_SECONDS = 30.0
 
 class KubernetesConfigError(RuntimeError):
     pass
+
+
+class RunNameTakenError(RuntimeError):
+    """A Job of the run's name exists and is another release's (two installations with one name)."""
 
 
 def api_client_from_settings(settings: Settings) -> ApiClient:
@@ -90,9 +98,17 @@ class KubernetesLauncher(Launcher):
                 watch_seconds=watch_seconds,
             )
 
-        self.jobs = informer(self.batch.list_namespaced_job, manifests.SELECTOR, index=manifests.JOB_ID_LABEL)
-        self.pods = informer(self.core.list_namespaced_pod, manifests.SELECTOR, index=manifests.RUN_LABEL)
+        self.release = settings.k8s_release
+        own, legacy = manifests.selector(self.release), manifests.LEGACY_SELECTOR
+        self.jobs = informer(self.batch.list_namespaced_job, own, index=manifests.JOB_ID_LABEL)
+        self.pods = informer(self.core.list_namespaced_pod, own, index=manifests.RUN_LABEL)
+        self.legacy_jobs = informer(self.batch.list_namespaced_job, legacy, index=manifests.JOB_ID_LABEL)
+        self.legacy_pods = informer(self.core.list_namespaced_pod, legacy, index=manifests.RUN_LABEL)
         self.events = informer(self.core.list_namespaced_event, None, "involvedObject.kind=Job")
+        """Events cannot be selected by label; they are read by Job name, which no other release shares."""
+        self._informers = (self.jobs, self.pods, self.legacy_jobs, self.legacy_pods, self.events)
+        self._adopted: set[str] = set()
+        """Names of unlabelled Jobs (made before runs carried their release) this release's jobs own."""
         self._reported: dict[str, set[str]] = {}
         self._start_lock = threading.Lock()
         self._started = False
@@ -104,19 +120,18 @@ class KubernetesLauncher(Launcher):
         with self._start_lock:
             if self._started:
                 return
-            informers = (self.jobs, self.pods, self.events)
-            for informer in informers:
+            for informer in self._informers:
                 informer.start()
-            for informer in informers:
+            for informer in self._informers:
                 if not informer.wait_synced(SYNC_TIMEOUT_SECONDS):
                     raise KubernetesConfigError(
-                        f"could not list {informer.list_fn.__name__} in namespace {self.namespace} within "
+                        f"could not list ({informer.what}) in namespace {self.namespace} within "
                         f"{SYNC_TIMEOUT_SECONDS:.0f}s; check the API server address and the Role's verbs"
                     )
             self._started = True
 
     def close(self) -> None:
-        for informer in (self.jobs, self.pods, self.events):
+        for informer in self._informers:
             informer.stop()
 
     # ---- Launcher -------------------------------------------------------------------------------------
@@ -124,18 +139,20 @@ class KubernetesLauncher(Launcher):
     def launch(self, request: LaunchRequest) -> str:
         self.start()
         run = manifests.build(request, self.settings, self.namespace)
-        job = self._create_job(run.job)
+        job = self._create_job(run.job, request.job_id)
         for owned in run.owned(job["metadata"].get("uid") or ""):
             self._create(owned)
-        self.jobs.put(job)
+        (self.jobs if manifests.RELEASE_LABEL in _labels(job) else self.legacy_jobs).put(job)
         log.info("launched %s for %s (attempt %d)", run.name, request.job_id, request.attempt)
         return run.name
 
     def poll(self, job_id: str, ref: str | None) -> RunStatus:
+        """The controller polls only its own database's jobs: that is when unlabelled Jobs are adopted."""
         self.start()
+        self._adopt(job_id)
         name = ref or self._latest_run(job_id)
-        job = None if name is None else (self.jobs.get(name) or self._read_job(name))
-        pods = self.pods.indexed(name) if name else []
+        job = self._job_of(job_id, name) if name else None
+        pods = self._pods(name) if name else []
         status = run_status(
             job, pods, now=self.clock(), pending_deadline=self.settings.k8s_pending_deadline_seconds
         )
@@ -144,9 +161,11 @@ class KubernetesLauncher(Launcher):
         return self._only_new_notices(job_id, status)
 
     def terminate(self, job_id: str, ref: str | None, *, grace_seconds: float) -> None:
-        """Delete the run's Job; foreground propagation stops its pods (SIGTERM, then the pod's grace)."""
+        """Delete the run's Job; foreground propagation stops its pods (SIGTERM, then the pod's grace).
+
+        Without a ref, only this release's (and adopted) Jobs of the job id are deleted."""
         self.start()
-        names = {ref} if ref else self._runs_of(job_id)
+        names = {ref} if ref else {job["metadata"]["name"] for job in self._runs(job_id)}
         for name in names:
             try:
                 self.batch.delete_namespaced_job(
@@ -158,10 +177,12 @@ class KubernetesLauncher(Launcher):
             log.info("deleted %s (job %s)", name, job_id)
 
     def active_job_ids(self) -> set[str]:
+        """This release's live runs and the adopted ones: another release's are never orphans here."""
         self.start()
+        adopted = [job for job in self.legacy_jobs.items() if job["metadata"]["name"] in self._adopted]
         return {
             _labels(job)[manifests.JOB_ID_LABEL]
-            for job in self.jobs.items()
+            for job in [*self.jobs.items(), *adopted]
             if manifests.JOB_ID_LABEL in _labels(job) and not _finished(job)
         }
 
@@ -169,7 +190,7 @@ class KubernetesLauncher(Launcher):
         """Every pod's trainer output for the run, oldest first: preempted pods' logs are kept too."""
         self.start()
         name = ref or self._latest_run(job_id)
-        pods = self.pods.indexed(name) if name else []
+        pods = self._pods(name) if name else []
         if not pods:
             return None
         parts = []
@@ -186,15 +207,22 @@ class KubernetesLauncher(Launcher):
 
     # ---- helpers --------------------------------------------------------------------------------------
 
-    def _create_job(self, body: Any) -> Obj:
+    def _create_job(self, body: Any, job_id: str) -> Obj:
+        name = body["metadata"]["name"]
         try:
             created = self.batch.create_namespaced_job(self.namespace, body, _request_timeout=30)
         except ApiException as exc:
             if exc.status != CONFLICT:
                 raise
-            existing = self._read_job(body["metadata"]["name"])
+            existing = self._read_job(name)
             if existing is None:
                 raise
+            if self._claim(existing, job_id) is None:
+                other = _labels(existing).get(manifests.RELEASE_LABEL)
+                raise RunNameTakenError(
+                    f"Job {name} in namespace {self.namespace} belongs to release {other!r}, not to "
+                    f"{self.release!r}: give each installation in a namespace its own ALIGND_K8S_RELEASE"
+                ) from None
             return existing
         return self._dict(created)
 
@@ -221,11 +249,35 @@ class KubernetesLauncher(Launcher):
         result: Obj = self.api.sanitize_for_serialization(obj)
         return result
 
-    def _runs_of(self, job_id: str) -> set[str]:
-        return {job["metadata"]["name"] for job in self.jobs.indexed(job_id)}
+    def _adopt(self, job_id: str) -> None:
+        for job in self.legacy_jobs.indexed(job_id):
+            self._adopted.add(job["metadata"]["name"])
+
+    def _claim(self, job: Obj, job_id: str) -> Obj | None:
+        """The Job if it is this release's run of the job (or an unlabelled one of it, now adopted)."""
+        labels = _labels(job)
+        owner = (job["metadata"].get("annotations") or {}).get(manifests.JOB_ID_LABEL)
+        if labels.get(manifests.JOB_ID_LABEL, owner) != job_id:
+            return None
+        if manifests.RELEASE_LABEL not in labels:
+            self._adopted.add(job["metadata"]["name"])
+            return job
+        return job if labels[manifests.RELEASE_LABEL] == self.release else None
+
+    def _job_of(self, job_id: str, name: str) -> Obj | None:
+        job = self.jobs.get(name) or self.legacy_jobs.get(name) or self._read_job(name)
+        return None if job is None else self._claim(job, job_id)
+
+    def _pods(self, name: str) -> list[Obj]:
+        legacy = self.legacy_pods.indexed(name) if name in self._adopted else []
+        return self.pods.indexed(name) + legacy
+
+    def _runs(self, job_id: str) -> list[Obj]:
+        legacy = self.legacy_jobs.indexed(job_id)
+        return self.jobs.indexed(job_id) + [job for job in legacy if job["metadata"]["name"] in self._adopted]
 
     def _latest_run(self, job_id: str) -> str | None:
-        runs = self.jobs.indexed(job_id)
+        runs = self._runs(job_id)
         if not runs:
             return None
         latest = max(runs, key=lambda j: int(_labels(j).get(manifests.ATTEMPT_LABEL, "0")))

@@ -10,7 +10,7 @@ from pathlib import Path
 from alignd.config import Settings
 from alignd.storage.base import InvalidKey, ObjectStore, validate_key, validate_prefix
 from alignd.storage.local import LocalStore
-from alignd.storage.s3 import S3Store
+from alignd.storage.s3 import S3Store, default_http_client
 from alignd.storage.signing import UrlSigner
 
 SIGNING_KEY_FILE = "signing.key"
@@ -80,4 +80,9 @@ def _s3_store(settings: Settings) -> S3Store:
         secret_key.get_secret_value(),
         region=settings.s3_region,
         secure=settings.s3_secure,
+        http_client=default_http_client(
+            connect_timeout=settings.s3_connect_timeout_seconds,
+            read_timeout=settings.s3_read_timeout_seconds,
+            retries=settings.s3_retries,
+        ),
     )

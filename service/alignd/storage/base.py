@@ -98,6 +98,18 @@ class ObjectStore(ABC):
         """Whether key holds an object, so repeated steps can skip work already done."""
 
     @abstractmethod
+    def modified_at(self, key: str) -> float:
+        """When the object under key was written (unix seconds); NotFound if it is missing. The sweeper
+        leaves young objects alone: they may be uploads whose database row is about to be written."""
+
+    def remove_staged(self, older_than: float) -> int:
+        """Remove partial writes left by interrupted `put_stream`s (a killed server) that were last
+        written before `older_than` (unix seconds); returns how many. A backend whose partial writes
+        are invisible and expired by the service itself (S3 multipart uploads, with the bucket's
+        AbortIncompleteMultipartUpload rule) has none to remove."""
+        return 0
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove one object; a missing object is success, so cleanup steps can be repeated."""
 

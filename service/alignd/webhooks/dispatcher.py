@@ -7,9 +7,14 @@ token. Two dispatchers (two replicas, or a server and `alignd controller`) there
 attempt, and a dispatcher that dies mid-send leaves rows that become due again when the claim expires.
 Delivery is at least once: receivers drop duplicates by `webhook-id`.
 
-A 2xx answer delivers; anything else (another status, a timeout, a refused connection) is retried after
-`webhook_backoff_seconds * 2**(attempt - 1)` (at most `webhook_backoff_max_seconds`) until
-`webhook_max_attempts`, then the delivery is failed with the last error kept.
+Each attempt resolves the URL's host again and connects to the address it checked (`targets`), so a
+name re-pointed at an internal address is refused then, and redirects are not followed. A 2xx answer
+delivers; anything else (another status, a timeout, a refused connection, a forbidden address) is retried
+after `webhook_backoff_seconds * 2**(attempt - 1)` (at most `webhook_backoff_max_seconds`) until
+`webhook_max_attempts`, then the delivery is failed with the last error kept: its class and our own
+sentence (`failures`), never the receiver's body.
+
+Secrets are stored sealed (`alignd.secretbox`); a dispatcher starting up seals any written before that.
 """
 
 import logging
@@ -29,11 +34,13 @@ from sqlmodel import Session, col
 from alignd import __version__
 from alignd.config import Settings
 from alignd.models import WebhookAttemptModel, WebhookDeliveryModel, WebhookEndpointModel, new_lock_token
+from alignd.secretbox import SecretBox, SecretUnreadable, secret_box
+from alignd.webhooks import failures
+from alignd.webhooks.service import seal_plaintext_secrets
 from alignd.webhooks.signing import signature_headers
+from alignd.webhooks.targets import ForbiddenTarget, TargetPolicy, UnresolvedTarget
 
 log = logging.getLogger("alignd.webhooks")
-ERROR_BODY_CHARS = 200
-"""How much of a failing receiver's answer is kept in the delivery's error."""
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
@@ -53,6 +60,7 @@ class Claim:
     payload: str
     url: str
     secret: str
+    """As stored: sealed, or plaintext in a row written before sealing."""
 
 
 @dataclass(frozen=True)
@@ -75,9 +83,17 @@ class Dispatcher:
     """Prometheus counter labelled (event_type, outcome): delivered, retrying, failed."""
     _client: httpx.Client = field(init=False)
     _pool: ThreadPoolExecutor = field(init=False)
+    _targets: TargetPolicy = field(init=False)
+    _box: SecretBox = field(init=False)
 
     def __post_init__(self) -> None:
+        self._targets = TargetPolicy.from_settings(self.settings)
+        self._box = secret_box(self.settings)
+        # Every request goes straight to the address its host was checked to resolve to: no proxy from
+        # the environment (an explicit transport leaves HTTP(S)_PROXY out; SSL_CERT_FILE still counts),
+        # and no keep-alive, as a pooled connection is keyed by address and carries one TLS server name.
         self._client = httpx.Client(
+            transport=httpx.HTTPTransport(limits=httpx.Limits(max_keepalive_connections=0)),
             timeout=self.settings.webhook_timeout_seconds,
             follow_redirects=False,
             headers={"User-Agent": f"alignd-webhooks/{__version__}"},
@@ -145,27 +161,50 @@ class Dispatcher:
         return claims
 
     def send(self, claim: Claim) -> Outcome:
-        """One signed POST; never raises. No database session is open here."""
-        body = claim.payload.encode()
-        headers = signature_headers(claim.secret, claim.event_id, int(self.clock()), body)
-        headers["Content-Type"] = "application/json"
+        """One signed POST to the checked address; never raises. No database session is open here."""
         started = time.monotonic()
         status_code: int | None = None
         error: str | None = None
         try:
-            with self._client.stream("POST", claim.url, content=body, headers=headers) as response:
-                status_code = response.status_code
-                if not 200 <= status_code < 300:
-                    error = f"the endpoint answered HTTP {status_code}{_excerpt(response)}"
+            status_code = self._post(claim)
+            if not 200 <= status_code < 300:
+                error = failures.http_failure(status_code)
+        except ForbiddenTarget as exc:
+            error = failures.failure(failures.FORBIDDEN_ADDRESS, str(exc))
+        except UnresolvedTarget as exc:
+            error = failures.failure(failures.DNS_ERROR, str(exc))
+        except SecretUnreadable as exc:
+            error = failures.failure(failures.SECRET_UNREADABLE, str(exc))
         except httpx.TimeoutException:
             timeout = self.settings.webhook_timeout_seconds
-            error = f"no answer within {timeout:g}s (ALIGND_WEBHOOK_TIMEOUT_SECONDS)"
-        except httpx.HTTPError as exc:
-            error = f"could not reach the endpoint: {type(exc).__name__}: {exc}"
+            error = failures.failure(
+                failures.TIMEOUT, f"no answer within {timeout:g}s (ALIGND_WEBHOOK_TIMEOUT_SECONDS)"
+            )
+        except httpx.ConnectError:
+            error = failures.failure(failures.CONNECT_ERROR, "could not connect to the endpoint")
+        except httpx.HTTPError as exc:  # the message may quote the receiver's bytes: keep only the kind
+            error = failures.failure(
+                failures.PROTOCOL_ERROR, f"the exchange with the endpoint failed ({type(exc).__name__})"
+            )
         except Exception as exc:  # a bug must not kill the dispatcher; the delivery keeps the reason
             log.exception("sending delivery %s failed", claim.delivery_id)
-            error = f"internal error while sending: {type(exc).__name__}"
+            error = failures.failure(failures.INTERNAL_ERROR, f"{type(exc).__name__} while sending")
         return Outcome(status_code, error, int((time.monotonic() - started) * 1000))
+
+    def _post(self, claim: Claim) -> int:
+        """POST to the address the URL's host was just checked to resolve to, naming the host in the
+        Host header and the TLS server name; the answer's status (its body is never read)."""
+        target = self._targets.resolve(claim.url)
+        url = httpx.URL(claim.url)
+        body = claim.payload.encode()
+        headers = signature_headers(self._box.open(claim.secret), claim.event_id, int(self.clock()), body)
+        headers |= {"Content-Type": "application/json", "Host": url.netloc.decode("ascii")}
+        extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+        pinned = url.copy_with(host=str(target.address))
+        with self._client.stream(
+            "POST", pinned, content=body, headers=headers, extensions=extensions
+        ) as response:
+            return response.status_code
 
     def record(self, claim: Claim, outcome: Outcome) -> None:
         """Write the attempt and the delivery's next state, if our claim still holds."""
@@ -228,8 +267,15 @@ class Dispatcher:
             )
 
     def run(self, stop: threading.Event) -> None:
-        """Until `stop`: work while there is work, otherwise look again every `webhook_poll_seconds`."""
+        """Seal secrets stored in plaintext; then, until `stop`, work while there is work, otherwise look
+        again every `webhook_poll_seconds`."""
         try:
+            try:
+                sealed = seal_plaintext_secrets(sessions=self.sessions, box=self._box)
+                if sealed:
+                    log.info("sealed %d webhook secrets stored in plaintext", sealed)
+            except Exception:  # each attempt opens plaintext secrets as they are; the next start retries
+                log.exception("sealing plaintext webhook secrets failed")
             while not stop.is_set():
                 try:
                     busy = self.run_once() > 0
@@ -244,17 +290,6 @@ class Dispatcher:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._client.close()
-
-
-def _excerpt(response: httpx.Response) -> str:
-    """The start of a failing answer's body (read no further), for the delivery's error."""
-    chunk = b""
-    for block in response.iter_bytes():
-        chunk += block
-        if len(chunk) >= ERROR_BODY_CHARS:
-            break
-    text = chunk[:ERROR_BODY_CHARS].decode("utf-8", "replace").strip()
-    return f": {text}" if text else ""
 
 
 def start_dispatcher(

@@ -1,16 +1,24 @@
-"""Webhook endpoints and their deliveries, as a project sees them (another project's are not found)."""
+"""Webhook endpoints and their deliveries, as a project sees them (another project's are not found).
+
+An endpoint's URL must lead to a public address (`targets`); its signing secret is stored sealed
+(`alignd.secretbox`) and shown in plaintext once, in the answer that creates it.
+"""
 
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, update
+from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col, select
 
+from alignd.config import Settings
 from alignd.errors import InvalidRequest, NotFound
 from alignd.models import ProjectModel, WebhookAttemptModel, WebhookDeliveryModel, WebhookEndpointModel
 from alignd.pagination import newest_first
+from alignd.secretbox import SEALED_PREFIX, SecretBox, secret_box
 from alignd.webhooks.events import EVENT_TYPES
 from alignd.webhooks.signing import generate_secret
+from alignd.webhooks.targets import ForbiddenTarget, TargetPolicy, UnresolvedTarget
 
 MAX_URL_CHARS = 2048
 MAX_ENDPOINTS_PER_PROJECT = 20
@@ -61,12 +69,28 @@ def check_events(events: Sequence[str] | None) -> list[str]:
     return [e for e in EVENT_TYPES if e in events]
 
 
+def check_target(url: str, targets: TargetPolicy) -> None:
+    """InvalidRequest if `url` leads to an address webhooks may not reach. A name that does not resolve
+    (yet) is accepted: every attempt checks again, and fails with `dns_error` until it resolves."""
+    try:
+        targets.resolve(url)
+    except ForbiddenTarget as exc:
+        raise InvalidRequest(str(exc), param="url", code="forbidden_url") from None
+    except UnresolvedTarget:
+        pass
+
+
 def create_endpoint(
-    *, session: Session, project: ProjectModel, url: str, events: Sequence[str] | None
-) -> WebhookEndpointModel:
-    """A new endpoint with a fresh secret (the caller shows it once)."""
+    *, session: Session, project: ProjectModel, url: str, events: Sequence[str] | None, settings: Settings
+) -> tuple[WebhookEndpointModel, str]:
+    """A new endpoint and its fresh secret in plaintext: the caller shows it once; the row holds it sealed."""
+    check_target(check_url(url), TargetPolicy.from_settings(settings))
+    secret = generate_secret()
     endpoint = WebhookEndpointModel(
-        project_id=project.id, url=check_url(url), events=check_events(events), secret=generate_secret()
+        project_id=project.id,
+        url=url,
+        events=check_events(events),
+        secret=secret_box(settings).seal(secret),
     )
     count = session.exec(
         select(func.count())
@@ -80,7 +104,34 @@ def create_endpoint(
         )
     session.add(endpoint)
     session.commit()
-    return endpoint
+    return endpoint, secret
+
+
+def seal_plaintext_secrets(*, sessions: sessionmaker[Session], box: SecretBox) -> int:
+    """Seal the secrets of endpoints stored before sealing existed; how many were sealed.
+
+    Each row is compare-and-set on its old value, so running this twice, or in two processes at once,
+    seals each secret once.
+    """
+    with sessions() as session:
+        rows = session.execute(
+            select(col(WebhookEndpointModel.id), col(WebhookEndpointModel.secret)).where(
+                ~col(WebhookEndpointModel.secret).startswith(SEALED_PREFIX)
+            )
+        ).all()
+        sealed = 0
+        for endpoint_id, stored in rows:
+            result = session.execute(
+                update(WebhookEndpointModel)
+                .where(
+                    col(WebhookEndpointModel.id) == endpoint_id, col(WebhookEndpointModel.secret) == stored
+                )
+                .values(secret=box.seal(stored))
+                .execution_options(synchronize_session=False)
+            )
+            sealed += result.rowcount  # type: ignore[attr-defined]
+        session.commit()
+    return sealed
 
 
 def get_endpoint(*, session: Session, project: ProjectModel, endpoint_id: str) -> WebhookEndpointModel:
