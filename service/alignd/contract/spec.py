@@ -130,6 +130,11 @@ class JobSpec(_Strict):
         None, ge=0, le=1, description="Drop rows whose annotator agreement is below this."
     )
     trust_remote_code: bool = False
+    merged_weights: bool = Field(
+        True,
+        description="LoRA only: also store the base with the adapter merged into it (a full copy of the "
+        "base's weights, in its dtype). Full fine-tuning yields full weights anyway and ignores it.",
+    )
 
     @property
     def learning_rate(self) -> float:
