@@ -18,7 +18,8 @@ from alignd.config import Settings, get_settings
 from alignd.controller import Controller
 from alignd.db import check_schema, loop_read_engine, make_engine, make_private_dir, session_factory
 from alignd.deps import AppState
-from alignd.launchers import Launcher, LocalLauncher
+from alignd.launchers import Launcher
+from alignd.launchers.registry import build_launcher
 from alignd.leader import Lease
 from alignd.metrics import Metrics, RequestMetrics
 from alignd.readiness import readiness_from_settings
@@ -46,15 +47,6 @@ def build_state(settings: Settings) -> AppState:
         readiness=readiness_from_settings(settings, engine=engine, store=store),
         loop_reads=loop_read_engine(settings.resolved_database_url()),
     )
-
-
-def build_launcher(settings: Settings) -> Launcher:
-    if settings.launcher == "kubernetes":
-        settings.require_reachable_url()
-        from alignd.launchers.kubernetes import KubernetesLauncher  # the client is only needed on a cluster
-
-        return KubernetesLauncher(settings)
-    return LocalLauncher(settings.resolved_data_dir() / "runs")
 
 
 def build_controller(state: AppState, launcher: Launcher | None = None) -> Controller:

@@ -29,7 +29,6 @@ from sqlmodel import Session, col
 
 from alignd.db import detached_row
 from alignd.errors import Conflict, NotFound, Unauthenticated
-from alignd.jobs.state import ACTIVE
 from alignd.models import ApiKeyModel, JobModel, ProjectModel, unix_now
 
 API_KEY_PREFIX = "sk-alignd-"
@@ -310,7 +309,7 @@ def authenticate_job_token(session: Session, job_id: str, plaintext: str) -> Job
     """The job, if `plaintext` is its current token and the job is running or pausing; Unauthenticated
     otherwise (whatever the reason)."""
     job = session.get(JobModel, job_id, populate_existing=True)
-    if job is None or job.token_hash is None or job.status not in ACTIVE:
+    if job is None or job.token_hash is None or not job.status.is_active:
         raise Unauthenticated(_BAD_JOB_TOKEN)
     if not hmac.compare_digest(job.token_hash, hash_secret(plaintext)):
         raise Unauthenticated(_BAD_JOB_TOKEN)

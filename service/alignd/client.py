@@ -8,7 +8,10 @@ from typing import Any
 
 import httpx
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
+from alignd.jobs.lifecycle import JobStatus
+
+TERMINAL = frozenset(status.wire for status in JobStatus.terminal())
+"""Wire statuses a job never leaves."""
 
 
 class ApiError(RuntimeError):

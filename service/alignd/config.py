@@ -56,7 +56,11 @@ class Settings(BaseSettings):
         "this long in other processes and replicas (at once in the one that revoked it). 0: no cache.",
     )
 
-    launcher: Literal["local", "kubernetes"] = "local"
+    launcher: str = Field(
+        "local",
+        description="The launcher backend, by name in alignd.launchers.registry: local (trainers as child "
+        "processes) or kubernetes (a batch/v1 Job per run).",
+    )
     run_controller: bool = Field(True, description="Run the reconcile loop inside the API server.")
     controller_interval_seconds: float = Field(1.0, gt=0)
     heartbeat_timeout_seconds: float = Field(300.0, gt=0, description="Silent trainers fail after this.")

@@ -24,8 +24,10 @@ from alignd import auth
 from alignd.config import Settings
 from alignd.contract import ExitCode, JobSpec
 from alignd.errors import AligndError
+from alignd.jobs import quotas
+from alignd.jobs.lifecycle import JobStatus, RunEndReason, error_code
 from alignd.jobs.results import results_csv, store_results_file
-from alignd.jobs.state import JobStatus, record_event, transition
+from alignd.jobs.state import record_event, transition
 from alignd.launchers import Launcher, LaunchRequest, RunState, RunStatus
 from alignd.leader import Lease
 from alignd.models import JobModel, ProjectModel
@@ -34,7 +36,6 @@ from alignd.sweeper import Sweeper
 
 log = logging.getLogger("alignd.controller")
 MAX_RETRIES = 2
-ACTIVE = (JobStatus.running.value, JobStatus.pausing.value)
 STEPS = {
     "launch": "launch the run",
     "sync": "sync the run's state",
@@ -63,6 +64,8 @@ class Controller:
     _logs_owed: dict[tuple[str, int], tuple[str | None, bytes | None]] = field(default_factory=dict)
     """(job id, attempt) -> (launcher ref, the logs once read) of ended runs whose logs the store has not
     taken yet. The bytes are kept once read: a cluster may remove a finished run's pods meanwhile."""
+    _noticed: dict[tuple[str, int], set[str]] = field(default_factory=dict)
+    """(job id, attempt) -> launcher notices already recorded as events, so each is one event per run."""
     _next_sweep: float = 0.0
 
     def reconcile_once(self) -> None:
@@ -79,34 +82,19 @@ class Controller:
             queued = list(
                 session.exec(
                     select(JobModel)
-                    .where(JobModel.status == JobStatus.queued.value)
+                    .where(col(JobModel.status) == JobStatus.queued)
                     .order_by(col(JobModel.priority).desc(), col(JobModel.created_at))
                 )
             )
-            usage = self._usage(session)
-            quotas = {p.id: p for p in session.exec(select(ProjectModel))}
+            usage = quotas.usage_by_project(session, JobStatus.active())
+            limits = {p.id: quotas.job_quota(p, self.settings) for p in session.exec(select(ProjectModel))}
         for job in queued:
-            used_jobs, used_gpus = usage.get(job.project_id, (0, 0))
-            project = quotas[job.project_id]
-            if used_jobs + 1 > self._quota(
-                project.quota_concurrent_jobs, self.settings.default_quota_concurrent_jobs
-            ) or used_gpus + job.gpus > self._quota(project.quota_gpus, self.settings.default_quota_gpus):
+            used = usage.get(job.project_id, quotas.Usage())
+            if quotas.exceeded(limits[job.project_id], used, gpus=job.gpus) is not None:
                 continue
             with self._isolated(job.id, "launch"):
                 if self._start(job):
-                    usage[job.project_id] = (used_jobs + 1, used_gpus + job.gpus)
-
-    @staticmethod
-    def _quota(value: int | None, default: int) -> int:
-        return default if value is None else value
-
-    @staticmethod
-    def _usage(session: Session) -> dict[str, tuple[int, int]]:
-        usage: dict[str, tuple[int, int]] = {}
-        for job in session.exec(select(JobModel).where(col(JobModel.status).in_(ACTIVE))):
-            jobs, gpus = usage.get(job.project_id, (0, 0))
-            usage[job.project_id] = (jobs + 1, gpus + job.gpus)
-        return usage
+                    usage[job.project_id] = used.plus(job.gpus)
 
     def _start(self, job: JobModel) -> bool:
         token, token_hash = auth.new_job_token()
@@ -141,7 +129,10 @@ class Controller:
                 started,
                 JobStatus.failed,
                 "Launch failed",
-                error={"code": "launch_failed", "message": f"the launcher could not start the run: {exc}"},
+                error={
+                    "code": RunEndReason.launch_failed.error_code,
+                    "message": f"the launcher could not start the run: {exc}",
+                },
             )
             return False
         self._set(started, launcher_ref=ref)
@@ -151,19 +142,27 @@ class Controller:
 
     def sync_active(self) -> None:
         with self.sessions() as session:
-            active = list(session.exec(select(JobModel).where(col(JobModel.status).in_(ACTIVE))))
+            active = list(session.exec(select(JobModel).where(col(JobModel.status).in_(JobStatus.active()))))
         for job in active:
             with self._isolated(job.id, "sync"):
                 self._sync(job)
 
     def _sync(self, job: JobModel) -> None:
         status = self.launcher.poll(job.id, job.launcher_ref)
-        for notice in status.notices:
-            self._event(job.id, notice, level="warn")
+        self._record_notices(job, status.notices)
         if status.state in (RunState.running, RunState.pending):
             self._check_deadlines(job)
         else:
             self._settle(job, status)
+            self._noticed.pop((job.id, job.attempt), None)
+
+    def _record_notices(self, job: JobModel, notices: list[str]) -> None:
+        """Each notice becomes one job event per run, not one per pass."""
+        seen = self._noticed.setdefault((job.id, job.attempt), set())
+        for notice in notices:
+            if notice not in seen:
+                self._event(job.id, notice, level="warn")
+                seen.add(notice)
 
     def _check_deadlines(self, job: JobModel) -> None:
         now = self.clock()
@@ -174,9 +173,10 @@ class Controller:
                 f"the trainer sent nothing for {int(silent)}s (heartbeat deadline "
                 f"{int(self.settings.heartbeat_timeout_seconds)}s)"
             )
-            code = "trainer_silent"
+            code = RunEndReason.trainer_silent.error_code
         elif max_runtime is not None and job.started_at is not None and now - job.started_at > max_runtime:
-            reason, code = f"the job ran past max_runtime_seconds={max_runtime}", "max_runtime_exceeded"
+            reason = f"the job ran past max_runtime_seconds={max_runtime}"
+            code = RunEndReason.max_runtime.error_code
         else:
             return
         self.launcher.terminate(job.id, job.launcher_ref, grace_seconds=self.settings.cancel_grace_seconds)
@@ -203,12 +203,12 @@ class Controller:
                 fields={"fine_tuned_model": name, "result_files": [results.id]},
                 rows=[results],
             )
-        elif job.status == JobStatus.pausing.value and (
-            status.exit_code == ExitCode.TERMINATED or status.reason == "Lost"
+        elif job.status is JobStatus.pausing and (
+            status.exit_code == ExitCode.TERMINATED or status.reason == RunEndReason.lost
         ):
             # A run stopped before its trainer could checkpoint resumes from its last checkpoint, if any.
             self._finish(job, JobStatus.paused, "Job paused; resume continues from the last checkpoint")
-        elif self._retriable(status) and job.retries < MAX_RETRIES and job.status == JobStatus.running.value:
+        elif self._retriable(status) and job.retries < MAX_RETRIES and job.status is JobStatus.running:
             self._finish(
                 job,
                 JobStatus.queued,
@@ -222,13 +222,14 @@ class Controller:
                 job,
                 JobStatus.failed,
                 f"Job failed: {message}",
-                error={"code": (status.reason or "failed").lower(), "message": message},
+                error={"code": error_code(status.reason), "message": message},
             )
 
     @staticmethod
     def _retriable(status: RunStatus) -> bool:
         """Lost runs and the trainer's retriable exit codes; anything unknown is not retried."""
-        if status.reason == "Lost":
+        reason = RunEndReason.parse(status.reason)
+        if reason is not None and reason.retriable:
             return True
         if status.exit_code is None:
             return False
@@ -264,8 +265,8 @@ class Controller:
             wanted = list(
                 session.exec(
                     select(JobModel).where(
-                        ((JobModel.status == JobStatus.cancelled.value) & (JobModel.desired == "cancel"))
-                        | ((JobModel.status == JobStatus.pausing.value) & (JobModel.desired == "pause"))
+                        ((col(JobModel.status) == JobStatus.cancelled) & (JobModel.desired == "cancel"))
+                        | ((col(JobModel.status) == JobStatus.pausing) & (JobModel.desired == "pause"))
                     )
                 )
             )
@@ -274,8 +275,9 @@ class Controller:
                 self.launcher.terminate(
                     job.id, job.launcher_ref, grace_seconds=self.settings.cancel_grace_seconds
                 )
-                if job.status == JobStatus.cancelled.value:
+                if job.status is JobStatus.cancelled:
                     self._keep_logs(job)
+                    self._noticed.pop((job.id, job.attempt), None)
                 self._set(job, desired=None)
 
     def reap_orphans(self) -> None:
@@ -287,7 +289,9 @@ class Controller:
         with self.sessions() as session:
             active = set(
                 session.exec(
-                    select(JobModel.id).where(col(JobModel.id).in_(live), col(JobModel.status).in_(ACTIVE))
+                    select(JobModel.id).where(
+                        col(JobModel.id).in_(live), col(JobModel.status).in_(JobStatus.active())
+                    )
                 )
             )
         for job_id in live - active:

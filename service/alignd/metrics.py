@@ -19,6 +19,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from alignd.jobs.lifecycle import JobStatus
 from alignd.models import JobModel, MetricModel, WebhookDeliveryModel
 
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -47,9 +48,9 @@ class JobCollector(Collector):
         with self.sessions() as session:
             counts = dict(session.exec(select(JobModel.status, func.count()).group_by(JobModel.status)).all())
             for status, count in counts.items():
-                by_status.add_metric([status], count)
-            queue.add_metric([], counts.get("queued", 0))
-            running = session.exec(select(JobModel.id).where(JobModel.status == "running")).all()
+                by_status.add_metric([JobStatus(status).value], count)
+            queue.add_metric([], counts.get(JobStatus.queued, 0))
+            running = session.exec(select(JobModel.id).where(col(JobModel.status) == JobStatus.running)).all()
             for job_id in running:
                 last = session.exec(
                     select(MetricModel)

@@ -6,7 +6,8 @@ Conventions:
 - ids are strings with a type prefix (`new_id("ftjob-")`), random, never derived from user input;
 - JSON columns use SQLAlchemy's portable `JSON` type (SQLite and Postgres). SQLAlchemy does not see
   in-place changes to a JSON value: assign a new dict/list instead of mutating one;
-- a job's `status` and `lock_token` change only through `alignd.jobs.state.transition` (STYLE rule 5).
+- a job's `status` is a `JobStatus` column stored as its string value; it and `lock_token` change only
+  through `alignd.jobs.state.transition` (STYLE rule 5).
 
 The schema is created by Alembic migrations (`alignd/migrations/`), never by `create_all`; a test checks
 that the migrated schema matches these classes.
@@ -18,8 +19,20 @@ import time
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Dialect,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
+
+from alignd.jobs.lifecycle import JobStatus
 
 # Deterministic constraint names: Alembic's batch mode (SQLite) needs named constraints to alter them.
 SQLModel.metadata.naming_convention = {
@@ -59,6 +72,21 @@ class _MonotonicMicros:
         with self._lock:
             self._last = max(time.time_ns() // 1000, self._last + 1)
             return self._last
+
+
+class JobStatusType(TypeDecorator[JobStatus]):
+    """A `JobStatus` column stored as its value in a plain string column: the schema stays what the
+    migrations made, and reads come back as members, so code asks `job.status.is_terminal`. Binding a
+    string that is no status fails before it reaches the database."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: JobStatus | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else JobStatus(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> JobStatus | None:
+        return None if value is None else JobStatus(value)
 
 
 unix_now_us = _MonotonicMicros()
@@ -157,8 +185,7 @@ class JobModel(SQLModel, table=True):
     model: str
     training_file: str
     validation_file: str | None = None
-    status: str = Field(index=True)
-    """One of `alignd.jobs.state.JobStatus`."""
+    status: JobStatus = Field(sa_column=Column(JobStatusType(), index=True, nullable=False))
     spec: dict[str, Any] = Field(sa_type=JSON)
     """The frozen `contract.JobSpec` dump: exactly what the trainer receives."""
     request: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)

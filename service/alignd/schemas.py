@@ -19,12 +19,11 @@ from alignd.contract import (
     TruncationMode,
 )
 from alignd.contract.types import Flag, Int, Number
+from alignd.jobs.lifecycle import WireStatus
 from alignd.webhooks.events import EventType as WebhookEventType
 
 T = TypeVar("T")
 Auto = Literal["auto"]
-WireStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
-"""OpenAI's six job statuses; alignd's pausing and paused read as running and queued."""
 
 
 class _Request(BaseModel):

@@ -17,7 +17,7 @@ from alignd.contract import ExitCode, TerminationSummary
 from alignd.controller import Controller
 from alignd.db import session_factory
 from alignd.jobs.state import JobStatus
-from alignd.launchers import LocalLauncher
+from alignd.launchers import LocalLauncher, RunStatus
 from alignd.models import JobEventModel, JobModel
 from alignd.storage import ObjectStore
 from alignd.storage.local import TMP_DIR, LocalStore
@@ -122,3 +122,44 @@ def test_a_store_outage_fails_only_the_steps_that_need_the_store(
     for job in (succeeded, failed, cancelled):
         kept = b"".join(store.iter_bytes(f"jobs/{job.id}/logs/attempt-1.log"))
         assert kept == f"log of {job.id}\n".encode()
+
+
+class _PollFailsFor(LocalLauncher):
+    """A backend that errors on one job's poll, as a cluster API answering 500 for one Job would."""
+
+    def __init__(self, root: Path, broken: str) -> None:
+        super().__init__(root)
+        self.broken = broken
+
+    def poll(self, job_id: str, ref: str | None) -> RunStatus:
+        if job_id == self.broken:
+            raise RuntimeError("the cluster API answered 500")
+        return super().poll(job_id, ref)
+
+
+def test_a_poll_that_raises_for_one_job_leaves_the_others_moving_in_the_same_pass(
+    engine: Engine, session: Session, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    jobs = [
+        make_job(session, status=JobStatus.running, attempt=1, launcher_ref=GONE_PID, spec=SPEC)
+        for _ in range(3)
+    ]
+    broken, succeeded, failed = jobs
+    for job, code in zip(jobs, (ExitCode.SUCCESS, ExitCode.SUCCESS, ExitCode.BAD_INPUT), strict=True):
+        _ended_run(runs, job, code)
+    controller = Controller(
+        sessions=session_factory(engine),
+        launcher=_PollFailsFor(runs, broken=broken.id),
+        store=LocalStore(tmp_path / "store", signer=UrlSigner(b"k"), public_url="http://x"),
+        settings=Settings(data_dir=tmp_path),
+    )
+
+    controller.reconcile_once()
+
+    assert _job(session, succeeded.id).status is JobStatus.succeeded
+    assert _job(session, failed.id).status is JobStatus.failed
+    assert _job(session, broken.id).status is JobStatus.running
+    assert _warnings(session, broken.id) == [
+        "The controller could not sync the run's state (RuntimeError); it retries on its next pass"
+    ]

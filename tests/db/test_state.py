@@ -12,7 +12,8 @@ from sqlmodel import Session, col
 from alignd import db
 from alignd.errors import Conflict, NotFound
 from alignd.jobs import state
-from alignd.jobs.state import ALLOWED, TERMINAL, JobStatus, check_transition, record_event, transition
+from alignd.jobs.lifecycle import ALLOWED, JobStatus
+from alignd.jobs.state import check_transition, record_event, transition
 from alignd.models import JobEventModel, JobModel
 
 from .factories import make_job
@@ -38,7 +39,7 @@ def _events(session: Session, job_id: str) -> list[JobEventModel]:
 
 def test_transition_table_is_the_documented_one() -> None:
     assert {status: set(targets) for status, targets in ALLOWED.items()} == EXPECTED_TABLE
-    assert {S.succeeded, S.failed, S.cancelled} == TERMINAL
+    assert {S.succeeded, S.failed, S.cancelled} == JobStatus.terminal()
 
 
 @pytest.mark.parametrize(("current", "to"), PAIRS, ids=[f"{a}->{b}" for a, b in PAIRS])

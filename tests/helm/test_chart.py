@@ -20,6 +20,7 @@ from alignd.api import health
 from alignd.cli import serve
 from alignd.config import GpuProfile, Settings
 from alignd.launchers.k8s_manifests import selector
+from alignd.launchers.registry import launcher_class
 from alignd.secretbox import generate_key
 from tests.helm.helm_binary import helm_binary
 
@@ -346,6 +347,7 @@ def test_every_rendered_setting_is_a_settings_field_and_parses(
     settings = Settings()
 
     assert settings.launcher == "kubernetes"
+    assert launcher_class(settings.launcher).name == settings.launcher  # a registered backend
     assert settings.k8s_namespace == NAMESPACE
     assert settings.run_controller and settings.leader_election
     assert str(settings.data_dir) == "/var/lib/alignd"

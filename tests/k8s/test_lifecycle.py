@@ -159,6 +159,8 @@ def test_an_unschedulable_run_shows_why_and_fails_at_the_pending_deadline(
     failed = drive(controller, session, job.id, {"failed"})
     assert failed.error is not None and failed.error["code"] == "unschedulable"
     assert "Insufficient nvidia.com/gpu" in failed.error["message"]
+    waits = [e for e in events(session, job.id) if e.startswith("Waiting for a node")]
+    assert len(waits) == 1, f"one event for a reason seen on every pass: {waits}"
     wait_for(lambda: run not in k8s_jobs(api), 10, "the stuck Job to be deleted")
 
 

@@ -184,7 +184,7 @@ def test_multi_node_is_an_indexed_job_with_rendezvous_at_index_0() -> None:
 
 
 def test_an_unknown_gpu_type_is_refused_with_the_known_ones() -> None:
-    with pytest.raises(ManifestError, match=r"'a100'.*known: h100"):
+    with pytest.raises(ManifestError, match=r"'a100'.*GPU types: h100"):
         manifests({"gpus": 1, "gpu_type": "a100"})
 
 

@@ -19,9 +19,9 @@ from alignd.contract import (
 )
 from alignd.errors import InvalidRequest, NotFound
 from alignd.jobs.events import add_events
+from alignd.jobs.lifecycle import JobStatus
 from alignd.jobs.paths import confined_key, is_confined, job_root
-from alignd.jobs.state import TERMINAL, JobStatus
-from alignd.models import CheckpointModel, JobEventModel, JobModel, MetricModel
+from alignd.models import CheckpointModel, FileModel, JobEventModel, JobModel, MetricModel
 from alignd.storage import ObjectStore
 
 CHUNK = 1 << 20
@@ -78,7 +78,7 @@ def merged_missing_reason(job: JobModel) -> NotFound | None:
     status = JobStatus(job.status)
     if status is JobStatus.succeeded:
         return None
-    state = f"ended with status {status}" if status in TERMINAL else f"has not finished (status {status})"
+    state = f"ended with status {status}" if status.is_terminal else f"has not finished (status {status})"
     return NotFound(
         f"job {job.id} {state}: a merged model is stored when training finishes and served once "
         "the job has succeeded",
@@ -102,6 +102,21 @@ def checkpoint_prefix(session: Session, job: JobModel, step: int) -> str:
             param="step",
         )
     return row.storage_prefix.rstrip("/")
+
+
+def trainer_spec(session: Session, store: ObjectStore, job: JobModel, *, expires_seconds: int) -> JobSpec:
+    """The frozen spec as the trainer gets it: file ids swapped for presigned URLs it can download, and
+    its output directory. InvalidRequest when a file was deleted after the job was created."""
+    frozen = JobSpec.model_validate(job.spec)
+    urls = {}
+    for name in ("training_file", "validation_file"):
+        file_id = getattr(frozen, name)
+        if file_id is not None:
+            row = session.get(FileModel, file_id)
+            if row is None:
+                raise InvalidRequest(f"{name} {file_id} was deleted after the job was created", param=name)
+            urls[name] = store.presigned_get_url(row.storage_key, expires_seconds)
+    return frozen.model_copy(update=urls | {"output_dir": "output"})
 
 
 def resume_point(

@@ -8,11 +8,10 @@ from sqlmodel import Session, col, select
 from alignd.contract import EventLevel, ReportBatch
 from alignd.jobs.artifacts import check_report_paths
 from alignd.jobs.events import add_events
-from alignd.jobs.state import ACTIVE
+from alignd.jobs.lifecycle import JobStatus
 from alignd.models import CheckpointModel, JobEventModel, JobModel, MetricModel, new_id, unix_now
 
 SUMMARY_METRICS = ("loss", "rewards/margins", "rewards/accuracies", "learning_rate")
-ACTIVE_VALUES = [status.value for status in ACTIVE]
 
 
 def apply_report(session: Session, job: JobModel, batch: ReportBatch) -> None:
@@ -89,7 +88,7 @@ def apply_report(session: Session, job: JobModel, batch: ReportBatch) -> None:
         # Only while the run is live: a report that lands after the job ended leaves no estimate behind.
         session.execute(
             update(JobModel)
-            .where(col(JobModel.id) == job.id, col(JobModel.status).in_(ACTIVE_VALUES))
+            .where(col(JobModel.id) == job.id, col(JobModel.status).in_(JobStatus.active()))
             .values(**progress)
         )
     session.commit()

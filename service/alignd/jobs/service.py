@@ -15,14 +15,15 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col, select
 
 from alignd.config import Settings
-from alignd.contract.spec import Resources
 from alignd.db import detached_row
 from alignd.errors import InvalidRequest, NotFound
 from alignd.files import PURPOSE, get_file
 from alignd.jobs.events import add_events
+from alignd.jobs.lifecycle import JobStatus
 from alignd.jobs.quotas import check_job_quota, lock_project
 from alignd.jobs.spec import resolve_job
-from alignd.jobs.state import TERMINAL, JobStatus, transition
+from alignd.jobs.state import transition
+from alignd.launchers import registry as launchers
 from alignd.models import (
     BaseModelModel,
     FileModel,
@@ -34,8 +35,6 @@ from alignd.models import (
 )
 from alignd.pagination import newest_first
 from alignd.schemas import JobCreate
-
-TERMINAL_VALUES = {status.value for status in TERMINAL}
 
 
 def create_job(
@@ -90,7 +89,7 @@ def _create_locked(
     job_id = new_id("ftjob-")
     resolved = resolve_job(request, job_id=job_id, model_location=base.location, training_rows=training.rows)
     resources = resolved.spec.resources
-    _check_placement(settings, resources)
+    launchers.check_resources(settings, resources)
     gpus = resources.gpus * resources.nodes
     check_job_quota(session, settings, project, gpus=gpus)
     now_us = unix_now_us()
@@ -100,7 +99,7 @@ def _create_locked(
         model=request.model,
         training_file=request.training_file,
         validation_file=request.validation_file,
-        status=JobStatus.queued.value,
+        status=JobStatus.queued,
         spec=resolved.spec.model_dump(mode="json"),
         request=resolved.hyperparameters.model_dump(mode="json"),
         suffix=request.suffix,
@@ -121,17 +120,6 @@ def _create_locked(
     session.commit()
     session.refresh(job)
     return job
-
-
-def _check_placement(settings: Settings, resources: Resources) -> None:
-    """A GPU type the cluster has no profile for would only fail at launch; refuse it now."""
-    profiles, wanted = settings.k8s_gpu_profiles, resources.gpu_type
-    if settings.launcher == "kubernetes" and wanted is not None and wanted not in profiles:
-        known = ", ".join(sorted(profiles)) or "none (the admin sets ALIGND_K8S_GPU_PROFILES)"
-        raise InvalidRequest(
-            f"unknown gpu_type {wanted!r}; this cluster's GPU types: {known}",
-            param="alignd.resources.gpu_type",
-        )
 
 
 def _data_file(session: Session, project: ProjectModel, file_id: str, param: str) -> FileModel:
@@ -264,7 +252,7 @@ def follow_events(
         yield from rows
         if rows:
             last_seq = rows[-1].job_seq or last_seq
-        if job is None or (job.status in TERMINAL_VALUES and not rows):
+        if job is None or (job.status.is_terminal and not rows):
             return
         time.sleep(poll_seconds)
 

@@ -1,20 +1,13 @@
 """The one door for a job's status (STYLE rule 5).
 
-A job's status changes only through `transition`: it checks the move against `ALLOWED`, applies it with
-a compare-and-set UPDATE (`WHERE id = ? AND status = <what we read> [AND lock_token = ?]`), and records a
-"status" event in the same transaction (with the webhook deliveries a terminal status owes, see
-`alignd.webhooks.outbox`). When another writer (a second controller, a cancel racing the
-trainer's completion) moved the job first, zero rows match and `transition` returns None: the caller
-drops its result. Nothing else assigns `JobModel.status`.
-
-    validating_files -> queued | failed | cancelled
-    queued           -> running | failed | cancelled
-    running          -> succeeded | failed | cancelled | pausing | queued (retriable failure)
-    pausing          -> paused | succeeded | failed | cancelled
-    paused           -> queued (resume) | cancelled
+A job's status changes only through `transition`: it checks the move against `lifecycle.ALLOWED`,
+applies it with a compare-and-set UPDATE (`WHERE id = ? AND status = <what we read> [AND lock_token = ?]`),
+and records a "status" event in the same transaction (with the webhook deliveries a terminal status owes,
+see `alignd.webhooks.outbox`). When another writer (a second controller, a cancel racing the trainer's
+completion) moved the job first, zero rows match and `transition` returns None: the caller drops its
+result. Nothing else assigns `JobModel.status`. The statuses and their moves are in `alignd.jobs.lifecycle`.
 """
 
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -22,74 +15,20 @@ from sqlmodel import Session, col
 
 from alignd.errors import Conflict, NotFound
 from alignd.jobs.events import add_events
+from alignd.jobs.lifecycle import JobStatus, is_allowed
 from alignd.models import JobEventModel, JobModel, new_lock_token, unix_now
 from alignd.webhooks.outbox import enqueue_job_event
 
-
-class JobStatus(StrEnum):
-    validating_files = "validating_files"
-    queued = "queued"
-    running = "running"
-    pausing = "pausing"
-    """Asked to stop after a checkpoint; the run is still alive."""
-    paused = "paused"
-    """Stopped with a checkpoint; resuming re-queues it and the trainer continues from there."""
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-
-TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
-"""Statuses a job never leaves."""
-
-ACTIVE: frozenset[JobStatus] = frozenset({JobStatus.running, JobStatus.pausing})
-"""Statuses with a live run: the ones a job token is valid in."""
-
-ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.validating_files: frozenset({JobStatus.queued, JobStatus.failed, JobStatus.cancelled}),
-    JobStatus.queued: frozenset({JobStatus.running, JobStatus.failed, JobStatus.cancelled}),
-    JobStatus.running: frozenset(
-        {
-            JobStatus.succeeded,
-            JobStatus.failed,
-            JobStatus.cancelled,
-            JobStatus.pausing,
-            JobStatus.queued,
-        }
-    ),
-    JobStatus.pausing: frozenset(
-        {JobStatus.paused, JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
-    ),
-    JobStatus.paused: frozenset({JobStatus.queued, JobStatus.cancelled}),
-    JobStatus.succeeded: frozenset(),
-    JobStatus.failed: frozenset(),
-    JobStatus.cancelled: frozenset(),
-}
-
-# How a refused move reads to a user: "job ftjob-x is succeeded; it cannot be cancelled".
-_VERB: dict[JobStatus, str] = {
-    JobStatus.validating_files: "validated again",
-    JobStatus.queued: "resumed",
-    JobStatus.running: "started",
-    JobStatus.pausing: "paused",
-    JobStatus.paused: "paused",
-    JobStatus.succeeded: "marked succeeded",
-    JobStatus.failed: "marked failed",
-    JobStatus.cancelled: "cancelled",
-}
+__all__ = ["JobStatus", "check_transition", "record_event", "transition"]
 
 # Columns `transition` owns; callers may not pass them in `fields`.
 _OWNED = frozenset({"id", "status", "lock_token", "updated_at"})
 
 
-def is_allowed(current: JobStatus | str, to: JobStatus | str) -> bool:
-    return JobStatus(to) in ALLOWED[JobStatus(current)]
-
-
 def check_transition(current: JobStatus | str, to: JobStatus | str, *, job_id: str) -> None:
-    """Raise Conflict, in words a user understands, unless `current -> to` is in `ALLOWED`."""
+    """Raise Conflict, in words a user understands, unless `current -> to` is an allowed move."""
     if not is_allowed(current, to):
-        raise Conflict(f"job {job_id} is {JobStatus(current)}; it cannot be {_VERB[JobStatus(to)]}")
+        raise Conflict(f"job {job_id} is {JobStatus(current)}; it cannot be {JobStatus(to).verb}")
 
 
 def transition(
@@ -131,12 +70,12 @@ def transition(
     check_transition(from_status, to, job_id=job_id)
 
     now = unix_now()
-    values: dict[str, Any] = {"status": to.value, "lock_token": new_lock_token(), "updated_at": now}
+    values: dict[str, Any] = {"status": to, "lock_token": new_lock_token(), "updated_at": now}
     if to is JobStatus.running:
         values["started_at"] = func.coalesce(JobModel.started_at, now)
-    if to in TERMINAL:
+    if to.is_terminal:
         values["finished_at"] = now
-    if to not in ACTIVE:
+    if not to.is_active:
         values["estimated_finish"] = None  # only a run in progress has a finish to estimate
     values.update(extra)
 
@@ -160,7 +99,7 @@ def transition(
         data={"status": to.value, "previous_status": from_status.value, **(data or {})},
     )
     add_events(session, job_id, [status_event])
-    if to in TERMINAL:  # the webhook outbox: deliveries commit with the status change, or not at all
+    if to.is_terminal:  # the webhook outbox: deliveries commit with the status change, or not at all
         enqueue_job_event(session, job_id=job_id, status=to.value, created_at=now)
     session.commit()
     return session.get(JobModel, job_id, populate_existing=True)

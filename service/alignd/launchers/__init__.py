@@ -1,4 +1,4 @@
-from alignd.launchers.base import Launcher, LaunchRequest, RunState, RunStatus, run_name
+from alignd.launchers.base import Launcher, LaunchRequest, RunState, RunStatus
 from alignd.launchers.local import LocalLauncher
 
-__all__ = ["LaunchRequest", "Launcher", "LocalLauncher", "RunState", "RunStatus", "run_name"]
+__all__ = ["LaunchRequest", "Launcher", "LocalLauncher", "RunState", "RunStatus"]

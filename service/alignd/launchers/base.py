@@ -8,8 +8,10 @@ database transaction.
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Self
 
-from alignd.contract import JobSpec
+from alignd.config import Settings
+from alignd.contract import JobSpec, Resources
 
 
 class RunState(StrEnum):
@@ -31,7 +33,8 @@ class RunStatus:
     message: str | None = None
     """What a user should read: the trainer's termination message or the scheduler's reason."""
     notices: list[str] = field(default_factory=list)
-    """Things worth a job event while pending or running (e.g. why a pod cannot schedule)."""
+    """Things worth a job event while pending or running (e.g. why a pod cannot schedule). A launcher
+    reports them on every poll while they hold; the controller records each once per attempt."""
 
 
 @dataclass(frozen=True)
@@ -43,13 +46,20 @@ class LaunchRequest:
     """ALIGND_JOB_ID, ALIGND_API_URL, ALIGND_JOB_TOKEN: the trainer's whole contract."""
 
 
-def run_name(job_id: str) -> str:
-    """The deterministic name of a job's run, so a repeated launch finds the first one."""
-    return f"alignd-{job_id}".lower().replace("_", "-")
-
-
 class Launcher(ABC):
+    """One backend. Registered by name in `alignd.launchers.registry`."""
+
     name: str
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """The launcher the server runs with these settings; fails fast on settings it cannot work with."""
+
+    @classmethod  # noqa: B027 (optional hook: most backends place anything)
+    def check_resources(cls, settings: Settings, resources: Resources) -> None:
+        """Raise InvalidRequest, at job creation, for resources this backend could never place (a GPU
+        type the cluster has no profile for), so the user learns then rather than at launch."""
 
     @abstractmethod
     def launch(self, request: LaunchRequest) -> str:

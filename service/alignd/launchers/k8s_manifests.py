@@ -200,13 +200,18 @@ def _pod_spec(request: LaunchRequest, settings: Settings, name: str) -> Manifest
     return pod
 
 
-def _profile(gpu_type: str | None, profiles: Mapping[str, GpuProfile]) -> GpuProfile | None:
-    if gpu_type is None:
+def unknown_gpu_type(gpu_type: str | None, profiles: Mapping[str, GpuProfile]) -> str | None:
+    """What is wrong with asking for `gpu_type` on this cluster, or None when it has that profile."""
+    if gpu_type is None or gpu_type in profiles:
         return None
-    if gpu_type not in profiles:
-        known = ", ".join(sorted(profiles)) or "none configured (ALIGND_K8S_GPU_PROFILES)"
-        raise ManifestError(f"resources.gpu_type {gpu_type!r} is not a GPU profile here; known: {known}")
-    return profiles[gpu_type]
+    known = ", ".join(sorted(profiles)) or "none (the admin sets ALIGND_K8S_GPU_PROFILES)"
+    return f"unknown gpu_type {gpu_type!r}; this cluster's GPU types: {known}"
+
+
+def _profile(gpu_type: str | None, profiles: Mapping[str, GpuProfile]) -> GpuProfile | None:
+    if (problem := unknown_gpu_type(gpu_type, profiles)) is not None:
+        raise ManifestError(problem)
+    return None if gpu_type is None else profiles[gpu_type]
 
 
 def _container(request: LaunchRequest, settings: Settings, name: str, profile: GpuProfile | None) -> Manifest:

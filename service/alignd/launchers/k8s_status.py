@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from alignd.contract import TerminationSummary
+from alignd.jobs.lifecycle import RunEndReason
 from alignd.launchers.base import RunState, RunStatus
 from alignd.launchers.k8s_manifests import CONTAINER
 
@@ -55,7 +56,7 @@ def run_status(job: Obj | None, pods: list[Obj], *, now: float, pending_deadline
     if job is None:
         return RunStatus(
             RunState.missing,
-            reason="Lost",
+            reason=RunEndReason.lost,
             message="the run's Kubernetes Job is gone (deleted outside alignd, or never created)",
         )
     if _meta(job).get("deletionTimestamp"):
@@ -73,14 +74,14 @@ def run_status(job: Obj | None, pods: list[Obj], *, now: float, pending_deadline
             image_message = waiting.get("message") or "the registry refused it"
             return RunStatus(
                 RunState.failed,
-                reason="ImagePullBackOff",
+                reason=RunEndReason.image_pull,
                 message=f"the trainer image cannot be pulled ({waiting['reason']}: {image_message}); "
                 "check ALIGND_K8S_TRAINER_IMAGE and ALIGND_K8S_IMAGE_PULL_SECRETS",
             )
         if waiting.get("reason") == "CrashLoopBackOff":
             return RunStatus(
                 RunState.failed,
-                reason="CrashLoopBackOff",
+                reason=RunEndReason.crash_loop,
                 message="the trainer container keeps crashing as it starts "
                 f"({waiting.get('message') or 'no message'}); its log is kept with the job",
             )
@@ -99,7 +100,7 @@ def _pending(
         why = waits[0] if waits and waits[0] else "no trainer pod was created (check the Job's events)"
         return RunStatus(
             RunState.failed,
-            reason="Unschedulable",
+            reason=RunEndReason.unschedulable,
             message=f"the run did not start within {int(pending_deadline)}s "
             f"(ALIGND_K8S_PENDING_DEADLINE_SECONDS): {why}",
         )
@@ -137,7 +138,9 @@ def _failure(condition: Obj, pods: list[Obj]) -> RunStatus:
     reason = condition.get("reason") or "Failed"
     if reason == "DeadlineExceeded":
         return RunStatus(
-            RunState.failed, reason="DeadlineExceeded", message="the run ran past max_runtime_seconds"
+            RunState.failed,
+            reason=RunEndReason.deadline_exceeded,
+            message="the run ran past max_runtime_seconds",
         )
     return RunStatus(RunState.failed, reason=reason, message=condition.get("message") or "the Job failed")
 
@@ -145,7 +148,9 @@ def _failure(condition: Obj, pods: list[Obj]) -> RunStatus:
 def _from_terminated(terminated: Obj) -> RunStatus:
     exit_code = int(terminated.get("exitCode", 1))
     if terminated.get("reason") == "OOMKilled":
-        return RunStatus(RunState.failed, exit_code=exit_code, reason="OOMKilled", message=OOM_MESSAGE)
+        return RunStatus(
+            RunState.failed, exit_code=exit_code, reason=RunEndReason.oom_killed, message=OOM_MESSAGE
+        )
     text = (terminated.get("message") or "").strip()
     try:
         summary = TerminationSummary.model_validate_json(text)

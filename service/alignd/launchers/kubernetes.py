@@ -15,13 +15,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from kubernetes import client, config
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from alignd.config import Settings
+from alignd.contract import Resources
+from alignd.errors import InvalidRequest
+from alignd.jobs.lifecycle import RunEndReason
 from alignd.launchers import k8s_manifests as manifests
 from alignd.launchers.base import Launcher, LaunchRequest, RunStatus
 from alignd.launchers.k8s_status import Obj, newest_first, run_status
@@ -67,6 +70,16 @@ def default_namespace(settings: Settings) -> str:
 class KubernetesLauncher(Launcher):
     name = "kubernetes"
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        settings.require_reachable_url()
+        return cls(settings)
+
+    @classmethod
+    def check_resources(cls, settings: Settings, resources: Resources) -> None:
+        if (problem := manifests.unknown_gpu_type(resources.gpu_type, settings.k8s_gpu_profiles)) is not None:
+            raise InvalidRequest(problem, param="alignd.resources.gpu_type")
+
     def __init__(
         self,
         settings: Settings,
@@ -109,7 +122,6 @@ class KubernetesLauncher(Launcher):
         self._informers = (self.jobs, self.pods, self.legacy_jobs, self.legacy_pods, self.events)
         self._adopted: set[str] = set()
         """Names of unlabelled Jobs (made before runs carried their release) this release's jobs own."""
-        self._reported: dict[str, set[str]] = {}
         self._start_lock = threading.Lock()
         self._started = False
 
@@ -158,7 +170,7 @@ class KubernetesLauncher(Launcher):
         )
         if job is not None and not pods:
             status = self._with_job_warnings(name or "", status)
-        return self._only_new_notices(job_id, status)
+        return status
 
     def terminate(self, job_id: str, ref: str | None, *, grace_seconds: float) -> None:
         """Delete the run's Job; foreground propagation stops its pods (SIGTERM, then the pod's grace).
@@ -293,20 +305,11 @@ class KubernetesLauncher(Launcher):
         ]
         if not warnings:
             return status
-        if status.message and status.reason == "Unschedulable":
+        if status.message and status.reason == RunEndReason.unschedulable:
             return RunStatus(status.state, reason=status.reason, message=f"{status.message}; {warnings[-1]}")
         return RunStatus(
             status.state, status.exit_code, status.reason, status.message, status.notices + warnings
         )
-
-    def _only_new_notices(self, job_id: str, status: RunStatus) -> RunStatus:
-        """Each notice becomes one job event, not one per controller pass."""
-        seen = self._reported.setdefault(job_id, set())
-        fresh = [n for n in status.notices if n not in seen]
-        seen.update(fresh)
-        if status.state.value in ("succeeded", "failed", "missing"):
-            self._reported.pop(job_id, None)
-        return RunStatus(status.state, status.exit_code, status.reason, status.message, fresh)
 
 
 def _labels(obj: Obj) -> dict[str, str]:

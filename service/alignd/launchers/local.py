@@ -15,13 +15,22 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Self
 
+from alignd.config import Settings
 from alignd.contract import ExitCode, TerminationSummary
+from alignd.jobs.lifecycle import RunEndReason
 from alignd.launchers.base import Launcher, LaunchRequest, RunState, RunStatus
 
 
 class LocalLauncher(Launcher):
+    """Trainers as child processes of the server, each in its own directory under the data dir."""
+
     name = "local"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(settings.resolved_data_dir() / "runs")
 
     def __init__(
         self, root: Path, *, python: str = sys.executable, env: Mapping[str, str] | None = None
@@ -76,7 +85,9 @@ class LocalLauncher(Launcher):
         run = self._read_run(job_id)
         pid = int(ref) if ref else (run or {}).get("pid")
         if pid is None:
-            return RunStatus(RunState.missing, reason="Lost", message="no local run was started for this job")
+            return RunStatus(
+                RunState.missing, reason=RunEndReason.lost, message="no local run was started for this job"
+            )
         if self._alive(job_id, pid):
             return RunStatus(RunState.running)
         return self._finished(job_id)
@@ -132,7 +143,7 @@ class LocalLauncher(Launcher):
         except (FileNotFoundError, ValueError):
             return RunStatus(
                 RunState.failed,
-                reason="Lost",
+                reason=RunEndReason.lost,
                 message="the trainer process ended without an exit summary (killed or crashed)",
             )
         if summary.exit_code == ExitCode.SUCCESS:
