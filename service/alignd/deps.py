@@ -22,7 +22,7 @@ from alignd import auth
 from alignd.config import Settings
 from alignd.errors import Forbidden, NotFound, Unauthenticated
 from alignd.metrics import Metrics
-from alignd.models import ApiKeyModel, ProjectModel
+from alignd.models import ApiKeyModel, JobModel, ProjectModel
 from alignd.readiness import Readiness
 from alignd.storage import ObjectStore
 
@@ -96,6 +96,15 @@ async def job_token(
 
 
 JobTokenDep = Annotated[str, Depends(job_token)]
+
+
+def get_running_job(job_id: str, session: SessionDep, token: JobTokenDep) -> JobModel:
+    """The job of the `{job_id}` path, if the token is its current run's (Unauthenticated otherwise)."""
+    return auth.authenticate_job_token(session, job_id, token)
+
+
+RunningJobDep = Annotated[JobModel, Depends(get_running_job)]
+"""For the trainer-only routes: the caller's own job, while its run is live."""
 
 
 async def get_caller(

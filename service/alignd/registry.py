@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from alignd.contract import ModelFile, ModelFilesResponse
 from alignd.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from alignd.models import BaseModelModel
+from alignd.models import BaseModelModel, JobModel
 from alignd.storage import InvalidKey, ObjectStore, S3Store, validate_key
 from alignd.storage.s3 import ObjectInfo
 
@@ -59,6 +59,53 @@ def parse_s3_url(source: str) -> S3Location:
     return S3Location(match.group("bucket"), prefix)
 
 
+@dataclass(frozen=True)
+class AvailableModel:
+    """A model a project can train from or use: a registered base model or one of its fine-tuned ones."""
+
+    id: str
+    created: int
+    owned_by: str
+
+
+def _base(model: BaseModelModel) -> AvailableModel:
+    return AvailableModel(id=model.id, created=model.created_at, owned_by=model.owned_by)
+
+
+def _tuned(job: JobModel) -> AvailableModel:
+    return AvailableModel(
+        id=str(job.fine_tuned_model), created=job.finished_at or job.created_at, owned_by=job.project_id
+    )
+
+
+def available_models(session: Session, project_id: str | None) -> list[AvailableModel]:
+    """Registered base models, then the project's fine-tuned models."""
+    bases = session.exec(select(BaseModelModel).order_by(col(BaseModelModel.id)))
+    tuned = session.exec(
+        select(JobModel).where(
+            col(JobModel.project_id) == project_id, col(JobModel.fine_tuned_model).is_not(None)
+        )
+    )
+    return [_base(m) for m in bases] + [_tuned(j) for j in tuned]
+
+
+def available_model(session: Session, project_id: str | None, model_id: str) -> AvailableModel:
+    """A base model, or one of the project's fine-tuned models; NotFound otherwise."""
+    base = session.get(BaseModelModel, model_id)
+    if base is not None:
+        return _base(base)
+    job = session.exec(
+        select(JobModel).where(
+            col(JobModel.project_id) == project_id, col(JobModel.fine_tuned_model) == model_id
+        )
+    ).first()
+    if job is None:
+        raise NotFound(
+            f"no model {model_id!r}; GET /v1/models lists the models this key can use", param="model"
+        )
+    return _tuned(job)
+
+
 def resolve_source(source: str, store: ObjectStore) -> str:
     """Where the trainer loads the model from; checked now so a bad source fails at registration."""
     if source.startswith(S3_SCHEME):
@@ -77,7 +124,7 @@ def resolve_source(source: str, store: ObjectStore) -> str:
     )
 
 
-def register_model(session: Session, store: ObjectStore, *, model_id: str, source: str) -> BaseModelModel:
+def register_model(session: Session, store: ObjectStore, *, model_id: str, source: str) -> AvailableModel:
     location = resolve_source(source, store)  # before any query: no transaction is open while S3 answers
     if session.get(BaseModelModel, model_id) is not None:
         raise Conflict(f"model {model_id!r} is already registered", param="id")
@@ -85,7 +132,7 @@ def register_model(session: Session, store: ObjectStore, *, model_id: str, sourc
     session.add(model)
     session.commit()
     session.refresh(model)
-    return model
+    return _base(model)
 
 
 def model_files(store: ObjectStore, location: str, *, expires_seconds: int) -> ModelFilesResponse:

@@ -9,8 +9,7 @@ from sqlalchemy.exc import OperationalError
 from alignd.api import fast_path
 from alignd.deps import get_settings
 from alignd.jobs import service
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
-from tests.api.test_jobs import register_model, upload_rows
+from tests.api.conftest import ADMIN_KEY, bearer, new_project_key, register_model, upload_rows
 
 
 @pytest.fixture

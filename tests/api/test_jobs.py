@@ -16,39 +16,7 @@ from alignd.controller import Controller
 from alignd.jobs.state import JobStatus, transition
 from alignd.launchers import LocalLauncher
 from alignd.models import JobModel, MetricModel
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
-
-ROW = {"prompt": "Name a fruit.", "chosen": " apple.", "rejected": " dog."}
-
-
-@pytest.fixture
-def model_id(client: TestClient, tmp_path: Path) -> str:
-    return register_model(client, tmp_path)
-
-
-def register_model(client: TestClient, tmp_path: Path) -> str:
-    model_dir = tmp_path / "base-model"
-    model_dir.mkdir()
-    (model_dir / "config.json").write_text("{}")
-    response = client.post(
-        "/v1/models", json={"id": "tiny", "source": str(model_dir)}, headers=bearer(ADMIN_KEY)
-    )
-    assert response.status_code == 200, response.text
-    return "tiny"
-
-
-@pytest.fixture
-def file_id(client: TestClient, key: str) -> str:
-    return upload_rows(client, key)
-
-
-def upload_rows(client: TestClient, key: str) -> str:
-    body = "".join(json.dumps(ROW) + "\n" for _ in range(20)).encode()
-    response = client.post(
-        "/v1/files", files={"file": ("t.jsonl", body)}, data={"purpose": "fine-tune"}, headers=bearer(key)
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["id"])
+from tests.api.conftest import ADMIN_KEY, bearer, new_project_key, register_model, upload_rows
 
 
 def _create(client: TestClient, key: str, body: dict[str, object], **headers: str):  # type: ignore[no-untyped-def]
@@ -183,24 +151,6 @@ def test_events_stream_as_server_sent_events_until_the_job_ends(
 # ---- quotas --------------------------------------------------------------------------------------------
 
 
-def _project_key(client: TestClient, name: str, **quotas: int) -> str:
-    project = client.post("/v1/admin/projects", json={"name": name, **quotas}, headers=bearer(ADMIN_KEY))
-    assert project.status_code == 200, project.text
-    key = client.post(
-        f"/v1/admin/projects/{project.json()['id']}/api_keys", json={}, headers=bearer(ADMIN_KEY)
-    )
-    return str(key.json()["value"])
-
-
-def _upload(client: TestClient, key: str) -> str:
-    body = "".join(json.dumps(ROW) + "\n" for _ in range(20)).encode()
-    response = client.post(
-        "/v1/files", files={"file": ("t.jsonl", body)}, data={"purpose": "fine-tune"}, headers=bearer(key)
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["id"])
-
-
 def _gpus(gpus: int, nodes: int = 1) -> dict[str, object]:
     return {"alignd": {"resources": {"gpus": gpus, "nodes": nodes}}}
 
@@ -215,8 +165,8 @@ def _move(client: TestClient, job_id: str, *statuses: str) -> None:
 def test_concurrent_job_quota_answers_429_and_counts_only_jobs_in_flight(
     client: TestClient, model_id: str
 ) -> None:
-    key = _project_key(client, "small", quota_concurrent_jobs=2)
-    body = {"model": model_id, "training_file": _upload(client, key)} | _gpus(0)
+    key = new_project_key(client, "small", quota_concurrent_jobs=2)
+    body = {"model": model_id, "training_file": upload_rows(client, key)} | _gpus(0)
     first = _create(client, key, body, **{"Idempotency-Key": "first"}).json()["id"]
     second = _create(client, key, body).json()["id"]
 
@@ -240,8 +190,8 @@ def test_concurrent_job_quota_answers_429_and_counts_only_jobs_in_flight(
 
 
 def test_gpu_quota_counts_gpus_times_nodes(client: TestClient, model_id: str) -> None:
-    key = _project_key(client, "gpus", quota_gpus=4, quota_concurrent_jobs=10)
-    body = {"model": model_id, "training_file": _upload(client, key)}
+    key = new_project_key(client, "gpus", quota_gpus=4, quota_concurrent_jobs=10)
+    body = {"model": model_id, "training_file": upload_rows(client, key)}
     assert _create(client, key, body | _gpus(2)).status_code == 200
 
     refused = _create(client, key, body | _gpus(2, nodes=2))

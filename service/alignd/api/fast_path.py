@@ -1,12 +1,12 @@
 """The job-status poll, answered without FastAPI's per-request machinery.
 
 Clients poll `GET /v1/fine_tuning/jobs/{id}` in a loop, so it is most of a busy server's requests.
-Through FastAPI it costs about 1.5 ms of CPU on a 2-core box (matching it against every route, solving
-its dependencies, the handler's bookkeeping, a trip to the thread pool for the read), which holds a
-worker near 600 reads/s. This middleware answers the common case itself: a GET of exactly that path,
+Through FastAPI each one pays for matching against every route, solving its dependencies, the
+handler's bookkeeping and a trip to the thread pool for the read (bench/README.md has the figures). This
+middleware answers the common case itself: a GET of exactly that path,
 whose bearer key the caller cache already knows as a project's key, for a job of that project. It reads
-the row with the route's domain function and serializes it with the route's model and options, so the
-answer is byte for byte the route's.
+the row with the route's domain function and serializes it with the route's serializer
+(`alignd.jobs.wire`) and response model, so the answer is byte for byte the route's.
 
 Everything else falls through to the route, which stays the one place that makes errors: an unknown,
 uncached or admin key, a missing job, a locked database, and any app with dependency overrides (tests
@@ -27,6 +27,7 @@ from alignd.api import jobs
 from alignd.deps import AppState
 from alignd.errors import AligndError
 from alignd.jobs import service
+from alignd.jobs.wire import job_object
 from alignd.schemas import JobObject
 
 _JOB_PATH = re.compile(r"/v1/fine_tuning/jobs/([^/\x00]+)")
@@ -71,7 +72,7 @@ async def _job_status(scope: Scope, job_id: str) -> bytes | None:
             job = await run_in_threadpool(service.read_job, state.engine, project, job_id)
     except (AligndError, SQLAlchemyError):
         return None  # not found (the route says so), or the database busy (the route waits for it)
-    return _JOB_OBJECT.dump_json(jobs.to_public(job), by_alias=True)
+    return _JOB_OBJECT.dump_json(job_object(job), by_alias=True)
 
 
 def _bearer_credentials(scope: Scope) -> str | None:

@@ -7,23 +7,15 @@ from starlette.concurrency import run_in_threadpool
 from alignd.api.responses import PROJECT, binary, errors
 from alignd.deps import ProjectDep, SessionDep, SettingsDep, StateDep, StoreDep
 from alignd.jobs import artifacts, service
-from alignd.jobs.state import JobStatus
-from alignd.models import JobEventModel, JobModel
+from alignd.jobs.wire import checkpoint_object, event_object, job_object
 from alignd.schemas import (
-    CheckpointMetrics,
     CheckpointObject,
-    DpoHyperparametersOut,
-    DpoMethodOut,
-    JobAligndInfo,
     JobCreate,
-    JobError,
     JobEventObject,
     JobObject,
     ListResponse,
-    MethodOut,
     MetricPointOut,
     MetricsResponse,
-    WireStatus,
 )
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
@@ -52,60 +44,6 @@ EVENT_STREAM: dict[int | str, dict[str, object]] = {
         },
     }
 }
-WIRE_STATUS: dict[str, WireStatus] = {
-    JobStatus.validating_files.value: "validating_files",
-    JobStatus.queued.value: "queued",
-    JobStatus.running.value: "running",
-    JobStatus.pausing.value: "running",
-    JobStatus.paused.value: "queued",
-    JobStatus.succeeded.value: "succeeded",
-    JobStatus.failed.value: "failed",
-    JobStatus.cancelled.value: "cancelled",
-}
-"""The openai SDK's status literal has six values; pausing/paused are reported in `alignd.status`."""
-
-
-def to_public(job: JobModel) -> JobObject:
-    hyperparameters = DpoHyperparametersOut.model_validate(job.request)
-    return JobObject(
-        id=job.id,
-        created_at=job.created_at,
-        error=JobError(**job.error) if job.error else None,
-        fine_tuned_model=job.fine_tuned_model,
-        finished_at=job.finished_at,
-        hyperparameters=hyperparameters,
-        model=job.model,
-        organization_id=job.project_id,
-        result_files=job.result_files,
-        seed=job.seed,
-        status=WIRE_STATUS[job.status],
-        trained_tokens=job.trained_tokens,
-        training_file=job.training_file,
-        validation_file=job.validation_file,
-        estimated_finish=job.estimated_finish,
-        metadata=job.job_metadata,
-        method=MethodOut(dpo=DpoMethodOut(hyperparameters=hyperparameters)),
-        alignd=JobAligndInfo(
-            training_type=job.spec["training_type"],
-            spec=job.spec,
-            step=job.step,
-            total_steps=job.total_steps,
-            attempt=job.attempt,
-            priority=job.priority,
-            status=job.status,
-        ),
-    )
-
-
-def event_to_public(event: JobEventModel) -> JobEventObject:
-    return JobEventObject(
-        id=event.id,
-        created_at=event.created_at,
-        level=event.level,
-        message=event.message,
-        type="metrics" if event.type == "metrics" else "message",
-        data=event.data,
-    )
 
 
 @router.post("", response_model=JobObject, responses=errors(400, *PROJECT, 429))
@@ -119,7 +57,7 @@ def create(
     job = service.create_job(
         session=session, settings=settings, project=project, request=body, idempotency_key=idempotency_key
     )
-    return to_public(job)
+    return job_object(job)
 
 
 @router.get("", response_model=ListResponse[JobObject], responses=errors(400, *PROJECT))
@@ -132,7 +70,7 @@ def list_jobs(
         if k.startswith("metadata[") and k.endswith("]")
     }
     rows, has_more = service.list_jobs(session, project, after=after, limit=limit, metadata=metadata)
-    data = [to_public(r) for r in rows]
+    data = [job_object(r) for r in rows]
     return ListResponse[JobObject].page(data, has_more)
 
 
@@ -140,22 +78,22 @@ def list_jobs(
 async def retrieve(job_id: str, state: StateDep, project: ProjectDep) -> JobObject:
     # The hot path of clients polling a job: `async`, with one explicit trip to the thread pool for the
     # read. A plain `def` route costs three (the route, its response validation, closing its session).
-    return to_public(await run_in_threadpool(service.read_job, state.engine, project, job_id))
+    return job_object(await run_in_threadpool(service.read_job, state.engine, project, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject, responses=errors(*PROJECT, 409))
 def cancel(job_id: str, session: SessionDep, project: ProjectDep) -> JobObject:
-    return to_public(service.cancel_job(session, project, job_id))
+    return job_object(service.cancel_job(session, project, job_id))
 
 
 @router.post("/{job_id}/pause", response_model=JobObject, responses=errors(*PROJECT, 409))
 def pause(job_id: str, session: SessionDep, project: ProjectDep) -> JobObject:
-    return to_public(service.pause_job(session, project, job_id))
+    return job_object(service.pause_job(session, project, job_id))
 
 
 @router.post("/{job_id}/resume", response_model=JobObject, responses=errors(*PROJECT, 409))
 def resume(job_id: str, session: SessionDep, project: ProjectDep) -> JobObject:
-    return to_public(service.resume_job(session, project, job_id))
+    return job_object(service.resume_job(session, project, job_id))
 
 
 @router.get(
@@ -176,14 +114,14 @@ def events(
     if stream:
         job = service.get_job(session, project, job_id)
         frames = (
-            f"data: {event_to_public(e).model_dump_json()}\n\n"
+            f"data: {event_object(e).model_dump_json()}\n\n"
             for e in service.follow_events(state.sessions, job.id)
         )
         return StreamingResponse(
             frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
     rows, has_more = service.list_events(session, project, job_id, after=after, limit=limit)
-    data = [event_to_public(r) for r in rows]
+    data = [event_object(r) for r in rows]
     return ListResponse[JobEventObject].page(data, has_more)
 
 
@@ -195,19 +133,7 @@ def list_checkpoints(
 ) -> ListResponse[CheckpointObject]:
     job = service.get_job(session, project, job_id)
     rows, has_more = artifacts.checkpoints(session, job, after=after, limit=limit)
-    data = [
-        CheckpointObject(
-            id=c.id,
-            created_at=c.created_at,
-            fine_tuning_job_id=job.id,
-            step_number=c.step,
-            fine_tuned_model_checkpoint=f"{job.fine_tuned_model or job.id}:ckpt-step-{c.step}",
-            metrics=CheckpointMetrics(
-                step=c.step, train_loss=c.metrics.get("loss"), valid_loss=c.metrics.get("eval_loss")
-            ),
-        )
-        for c in rows
-    ]
+    data = [checkpoint_object(job, c) for c in rows]
     return ListResponse[CheckpointObject].page(data, has_more)
 
 
@@ -270,7 +196,7 @@ def download_merged(
     return StreamingResponse(
         artifacts.tar_gz(store, prefix, artifacts.MERGED),
         media_type="application/gzip",
-        headers=_attachment(f"{job.id}-merged.tar.gz"),
+        headers={"Content-Disposition": f'attachment; filename="{job.id}-merged.tar.gz"'},
     )
 
 
@@ -289,7 +215,3 @@ def download_checkpoint(
         media_type="application/gzip",
         headers={"Content-Disposition": f'attachment; filename="{job.id}-step-{step}.tar.gz"'},
     )
-
-
-def _attachment(filename: str) -> dict[str, str]:
-    return {"Content-Disposition": f'attachment; filename="{filename}"'}
