@@ -388,12 +388,32 @@ class Kubelet:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def claim_dir(self, claim: str) -> Path:
+        """The directory standing for a PersistentVolumeClaim: one per claim, shared by every pod."""
+        assert self.workdir is not None, "exec pods need a workdir"
+        return self.workdir / "claims" / claim
+
+    def _host_paths(self, pod: Obj, run_dir: Path) -> dict[str, Path]:
+        """Where each of the container's mounts lives here (mount path -> directory); /dev/shm and /tmp
+        are this machine's own."""
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        paths = {}
+        for mount in pod["spec"]["containers"][0].get("volumeMounts") or []:
+            if mount["mountPath"] in ("/dev/shm", "/tmp"):
+                continue
+            claim = (volumes.get(mount["name"], {}).get("persistentVolumeClaim") or {}).get("claimName")
+            host = self.claim_dir(claim) if claim else run_dir / "volumes" / mount["name"]
+            host.mkdir(parents=True, exist_ok=True)
+            paths[mount["mountPath"]] = host
+        return paths
+
     def _start_process(self, pod: Obj) -> None:
         container = pod["spec"]["containers"][0]
         run_dir = self._run_dir(pod["metadata"]["name"])
         env = {k: v for k, v in os.environ.items() if not k.startswith("ALIGND_")}
+        mounts = self._host_paths(pod, run_dir)
         for item in container.get("env") or []:
-            env[item["name"]] = self._env_value(item)
+            env[item["name"]] = _on_host(self._env_value(item), mounts)
         env |= {"ALIGND_TERMINATION_LOG": str(run_dir / "termination-log"), "HOME": str(run_dir)}
         env |= self.env_overrides
         command = [sys.executable if part == "python" else part for part in container["command"]]
@@ -415,6 +435,14 @@ class Kubelet:
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
+
+
+def _on_host(value: str, mounts: dict[str, Path]) -> str:
+    """A path in the pod (`/cache/huggingface`) as the directory that stands for it here."""
+    for mount_path, host in mounts.items():
+        if value == mount_path or value.startswith(mount_path + "/"):
+            return str(host) + value[len(mount_path) :]
+    return value
 
 
 def _container(state: Obj) -> Obj:
