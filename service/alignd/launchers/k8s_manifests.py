@@ -129,16 +129,15 @@ def build(request: LaunchRequest, settings: Settings, namespace: str) -> RunMani
         "labels": labels,
         "annotations": {JOB_ID_LABEL: request.job_id},
     }
-    owned = metadata | {"labels": labels}
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": owned | {"name": f"{name}-token"},
+        "metadata": metadata | {"name": f"{name}-token"},
         "type": "Opaque",
         "stringData": {TOKEN_KEY: request.env[TOKEN_ENV]},
     }
     multi_node = request.spec.resources.nodes > 1
-    service = _headless_service(owned, name, settings.k8s_release) if multi_node else None
+    service = _headless_service(metadata, name, settings.k8s_release) if multi_node else None
     job = _job(request, settings, metadata | {"labels": job_labels}, labels)
     if run_queue:
         # Kueue admits the Job by unsuspending it, all of its pods at once (one Workload).
