@@ -597,6 +597,7 @@ def test_workload_identity_replaces_the_s3_keys(
     accounts = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "ServiceAccount"}
 
     assert not [e for e in container["env"] if e["name"].startswith("ALIGND_S3_")]
+    assert only(manifests, "Job")["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     annotations = accounts[account["serviceAccountName"]]["metadata"]["annotations"]
     assert annotations == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/alignd-s3"}
     settings = settings_from(manifests, clean_alignd_env)
