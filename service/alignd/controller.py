@@ -178,7 +178,11 @@ class Controller:
     def _check_deadlines(self, job: JobModel) -> None:
         now = self.clock()
         silent = now - (job.last_heartbeat_at or job.started_at or now)
-        max_runtime = JobSpec.model_validate(job.spec).max_runtime_seconds
+        max_runtime = (
+            None
+            if self.launcher.enforces_max_runtime
+            else JobSpec.model_validate(job.spec).max_runtime_seconds
+        )
         if silent > self.settings.heartbeat_timeout_seconds:
             reason = (
                 f"the trainer sent nothing for {int(silent)}s (heartbeat deadline "

@@ -12,11 +12,13 @@ from sqlmodel import Session
 
 from alignd.config import Settings
 from alignd.controller import Controller
+from alignd.jobs.state import JobStatus
 from alignd.launchers.k8s_manifests import QUEUE_LABEL, job_name
 from alignd.models import JobModel
+from tests.db.factories import make_job
 from tests.k8s.cluster import Kubelet, PodScript, wait_for
 from tests.k8s.conftest import NAMESPACE, RELEASE, Scripts
-from tests.k8s.test_lifecycle import drive, events, k8s_jobs, pods_of, queued
+from tests.k8s.test_lifecycle import SPEC, drive, events, k8s_jobs, pods_of, queued
 
 
 class Clock:
@@ -73,7 +75,7 @@ def test_a_job_kueue_holds_stays_queued_past_the_pending_deadline_and_runs_once_
     clock: Clock,
 ) -> None:
     controller = kueue_controller
-    job = queued(session)
+    job = make_job(session, status=JobStatus.queued, spec=SPEC | {"max_runtime_seconds": 600})
     run = job_name(job.id, 1, RELEASE)
     scripts[run] = [PodScript("hold")]
     drive(controller, session, job.id, {"running"})
@@ -82,7 +84,7 @@ def test_a_job_kueue_holds_stays_queued_past_the_pending_deadline_and_runs_once_
     reason = "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu"
     workload_event(api, run, reason)
 
-    clock.skipped = 3600  # an hour in the queue: far past the pending deadline and the heartbeat timeout
+    clock.skipped = 3600  # an hour in the queue: past the pending deadline, heartbeat timeout and max runtime
     wait_for(
         lambda: (controller.reconcile_once(), any(reason in e for e in events(session, job.id)))[1],
         10,

@@ -66,6 +66,7 @@ def default_namespace(settings: Settings) -> str:
 
 class KubernetesLauncher(Launcher):
     name = "kubernetes"
+    enforces_max_runtime = True
 
     def __init__(
         self,
