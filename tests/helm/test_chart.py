@@ -614,7 +614,12 @@ def test_workload_identity_replaces_the_s3_keys(
 
 
 def test_existing_secret_key_names_reach_every_reference(helm: list[str]) -> None:
-    names = {"databaseUrl": "uri", "s3AccessKey": "AWS_ACCESS_KEY_ID", "s3SecretKey": "AWS_SECRET_ACCESS_KEY"}
+    names = {
+        "databaseUrl": "uri",
+        "s3AccessKey": "AWS_ACCESS_KEY_ID",
+        "s3SecretKey": "AWS_SECRET_ACCESS_KEY",
+        "encryptionKey": "fernet",
+    }
     args = [f"existingSecretKeys.{key}={value}" for key, value in names.items()]
     manifests = render(helm, "--set", ",".join(["existingSecret=creds", *args]))
     refs = {
@@ -630,6 +635,7 @@ def test_existing_secret_key_names_reach_every_reference(helm: list[str]) -> Non
         "ALIGND_S3_SECRET_KEY": "AWS_SECRET_ACCESS_KEY",
         "ALIGND_ADMIN_KEY": "admin-key",
         "ALIGND_SIGNING_KEY": "signing-key",
+        "ALIGND_ENCRYPTION_KEY": "fernet",
     }
     assert hook["env"][1]["valueFrom"]["secretKeyRef"] == {"name": "creds", "key": "uri"}
 
