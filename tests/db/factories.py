@@ -30,7 +30,7 @@ def make_job(
         "project_id": project.id,
         "model": "tiny",
         "training_file": "file-test",
-        "status": status.value,
+        "status": status,
         "spec": {"model": "/models/tiny"},
         "seed": 42,
     }

@@ -4,9 +4,10 @@ import re
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlmodel import Session, col
 
+from alignd.jobs.lifecycle import JobStatus
 from alignd.models import CheckpointModel, FileModel, JobModel, MetricModel, new_id
 
 from .factories import make_job, make_project
@@ -17,7 +18,7 @@ def test_ids_carry_their_prefix_and_are_random() -> None:
     assert len(ids) == 100
     assert all(re.fullmatch(r"ftjob-[0-9a-f]{24}", i) for i in ids)
     assert JobModel(
-        project_id="p", model="m", training_file="f", status="queued", spec={}, seed=1
+        project_id="p", model="m", training_file="f", status=JobStatus.queued, spec={}, seed=1
     ).id.startswith("ftjob-")
 
 
@@ -89,3 +90,25 @@ def test_metric_points_keep_their_values(session: Session) -> None:
         (1, "train", 0.5, 0.6931),
         (2, "train", 0.5, 0.6931),
     ]
+
+
+def test_status_is_stored_as_its_string_and_read_back_as_a_job_status(session: Session) -> None:
+    """The column holds exactly what earlier releases wrote, so existing rows read without a migration."""
+    job = make_job(session, status=JobStatus.pausing)
+    raw = session.execute(text("SELECT status FROM jobs WHERE id = :id"), {"id": job.id}).scalar_one()
+    assert raw == "pausing"
+    session.execute(text("UPDATE jobs SET status = 'paused' WHERE id = :id"), {"id": job.id})
+    session.commit()
+    session.expire_all()
+    read = session.get(JobModel, job.id)
+    assert read is not None and read.status is JobStatus.paused and not read.status.is_active
+    paused = session.execute(select(JobModel.id).where(col(JobModel.status) == "paused")).scalars()
+    assert list(paused) == [job.id]
+
+
+def test_a_status_that_does_not_exist_is_never_written(session: Session) -> None:
+    job = make_job(session)
+    job.status = "paused_by_admin"  # type: ignore[assignment]
+    with pytest.raises(StatementError, match="paused_by_admin"):
+        session.commit()
+    session.rollback()

@@ -111,6 +111,12 @@ class Resources(_Strict):
     nodes: Int = Field(1, ge=1, le=64)
     cpu: str | None = None
     memory: str | None = None
+    queue: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="A Kueue LocalQueue the admin allows (ALIGND_K8S_KUEUE_ALLOWED_QUEUES); default: "
+        "the cluster's queue.",
+    )
 
 
 class JobSpec(_Strict):

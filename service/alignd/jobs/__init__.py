@@ -1,1 +1,2 @@
-"""Jobs: spec resolution, the status state machine, quotas."""
+"""Jobs: the lifecycle (statuses, their moves, run-end reasons), the one door for status changes
+(`state.transition`), spec resolution, quotas, trainer reports, artifacts, and the wire objects."""

@@ -50,6 +50,10 @@ class Launcher(ABC):
     """One backend. Registered by name in `alignd.launchers.registry`."""
 
     name: str
+    enforces_max_runtime: bool = False
+    """True when the run itself stops at max_runtime_seconds, counted from when it really started (a
+    Kubernetes Job's activeDeadlineSeconds restarts when a queue admits it); the controller's own
+    check, counted from launch, would wrongly count time spent queued."""
 
     @classmethod
     @abstractmethod

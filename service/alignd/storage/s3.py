@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, cast
 import certifi
 import urllib3
 from minio import Minio
+from minio.credentials import Provider
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
 
@@ -117,9 +118,10 @@ class S3Store(ObjectStore):
         self,
         endpoint: str,
         bucket: str,
-        access_key: str,
-        secret_key: str,
+        access_key: str | None,
+        secret_key: str | None,
         *,
+        credentials: Provider | None = None,
         region: str | None = None,
         secure: bool = True,
         http_client: urllib3.PoolManager | None = None,
@@ -131,6 +133,7 @@ class S3Store(ObjectStore):
             endpoint,
             access_key=access_key,
             secret_key=secret_key,
+            credentials=credentials,
             region=region,
             secure=secure,
             http_client=http_client or default_http_client(),
