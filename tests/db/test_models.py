@@ -102,8 +102,8 @@ def test_status_is_stored_as_its_string_and_read_back_as_a_job_status(session: S
     session.expire_all()
     read = session.get(JobModel, job.id)
     assert read is not None and read.status is JobStatus.paused and not read.status.is_active
-    paused = session.execute(select(JobModel.id).where(col(JobModel.status) == "paused")).scalars()
-    assert list(paused) == [job.id]
+    paused = select(JobModel.id).where(col(JobModel.id) == job.id, col(JobModel.status) == "paused")
+    assert list(session.execute(paused).scalars()) == [job.id]
 
 
 def test_a_status_that_does_not_exist_is_never_written(session: Session) -> None:
