@@ -207,7 +207,7 @@ class IntegrationWorker:
             credentials=work.credentials,
             mode=self.settings.wandb_mode,
             base_url=self.settings.wandb_base_url,
-            directory=self.settings.resolved_data_dir() / "wandb",
+            directory=self.settings.resolved_data_dir(),  # wandb writes into its wandb/ folder
             timeout=timeout,
         )
 
