@@ -52,11 +52,17 @@ def set_mlflow(
     return to_public(row)
 
 
-@router.delete("/{type}", response_model=IntegrationCredentialsObject, responses=errors(400, *PROJECT))
-def delete(
-    type: credentials.IntegrationType, session: SessionDep, project: ProjectDep
-) -> IntegrationCredentialsObject:
-    """Remove a type's credentials; jobs still mirrored with them stop, with an event on each job, once
+@router.delete("/wandb", response_model=IntegrationCredentialsObject, responses=errors(*PROJECT))
+def delete_wandb(session: SessionDep, project: ProjectDep) -> IntegrationCredentialsObject:
+    """Remove the project's W&B key; jobs still mirrored with it stop, with an event on each job, once
     their retries run out."""
-    credentials.delete_credentials(session=session, project=project, type=type)
-    return IntegrationCredentialsObject(type=type, configured=False)
+    credentials.delete_credentials(session=session, project=project, type="wandb")
+    return IntegrationCredentialsObject(type="wandb", configured=False)
+
+
+@router.delete("/mlflow", response_model=IntegrationCredentialsObject, responses=errors(*PROJECT))
+def delete_mlflow(session: SessionDep, project: ProjectDep) -> IntegrationCredentialsObject:
+    """Remove the project's tracking server; jobs still mirrored to it stop, with an event on each job,
+    once their retries run out."""
+    credentials.delete_credentials(session=session, project=project, type="mlflow")
+    return IntegrationCredentialsObject(type="mlflow", configured=False)

@@ -3,6 +3,7 @@ the project, read only by the integrations worker. No function here returns a va
 
 import json
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 from sqlalchemy import delete
@@ -39,20 +40,38 @@ def set_credentials(
 
 
 def check_tracking_uri(uri: str, settings: Settings) -> None:
-    """A tracking server must be a public address unless the admin allows its host
+    """An absolute http(s) URL whose host is a public address unless the admin allows it
     (ALIGND_MLFLOW_ALLOWED_HOSTS): the control plane sends requests there on the project's behalf."""
+    invalid = InvalidRequest(
+        "tracking_uri must be an absolute http:// or https:// URL with a host, in ASCII without spaces "
+        "(e.g. https://mlflow.example.com)",
+        param="tracking_uri",
+        code="invalid_url",
+    )
+    if not uri.isascii() or any(c.isspace() or not c.isprintable() for c in uri):
+        raise invalid
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        raise invalid from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise invalid
     policy = TargetPolicy.from_entries(settings.mlflow_allowed_hosts)
     try:
         policy.resolve(uri)
     except ForbiddenTarget as exc:
-        message = (
-            str(exc)
-            .replace("webhooks", "MLflow tracking servers")
-            .replace("ALIGND_WEBHOOK_ALLOWED_HOSTS", "ALIGND_MLFLOW_ALLOWED_HOSTS")
-        )
-        raise InvalidRequest(message, param="tracking_uri", code="forbidden_url") from None
+        reason = str(exc).split(";", 1)[0]
+        raise InvalidRequest(
+            f"tracking_uri: {reason}; alignd reaches only public tracking servers unless an admin allows "
+            "the host with ALIGND_MLFLOW_ALLOWED_HOSTS",
+            param="tracking_uri",
+            code="forbidden_url",
+        ) from None
     except UnresolvedTarget:
         pass
+    except UnicodeError:  # a host name IDNA cannot encode
+        raise invalid from None
 
 
 def configured(session: Session, project: ProjectModel) -> dict[str, IntegrationCredentialsModel]:
