@@ -11,7 +11,10 @@ from alignd.db import make_engine
 from tests.api.conftest import bearer, new_project_key
 from tests.api.test_jobs import register_model, upload_rows
 
-WANDB = {"type": "wandb", "wandb": {"project": "dpo", "entity": "team", "name": None, "tags": ["a"]}}
+WANDB: dict[str, object] = {
+    "type": "wandb",
+    "wandb": {"project": "dpo", "entity": "team", "name": None, "tags": ["a"]},
+}
 KEY = "wandb-secret-value-0123456789"
 
 
@@ -80,7 +83,7 @@ def test_job_echoes_its_wandb_integration_as_openai_does(
 def test_job_refuses_an_integration_the_project_has_not_set_up(
     client: TestClient, key: str, tmp_path: Path
 ) -> None:
-    mlflow = {"type": "mlflow", "mlflow": {"experiment_name": "dpo"}}
+    mlflow: dict[str, object] = {"type": "mlflow", "mlflow": {"experiment_name": "dpo"}}
     model = register_model(client, tmp_path)
     client.put("/v1/integrations/wandb", json={"api_key": KEY}, headers=bearer(key))
     missing = _job(client, key, model, [mlflow])

@@ -28,10 +28,11 @@ HYPERPARAMETERS: dict[str, Any] = {
 }
 OPTIONS: dict[str, Any] = {"training_type": "lora", "lora": {"r": 4, "alpha": 8}, "resources": {"gpus": 0}}
 EXTRA_BODY = {"method": {"type": "dpo", "dpo": {"hyperparameters": HYPERPARAMETERS}}, "alignd": OPTIONS}
-WANDB: dict[str, Any] = {
+WANDB: Any = {
     "type": "wandb",
     "wandb": {"project": "dpo-runs", "name": "sdk-run", "tags": ["team-a"]},
 }
+MLFLOW_ONLY: Any = {"type": "mlflow", "mlflow": {"experiment_name": "nowhere"}}
 MLFLOW_TOKEN = "mlflow-token-do-not-echo-7f3a"
 WANDB_KEY = "wandb-key-do-not-echo-19c2"
 
@@ -64,12 +65,12 @@ def test_sdk_job_with_wandb_and_mlflow(live: Server, mlflow_server: Tracking, tm
     set_wandb = put_credentials(live, key, "wandb", {"api_key": WANDB_KEY})
     assert set_mlflow.status_code == set_wandb.status_code == 200, set_mlflow.text
     client = live.client(key)  # strict: the job object must validate against the SDK's own model
-    mlflow = {"type": "mlflow", "mlflow": {"experiment_name": "alignd-e2e", "tags": {"team": "a"}}}
+    mlflow: Any = {"type": "mlflow", "mlflow": {"experiment_name": "alignd-e2e", "tags": {"team": "a"}}}
 
     created = client.fine_tuning.jobs.create(
         model=MODEL,
         training_file=_training_file(client, tmp_path),
-        integrations=[WANDB, mlflow],  # type: ignore[list-item]  # the SDK's type knows only wandb
+        integrations=[WANDB, mlflow],  # the SDK's type knows only wandb; it sends any entry
         extra_body={
             "method": {"type": "dpo", "dpo": {"hyperparameters": HYPERPARAMETERS}},
             "alignd": OPTIONS,
@@ -151,7 +152,7 @@ def test_unreachable_tracking_server_is_a_job_event(live: Server, tmp_path: Path
     created = client.fine_tuning.jobs.create(
         model=MODEL,
         training_file=_training_file(client, tmp_path),
-        integrations=[{"type": "mlflow", "mlflow": {"experiment_name": "nowhere"}}],  # type: ignore[list-item]
+        integrations=[MLFLOW_ONLY],
         extra_body={
             "method": {"type": "dpo", "dpo": {"hyperparameters": HYPERPARAMETERS}},
             "alignd": OPTIONS,
