@@ -15,6 +15,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e '.[dev,server,trainer]'
 	touch $@
 
+# The demo needs only the server and the trainer: no test, lint or benchmark tools to resolve.
+# -qq keeps setuptools' notes on editable installs out of a newcomer's first screen; errors still show.
+$(VENV)/.demo-installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -qq --upgrade pip
+	$(PIP) install -qq torch==2.13.0
+	$(PIP) install -qq -e '.[server,trainer]'
+	touch $@
+
 install: $(VENV)/.installed
 
 lint: install
@@ -27,7 +36,7 @@ typecheck: install
 test: lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: install
+demo: $(VENV)/.demo-installed
 	$(VENV)/bin/alignd demo
 
 clean:

@@ -9,23 +9,27 @@ from fastapi import FastAPI
 
 from alignd import __version__, auth
 from alignd.api import admin, errors, files, health, integrations, internal, jobs, models, storage, webhooks
+from alignd.api.access_log import redact_signatures
 from alignd.api.fast_path import JobStatusFastPath
+from alignd.api.limits import RequestLimits
+from alignd.api.ratelimit import FailedAuthGuard
 from alignd.api.spec import AligndAPI
 from alignd.config import Settings, get_settings
 from alignd.controller import Controller
-from alignd.db import check_schema, loop_read_engine, make_engine, session_factory
+from alignd.db import check_schema, loop_read_engine, make_engine, make_private_dir, session_factory
 from alignd.deps import AppState
 from alignd.integrations.worker import start_worker
 from alignd.launchers import Launcher, LocalLauncher
 from alignd.leader import Lease
 from alignd.metrics import Metrics, RequestMetrics
+from alignd.readiness import readiness_from_settings
 from alignd.storage import store_from_settings
 from alignd.sweeper import Sweeper
 from alignd.webhooks.dispatcher import start_dispatcher
 
 
 def build_state(settings: Settings) -> AppState:
-    settings.resolved_data_dir().mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.resolved_data_dir())
     engine = make_engine(settings.resolved_database_url())
     check_schema(engine)
     sessions = session_factory(engine)
@@ -40,6 +44,7 @@ def build_state(settings: Settings) -> AppState:
         store=store,
         metrics=Metrics(sessions),
         callers=auth.CallerCache(settings.auth_cache_seconds),
+        readiness=readiness_from_settings(settings, engine=engine, store=store),
         loop_reads=loop_read_engine(settings.resolved_database_url()),
     )
 
@@ -73,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redact_signatures()
         state = build_state(resolved)
         app.state.alignd = state
         stop = threading.Event()
@@ -111,7 +117,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Self-hosted DPO alignment with an OpenAI-compatible fine-tuning API.",
     )
     errors.install(app)
-    app.add_middleware(JobStatusFastPath)  # inside RequestMetrics, so its answers are counted too
+    # Outermost last. The fast path answers inside the limits (so it never sees unstorable ids or a
+    # blocked address); RequestMetrics counts every answer, the limits' refusals too.
+    app.add_middleware(JobStatusFastPath)
+    app.add_middleware(RequestLimits, max_json_body_bytes=resolved.max_json_body_bytes)
+    app.add_middleware(
+        FailedAuthGuard,
+        limit=resolved.auth_failure_limit,
+        window_seconds=resolved.auth_failure_window_seconds,
+    )
     app.add_middleware(RequestMetrics)
 
     for router in (

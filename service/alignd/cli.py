@@ -263,8 +263,16 @@ def jobs_wait(job_id: str) -> None:
 
 
 @adapters_app.command("download")
-def adapters_download(job_id: str, out: Path = Path("adapter.tar.gz")) -> None:
-    console.print(f"saved {_call(lambda c: c.download_adapter(job_id, out))}")
+def adapters_download(
+    job_id: str,
+    out: Annotated[Path | None, typer.Option(help="default adapter.tar.gz, or merged.tar.gz")] = None,
+    merged: Annotated[
+        bool, typer.Option("--merged", help="the base with the adapter merged in (LoRA jobs)")
+    ] = False,
+) -> None:
+    artifact = "merged" if merged else "adapter"
+    target = out or Path(f"{artifact}.tar.gz")
+    console.print(f"saved {_call(lambda c: c.download_artifact(job_id, artifact, target))}")
 
 
 def _admin_client() -> Client:

@@ -15,6 +15,15 @@ class ApiError(RuntimeError):
     pass
 
 
+def _api_error(response: httpx.Response) -> ApiError:
+    """The error envelope's code and message, or the start of the body when it is not one."""
+    try:
+        error = response.json()["error"]
+        return ApiError(f"{response.status_code} {error.get('code') or error['type']}: {error['message']}")
+    except (ValueError, KeyError):
+        return ApiError(f"{response.status_code}: {response.text[:300]}")
+
+
 class Client:
     def __init__(
         self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 120
@@ -28,13 +37,7 @@ class Client:
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-                raise ApiError(
-                    f"{response.status_code} {error.get('code') or error['type']}: {error['message']}"
-                )
-            except (ValueError, KeyError):
-                raise ApiError(f"{response.status_code}: {response.text[:300]}") from None
+            raise _api_error(response)
         return response.json()
 
     def upload(self, path: Path) -> dict[str, Any]:
@@ -63,9 +66,14 @@ class Client:
             time.sleep(interval)
 
     def download_adapter(self, job_id: str, target: Path) -> Path:
-        with self.http.stream("GET", f"/v1/fine_tuning/jobs/{job_id}/artifacts/adapter") as response:
+        return self.download_artifact(job_id, "adapter", target)
+
+    def download_artifact(self, job_id: str, artifact: str, target: Path) -> Path:
+        """`artifact` is adapter, merged or checkpoint/<step>; the tar.gz is streamed to `target`."""
+        with self.http.stream("GET", f"/v1/fine_tuning/jobs/{job_id}/artifacts/{artifact}") as response:
             if response.status_code != 200:
-                raise ApiError(f"{response.status_code}: {response.read()[:300]!r}")
+                response.read()
+                raise _api_error(response)
             with open(target, "wb") as out:
                 for chunk in response.iter_bytes():
                     out.write(chunk)

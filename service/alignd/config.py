@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from cryptography.fernet import Fernet
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
@@ -25,6 +25,56 @@ class GpuProfile(BaseModel):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, str]] = Field(default_factory=list)
     resource_name: str = "nvidia.com/gpu"
+    requests: dict[str, str] = Field(
+        default_factory=dict,
+        description="CPU, memory and ephemeral-storage requests of each pod of this profile, over "
+        "ALIGND_K8S_DEFAULT_REQUESTS (a job's resources.cpu and resources.memory win).",
+    )
+
+
+RESERVED_VOLUMES = frozenset({"shm", "work", "tmp", "cache"})
+"""Volume names the launcher gives every trainer pod."""
+
+
+class PodTemplate(BaseModel):
+    """What a cluster adds to every trainer pod (Kubernetes field names): alignd's own labels, env,
+    volumes and security settings win, so selectors, the job token and the sandbox stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    env: list[dict[str, Any]] = Field(default_factory=list, description="Kubernetes EnvVar entries.")
+    volumes: list[dict[str, Any]] = Field(default_factory=list)
+    volumeMounts: list[dict[str, Any]] = Field(default_factory=list)  # Kubernetes field names: camelCase
+    runtimeClassName: str | None = None
+    priorityClassName: str | None = None
+    schedulerName: str | None = None
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: dict[str, Any] | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _env_leaves_alignd_alone(cls, env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for item in env:
+            name = str(item.get("name") or "")
+            if not name or name.startswith("ALIGND_"):
+                raise ValueError(
+                    f"env entry {name!r}: every entry needs a name, and ALIGND_* variables are the "
+                    "trainer's contract with the launcher; remove it from the pod template"
+                )
+        return env
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes_keep_their_names(cls, volumes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for volume in volumes:
+            if volume.get("name") in RESERVED_VOLUMES or not volume.get("name"):
+                raise ValueError(
+                    f"volume {volume.get('name')!r}: every volume needs a name other than "
+                    f"{', '.join(sorted(RESERVED_VOLUMES))} (the launcher's own); rename it"
+                )
+        return volumes
 
 
 class Settings(BaseSettings):
@@ -93,6 +143,38 @@ class Settings(BaseSettings):
         "Installations sharing a namespace need different names.",
     )
 
+    # Kubernetes on a shared GPU cluster: Kueue, the trainer pod template, requests, the model cache
+    k8s_kueue_queue_name: str | None = Field(
+        None,
+        description="Kueue LocalQueue for trainer Jobs: they are created suspended with the "
+        "kueue.x-k8s.io/queue-name label, and wait (queued, no pending deadline) until Kueue admits them.",
+    )
+    k8s_kueue_allowed_queues: list[str] = Field(
+        default_factory=list,
+        description="Other LocalQueues a job may name in alignd.resources.queue (e.g. one per team).",
+    )
+    k8s_pod_template: PodTemplate = Field(
+        default_factory=PodTemplate,
+        description="JSON merged into every trainer pod: annotations, labels, env, volumes, volumeMounts, "
+        "runtimeClassName, priorityClassName, schedulerName, tolerations, affinity.",
+    )
+    k8s_default_requests: dict[str, str] = Field(
+        default_factory=lambda: {"cpu": "2", "memory": "8Gi", "ephemeral-storage": "20Gi"},
+        description="Requests of a trainer pod whose GPU profile sets none, so it is never BestEffort.",
+    )
+    k8s_trainer_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    k8s_work_size_limit: str = Field("50Gi", description="sizeLimit of the run's work directory emptyDir.")
+    k8s_tmp_size_limit: str = Field("10Gi", description="sizeLimit of the trainer's /tmp emptyDir.")
+    k8s_model_cache_claim: str | None = Field(
+        None,
+        description="A ReadWriteMany PersistentVolumeClaim mounted at the trainer's cache root: base models "
+        "downloaded once are reused by every pod and run. Unset: an emptyDir per pod.",
+    )
+    k8s_model_cache_read_only: bool = Field(
+        False, description="Mount the cache claim read-only (a ReadOnlyMany claim filled beforehand)."
+    )
+    k8s_model_cache_size_limit: str = Field("200Gi", description="sizeLimit of the cache emptyDir.")
+
     max_upload_bytes: int = Field(10 * 1024**3, gt=0)
     max_line_bytes: int = Field(8 * 1024**2, gt=0)
 
@@ -119,6 +201,22 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(3600.0, gt=0, description="Longest wait between attempts.")
     webhook_poll_seconds: float = Field(1.0, gt=0, description="How often the dispatcher looks for work.")
     webhook_concurrency: int = Field(4, ge=1, description="Deliveries one dispatcher sends at once.")
+
+    # request hardening (api/limits.py, api/ratelimit.py): body size and failed-authentication limits
+    max_json_body_bytes: int = Field(
+        1024**2,
+        gt=0,
+        description="Largest request body on JSON routes (413 above); file uploads have max_upload_bytes.",
+    )
+    auth_failure_limit: int = Field(
+        20,
+        ge=0,
+        description="Failed API keys or job tokens one client address may send within the window before "
+        "its requests get 429; counted per server process. 0: no limit.",
+    )
+    auth_failure_window_seconds: float = Field(
+        60.0, gt=0, description="The window of auth_failure_limit; a blocked address waits this long at most."
+    )
 
     # webhooks: where targets may point, and secrets at rest
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
@@ -194,6 +292,34 @@ class Settings(BaseSettings):
                     "`openssl rand -base64 32`"
                 ) from None
         return value
+
+    # -- faults: store timeouts, readiness, infrastructure errors --------------------------------------
+    s3_connect_timeout_seconds: float = Field(
+        5.0, gt=0, description="Longest wait to connect to the S3 endpoint, and to send each block of a body."
+    )
+    s3_read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for each read of an S3 answer (per socket read, not per request).",
+    )
+    s3_retries: int = Field(
+        2, ge=0, description="Retries of an S3 request after a timeout, refused connection or 5xx."
+    )
+    readyz_timeout_seconds: float = Field(
+        2.0, gt=0, description="/readyz answers 503 when its database and store check takes longer."
+    )
+    readyz_cache_seconds: float = Field(
+        2.0, ge=0, description="How long one readiness check answers /readyz: probes meanwhile share it."
+    )
+    readyz_min_free_bytes: int = Field(
+        512 * 1024**2,
+        ge=0,
+        description="/readyz answers 503 when a disk alignd writes to (data dir, local store, upload "
+        "spool) has less free space. 0: not checked.",
+    )
+    upload_spool_dir: Path | None = Field(
+        None, description="Where uploads wait while they are received; default the system's temp dir."
+    )
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser()

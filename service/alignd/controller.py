@@ -160,15 +160,29 @@ class Controller:
         status = self.launcher.poll(job.id, job.launcher_ref)
         for notice in status.notices:
             self._event(job.id, notice, level="warn")
-        if status.state in (RunState.running, RunState.pending):
+        if status.state is RunState.pending:
+            self._hold_heartbeat(job)
+        elif status.state is RunState.running:
             self._check_deadlines(job)
         else:
             self._settle(job, status)
 
+    def _hold_heartbeat(self, job: JobModel) -> None:
+        """A run that has not started (a queue holds it, its pods wait for a node) cannot be silent: the
+        launcher's pending deadline governs it, and its trainer gets a whole heartbeat window once it
+        starts. The row is touched once per half window, not on every pass."""
+        now = self.clock()
+        if now - (job.last_heartbeat_at or 0) > self.settings.heartbeat_timeout_seconds / 2:
+            self._set(job, last_heartbeat_at=int(now))
+
     def _check_deadlines(self, job: JobModel) -> None:
         now = self.clock()
         silent = now - (job.last_heartbeat_at or job.started_at or now)
-        max_runtime = JobSpec.model_validate(job.spec).max_runtime_seconds
+        max_runtime = (
+            None
+            if self.launcher.enforces_max_runtime
+            else JobSpec.model_validate(job.spec).max_runtime_seconds
+        )
         if silent > self.settings.heartbeat_timeout_seconds:
             reason = (
                 f"the trainer sent nothing for {int(silent)}s (heartbeat deadline "

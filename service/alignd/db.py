@@ -3,8 +3,15 @@
 SQLite (the embedded default) and Postgres behave the same to callers. The schema belongs to Alembic
 (`alignd/migrations/`): on start the server migrates an empty database and refuses any other schema it
 does not recognise as current (older, newer, or not made by alignd) rather than guessing.
+
+A SQLite file holds secrets (webhook signing secrets, key hashes), so it and its `-wal`/`-shm` are the
+owner's alone (0600), in a data directory that is too (0700); both are tightened at every start, for
+files an older alignd left readable.
 """
 
+import contextlib
+import logging
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,13 +24,23 @@ from sqlalchemy.orm import configure_mappers, make_transient_to_detached, sessio
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel
 
+log = logging.getLogger("alignd.db")
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "alembic_version"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for another writer's transaction before failing."""
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+"""How long opening a Postgres connection may take (libpq waits forever by default), so a request to a
+database host that is gone fails with a 503 instead of holding its thread. A `connect_timeout` in the
+URL's query wins."""
 MIGRATION_LOCK_KEY = 0x616C69676E64
 """Postgres advisory lock held while checking or migrating, so two servers starting on one empty
 database do not both create the tables."""
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+"""The files SQLite keeps beside a database; it creates them with the database file's own mode."""
 
 
 class SchemaError(RuntimeError):
@@ -35,11 +52,15 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
     SQLite: usable from several threads, WAL journal (readers don't block the writer), a busy timeout
     instead of instant "database is locked", foreign keys enforced; the file's directory is created.
-    Postgres: connections are pinged before use, so a restarted server doesn't fail the first request.
+    Postgres: connections are pinged before use, so a restarted server doesn't fail the first request,
+    and connecting gives up after POSTGRES_CONNECT_TIMEOUT_SECONDS.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, echo=echo, pool_pre_ping=True)
+        connect_args = (
+            {} if "connect_timeout" in parsed.query else {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
+        )
+        return create_engine(url, echo=echo, pool_pre_ping=True, connect_args=connect_args)
 
     database = parsed.database or ""
     in_memory = database in ("", ":memory:") or "mode=memory" in database
@@ -47,10 +68,43 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     if in_memory:
         kwargs["poolclass"] = StaticPool  # one connection, or every connection sees its own empty DB
     elif not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(Path(database).expanduser())
     engine = create_engine(url, echo=echo, **kwargs)
     event.listen(engine, "connect", _sqlite_on_connect)
     return engine
+
+
+def make_private_dir(path: Path) -> None:
+    """Create the directory, owner-only; an existing one loses its group and other permissions."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    _tighten(path, PRIVATE_DIR_MODE)
+
+
+def private_sqlite_file(path: Path) -> None:
+    """Create the database file owner-only before SQLite opens it (SQLite would make it 0644), and
+    tighten an existing one and its companion files."""
+    path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE_MODE))
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_COMPANIONS)):
+        if file.exists():
+            _tighten(file, PRIVATE_FILE_MODE)
+
+
+def _tighten(path: Path, allowed: int) -> None:
+    """Drop the permission bits outside `allowed`; never adds any. A file this process may not chmod
+    (a volume owned by someone else) is left as it is, with a warning."""
+    mode = path.stat().st_mode & 0o7777
+    if mode & ~allowed:
+        try:
+            path.chmod(mode & allowed)
+        except PermissionError:
+            log.warning(
+                "cannot restrict %s to mode %o (it is %o); make it private to alignd's user",
+                path,
+                allowed,
+                mode,
+            )
 
 
 def loop_read_engine(url: str) -> Engine | None:

@@ -23,6 +23,7 @@ from alignd.config import Settings
 from alignd.errors import Forbidden, NotFound, Unauthenticated
 from alignd.metrics import Metrics
 from alignd.models import ApiKeyModel, ProjectModel
+from alignd.readiness import Readiness
 from alignd.storage import ObjectStore
 
 
@@ -34,6 +35,7 @@ class AppState:
     store: ObjectStore
     metrics: Metrics
     callers: auth.CallerCache
+    readiness: Readiness
     loop_reads: Engine | None = None
     """`db.loop_read_engine`: for the job-status fast path's reads on the event loop (SQLite files only)."""
 

@@ -1,11 +1,17 @@
 """Domain errors. Only the app's exception handlers turn them into HTTP responses, in OpenAI's
 envelope: {"error": {"message", "type", "param", "code"}}."""
 
+RETRY_AFTER_SECONDS = 5
+"""What a 503 tells clients to wait (`Retry-After`): long enough for a database restart or a store's
+brief outage, short enough that a client's retries notice the recovery soon."""
+
 
 class AligndError(Exception):
     status_code = 500
     type = "server_error"
     code: str | None = None
+    retry_after: int | None = None
+    """Seconds for the `Retry-After` header: set on errors that are worth retrying as they are."""
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -65,6 +71,18 @@ class QuotaExceeded(AligndError):
 
 
 class Unavailable(AligndError):
+    """A dependency (database, object store, a disk gone read-only) cannot serve us right now."""
+
     status_code = 503
     type = "server_error"
     code = "unavailable"
+    retry_after = RETRY_AFTER_SECONDS
+
+
+class InsufficientStorage(AligndError):
+    """A disk alignd writes to (store, spool, database) is full: retrying helps only once an operator
+    frees space, so no `Retry-After`."""
+
+    status_code = 507
+    type = "server_error"
+    code = "insufficient_storage"

@@ -155,6 +155,13 @@ class AligndJobOptions(_Request):
     max_runtime_seconds: Int | None = Field(None, ge=1)
     priority: Int = Field(0, ge=-100, le=100, description="Higher runs first among queued jobs.")
     agreement_threshold: Number | None = Field(None, ge=0, le=1)
+    merged_weights: Flag | None = Field(
+        None,
+        description="LoRA jobs: also store the base model with the adapter merged into it, served at "
+        "`artifacts/merged` (default true; set false for big models, whose merged copy is as large as "
+        "the base). Full fine-tuning already yields full weights (`artifacts/adapter`); true is refused "
+        "there.",
+    )
 
 
 class WandbOptions(_Request):

@@ -9,13 +9,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 import uvicorn
 
 from alignd.app import create_app
 from alignd.config import Settings
-from alignd.db import check_schema, make_engine
+from alignd.db import check_schema, make_engine, make_private_dir
 from alignd.metrics import MULTIPROCESS_DIR_ENV
 
 
@@ -74,18 +75,19 @@ def start_serve(
     timeout: float = 120,
     stderr: int = subprocess.DEVNULL,
     controller: bool = False,
+    stdout: "int | IO[bytes]" = subprocess.DEVNULL,
 ) -> "subprocess.Popen[bytes]":
     """`alignd serve` as a child process on an empty data directory (controller off unless asked),
     returned once `/healthz` answers: how the serve tests, the upload-memory test and the API benchmark
-    run a real server. Raises RuntimeError, with the server's stderr when it is piped, if it exits or
-    does not answer within `timeout` seconds; stopping it is the caller's."""
+    run a real server (`stdout` receives its access log). Raises RuntimeError, with the server's stderr
+    when it is piped, if it exits or does not answer within `timeout` seconds; stopping it is the caller's."""
     env = {k: v for k, v in os.environ.items() if k != "ALIGND_PUBLIC_URL"} | {
         "ALIGND_DATA_DIR": str(data_dir),
         "ALIGND_ADMIN_KEY": admin_key,
         "ALIGND_RUN_CONTROLLER": str(controller).lower(),
     }
     command = [sys.executable, "-m", "alignd.cli", "serve", "--port", str(port), "--workers", str(workers)]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    server = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -111,7 +113,7 @@ def run_workers(settings: Settings, *, host: str, port: int, workers: int) -> No
     kept in files in one directory shared by the workers (prometheus_client's multiprocess mode), so
     `/metrics`, whichever worker answers it, reports the sums over all of them.
     """
-    settings.resolved_data_dir().mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.resolved_data_dir())
     engine = make_engine(settings.resolved_database_url())
     try:
         check_schema(engine)

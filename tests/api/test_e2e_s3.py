@@ -1,11 +1,12 @@
 """End to end with the S3 object store (moto on loopback): a base model registered as s3://bucket/prefix
 is downloaded by the real trainer (local launcher) through presigned URLs into its cache and trained;
-data, checkpoints, the adapter and the results file all live in S3."""
+data, checkpoints, the adapter, the merged model and the results file all live in S3."""
 
 import csv
 import io
 import json
 import secrets
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +87,10 @@ def test_a_managed_run_loads_its_base_model_from_s3(
     assert any(e["message"].startswith(f"loading {cached}") for e in events), "trained from the download"
     assert job["estimated_finish"] is None and job["alignd"]["step"] == job["alignd"]["total_steps"] == 6
     assert api.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/adapter").status_code == 200
+    merged = api.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/merged")
+    assert merged.status_code == 200, merged.text
+    with tarfile.open(fileobj=io.BytesIO(merged.content), mode="r:gz") as archive:
+        assert {"merged/model.safetensors", "merged/config.json"} <= set(archive.getnames())
 
     [results_id] = job["result_files"]
     results = api.get(f"/v1/files/{results_id}/content")

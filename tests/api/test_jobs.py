@@ -366,3 +366,25 @@ def test_on_kubernetes_an_unknown_gpu_type_is_refused_at_creation(settings: Sett
         assert error["param"] == "alignd.resources.gpu_type" and "h100, l40s" in error["message"]
         accepted = _create(client, key, body | {"alignd": {"resources": {"gpus": 1, "gpu_type": "l40s"}}})
         assert accepted.status_code == 200, accepted.text
+
+
+def test_on_kubernetes_a_queue_the_admin_did_not_allow_is_refused_at_creation(
+    settings: Settings, tmp_path: Path
+) -> None:
+    cluster = settings.model_copy(
+        update={
+            "launcher": "kubernetes",
+            "k8s_kueue_queue_name": "ml-default",
+            "k8s_kueue_allowed_queues": ["ml-urgent"],
+        }
+    )
+    with TestClient(create_app(cluster)) as client:
+        key = new_project_key(client, "queues")
+        body = {"model": register_model(client, tmp_path), "training_file": upload_rows(client, key)}
+        refused = _create(client, key, body | {"alignd": {"resources": {"gpus": 1, "queue": "ml-vip"}}})
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "alignd.resources.queue" and "ml-default, ml-urgent" in error["message"]
+        accepted = _create(client, key, body | {"alignd": {"resources": {"gpus": 1, "queue": "ml-urgent"}}})
+        assert accepted.status_code == 200, accepted.text
+        assert accepted.json()["alignd"]["spec"]["resources"]["queue"] == "ml-urgent"

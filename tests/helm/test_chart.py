@@ -19,7 +19,9 @@ import alignd
 from alignd.api import health
 from alignd.cli import serve
 from alignd.config import GpuProfile, Settings
-from alignd.launchers.k8s_manifests import selector
+from alignd.contract import JobSpec
+from alignd.launchers.base import LaunchRequest
+from alignd.launchers.k8s_manifests import CACHE_DIR, QUEUE_LABEL, build, selector
 from alignd.secretbox import generate_key
 from tests.helm.helm_binary import helm_binary
 
@@ -27,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "alignd"
 PRODUCTION = CHART / "examples" / "production.yaml"
 QUICKSTART = CHART / "examples" / "quickstart.yaml"
+GPU_CLUSTER = CHART / "examples" / "gpu-cluster.yaml"
 RELEASE, NAMESPACE = "alignd", "ml-platform"
 KUBERNETES_VERSIONS = ("1.31.0", "1.35.0")
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
@@ -80,6 +83,7 @@ VALUE_SETS = {
     "default": [],
     "production": ["-f", str(PRODUCTION)],
     "quickstart": ["-f", str(QUICKSTART)],
+    "gpu-cluster": ["-f", str(GPU_CLUSTER)],
 }
 
 
@@ -534,3 +538,177 @@ def test_notes_tell_how_to_create_the_secret(helm: list[str]) -> None:
     assert f"kubectl -n {NAMESPACE} create secret generic alignd" in notes
     for key in ("database-url", "s3-access-key", "s3-secret-key", "admin-key"):
         assert f"--from-literal={key}=" in notes
+
+
+def settings_from(manifests: list[dict[str, Any]], env: pytest.MonkeyPatch) -> Settings:
+    """What the API server reads from the rendered ConfigMap (secrets as placeholders)."""
+    for name, value in only(manifests, "ConfigMap")["data"].items():
+        env.setenv(name, value)
+    return Settings()
+
+
+def test_gpu_cluster_trainer_jobs_pass_strict_validation_and_carry_the_cluster_settings(
+    helm: list[str], clean_alignd_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The trainer Job the launcher builds from this chart's settings (Kueue, pod template, cache claim,
+    profile requests) is what a 1.31 and a 1.35 API server accept."""
+    values = yaml.safe_load(GPU_CLUSTER.read_text())["trainer"]
+    settings = settings_from(render(helm, "-f", str(GPU_CLUSTER)), clean_alignd_env)
+    spec = JobSpec(model="s3://b/m", training_file="f", resources={"gpus": 8, "nodes": 2, "gpu_type": "h100"})
+    env = {"ALIGND_JOB_ID": "ftjob-1", "ALIGND_API_URL": "http://alignd:8000", "ALIGND_JOB_TOKEN": "t"}
+    trainer = build(LaunchRequest("ftjob-1", 1, spec, env), settings, NAMESPACE)
+    pod = trainer.job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+
+    assert (
+        trainer.job["spec"]["suspend"] is True
+        and trainer.job["metadata"]["labels"][QUEUE_LABEL] == "ml-default"
+    )
+    assert settings.k8s_kueue_allowed_queues == ["ml-urgent"]
+    assert container["image"] == f"{values['image']['repository']}@{values['image']['digest']}"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["resources"]["requests"] == {
+        "cpu": "90",
+        "memory": "900Gi",
+        "ephemeral-storage": "500Gi",
+    }
+    assert (pod["runtimeClassName"], pod["priorityClassName"]) == ("nvidia", "ml-training")
+    assert pod["affinity"] == values["podTemplate"]["affinity"]
+    assert trainer.job["spec"]["template"]["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
+    assert {"name": "NCCL_SOCKET_IFNAME", "value": "eth0"} in container["env"]
+    assert values["podTemplate"]["volumeMounts"][0] in container["volumeMounts"]
+    cache = next(v for v in pod["volumes"] if v["name"] == "cache")
+    assert cache["persistentVolumeClaim"]["claimName"] == "hf-model-cache"
+    assert {"name": "cache", "mountPath": CACHE_DIR, "readOnly": False} in container["volumeMounts"]
+
+    rendered = tmp_path / "trainer.yaml"
+    rendered.write_text(
+        yaml.safe_dump_all([trainer.job, *trainer.owned("8d3e0c1a-1111-2222-3333-444455556666")])
+    )
+    versions = [arg for version in KUBERNETES_VERSIONS for arg in ("-k", version)]
+    check = run([sys.executable, "-m", "kubernetes_validate", "--strict", *versions, str(rendered)])
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_workload_identity_replaces_the_s3_keys(
+    helm: list[str], clean_alignd_env: pytest.MonkeyPatch
+) -> None:
+    manifests = render(helm, "-f", str(GPU_CLUSTER))
+    container = api_container(manifests)
+    account = only(render(helm, "-f", str(GPU_CLUSTER)), "Deployment")["spec"]["template"]["spec"]
+    accounts = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "ServiceAccount"}
+
+    assert not [e for e in container["env"] if e["name"].startswith("ALIGND_S3_")]
+    assert only(manifests, "Job")["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    annotations = accounts[account["serviceAccountName"]]["metadata"]["annotations"]
+    assert annotations == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/alignd-s3"}
+    settings = settings_from(manifests, clean_alignd_env)
+    assert settings.store == "s3" and settings.s3_access_key is None and settings.s3_secret_key is None
+    # A chart-made Secret needs no S3 keys either.
+    made = render(
+        helm,
+        "--set",
+        "secret.create=true,secret.databaseUrl=postgresql+psycopg://db/alignd,s3.auth=workloadIdentity",
+    )
+    assert "s3-access-key" not in only(made, "Secret")["data"]
+
+
+def test_existing_secret_key_names_reach_every_reference(helm: list[str]) -> None:
+    names = {
+        "databaseUrl": "uri",
+        "s3AccessKey": "AWS_ACCESS_KEY_ID",
+        "s3SecretKey": "AWS_SECRET_ACCESS_KEY",
+        "encryptionKey": "fernet",
+    }
+    args = [f"existingSecretKeys.{key}={value}" for key, value in names.items()]
+    manifests = render(helm, "--set", ",".join(["existingSecret=creds", *args]))
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+        for e in api_container(manifests)["env"]
+        if "valueFrom" in e
+    }
+    hook = only(manifests, "Job")["spec"]["template"]["spec"]["containers"][0]
+
+    assert refs == {
+        "ALIGND_DATABASE_URL": "uri",
+        "ALIGND_S3_ACCESS_KEY": "AWS_ACCESS_KEY_ID",
+        "ALIGND_S3_SECRET_KEY": "AWS_SECRET_ACCESS_KEY",
+        "ALIGND_ADMIN_KEY": "admin-key",
+        "ALIGND_SIGNING_KEY": "signing-key",
+        "ALIGND_ENCRYPTION_KEY": "fernet",
+    }
+    assert hook["env"][1]["valueFrom"]["secretKeyRef"] == {"name": "creds", "key": "uri"}
+
+
+def test_migrations_run_in_a_hook_job_with_the_new_image_before_the_pods(helm: list[str]) -> None:
+    manifests = render(helm, "-f", str(PRODUCTION))
+    hook = only(manifests, "Job")
+    container = hook["spec"]["template"]["spec"]["containers"][0]
+
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert container["image"] == api_container(manifests)["image"]
+    assert container["args"] == ["db", "upgrade"]
+    assert {"name", "valueFrom"} == set(container["env"][1])
+    assert container["env"][1]["valueFrom"]["secretKeyRef"]["name"] == "alignd-credentials"
+    assert "initContainers" not in only(manifests, "Deployment")["spec"]["template"]["spec"]
+    # Hook-less tools (and modes where a hook cannot reach the database) migrate in an init container.
+    for args in (["-f", str(PRODUCTION), "--set", "migrations.mode=initContainer"], ["-f", str(QUICKSTART)]):
+        rendered = render(helm, *args)
+        assert not [m for m in rendered if m["kind"] == "Job"]
+        [init] = only(rendered, "Deployment")["spec"]["template"]["spec"]["initContainers"]
+        assert init["args"] == ["db", "upgrade"] and init["image"] == api_container(rendered)["image"]
+    disabled = render(helm, "-f", str(PRODUCTION), "--set", "migrations.enabled=false")
+    assert not [m for m in disabled if m["kind"] == "Job"]
+    assert "initContainers" not in only(disabled, "Deployment")["spec"]["template"]["spec"]
+
+
+def test_image_digests_pull_policy_and_probe_timings_come_from_values(helm: list[str]) -> None:
+    digest = "sha256:" + "a" * 64
+    manifests = render(
+        helm,
+        "--set",
+        f"image.digest={digest},trainer.image.digest={digest},trainer.image.pullPolicy=Always",
+        "--set",
+        "probes.liveness.periodSeconds=30,probes.startup.failureThreshold=120",
+    )
+    container = api_container(manifests)
+    config = only(manifests, "ConfigMap")["data"]
+
+    assert container["image"] == f"ghcr.io/alignd/alignd@{digest}"
+    assert config["ALIGND_K8S_TRAINER_IMAGE"] == f"ghcr.io/alignd/alignd-trainer@{digest}"
+    assert config["ALIGND_K8S_TRAINER_IMAGE_PULL_POLICY"] == "Always"
+    assert container["livenessProbe"]["periodSeconds"] == 30
+    assert container["startupProbe"]["failureThreshold"] == 120
+    assert template(helm, "--set", "image.digest=latest").returncode != 0
+
+
+def test_no_autoscaler_and_the_values_say_why(helm: list[str]) -> None:
+    assert not [m for m in render(helm) if m["kind"] == "HorizontalPodAutoscaler"]
+    values = (CHART / "values.yaml").read_text()
+    assert "no HorizontalPodAutoscaler on purpose" in values and "leader-elected controller" in values
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--set", "trainer.podTemplate.env[0].name=ALIGND_JOB_TOKEN"],
+            "at '/trainer/podTemplate/env/0/name'",
+        ),
+        (["--set", "trainer.podTemplate.volumes[0].name=work"], "at '/trainer/podTemplate/volumes/0/name'"),
+        (
+            ["--set", "trainer.podTemplate.hostNetwork=true"],
+            "additional properties 'hostNetwork' not allowed",
+        ),
+        (["--set", "trainer.kueue.queueName=Team_A"], "at '/trainer/kueue/queueName'"),
+        (["--set", "s3.auth=iam"], "at '/s3/auth'"),
+    ],
+    ids=["alignd-env", "own-volume", "host-network", "queue-name", "s3-auth"],
+)
+def test_schema_rejects_a_pod_template_or_queue_alignd_cannot_run(
+    helm: list[str], args: list[str], message: str
+) -> None:
+    result = template(helm, *args)
+
+    assert result.returncode != 0
+    assert message in result.stderr

@@ -62,3 +62,24 @@ def test_bad_hyperparameters_name_the_field(body: dict[str, object], param: str)
         _resolve(body)
     assert caught.value.param is not None and caught.value.param.startswith(param)
     assert caught.value.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("alignd", "merged"),
+    [
+        ({}, True),
+        ({"merged_weights": False}, False),
+        ({"merged_weights": True}, True),
+        ({"training_type": "full"}, False),
+        ({"training_type": "full", "merged_weights": False}, False),
+    ],
+)
+def test_merged_weights_default_on_for_lora_only(alignd: dict[str, object], merged: bool) -> None:
+    assert _resolve({"alignd": alignd}).spec.merged_weights is merged  # type: ignore[attr-defined]
+
+
+def test_merged_weights_on_a_full_job_is_refused_not_dropped() -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        _resolve({"alignd": {"training_type": "full", "merged_weights": True}})
+    assert refused.value.param == "alignd.merged_weights"
+    assert "artifacts/adapter" in refused.value.message

@@ -4,7 +4,8 @@ kmock stores objects and serves list/watch/get/create/patch/delete but runs no c
 assigns no server-side fields. `Emulator` adds what the launcher relies on from a real API server
 (uid, resourceVersion, creationTimestamp, label selectors, pod logs, an expired watch). `Kubelet`
 plays the Job controller, the scheduler, the kubelet and the garbage collector, following a
-script per pod, and can run a pod's command on this machine for end-to-end runs.
+script per pod, and can run a pod's command on this machine for end-to-end runs. A suspended Job
+gets no pods (the Job controller's rule); a test plays Kueue by unsuspending it (`admit`).
 """
 
 import asyncio
@@ -39,8 +40,8 @@ Obj = dict[str, Any]
 RESOURCES = ("batch/v1/jobs", "v1/pods", "v1/secrets", "v1/services", "v1/events")
 
 
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_rfc3339(clock: Callable[[], float] = time.time) -> str:
+    return datetime.fromtimestamp(clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _selected(obj: Obj, selector: str | None) -> bool:
@@ -175,6 +176,8 @@ class Kubelet:
     workdir: Path | None = None
     tick_seconds: float = 0.05
     env_overrides: dict[str, str] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
+    """The cluster's time, for the timestamps the Job controller writes (a resumed Job's condition)."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _thread: threading.Thread | None = None
@@ -249,10 +252,21 @@ class Kubelet:
                 with contextlib.suppress(ApiException):
                     delete(name, self.namespace)
 
+    def admit(self, job_name: str) -> None:
+        """What Kueue does when the Job's queue has room: unsuspend it."""
+        self.batch.patch_namespaced_job(job_name, self.namespace, {"spec": {"suspend": False}})
+
     def _sync_job(self, job: Obj, pods: list[Obj]) -> None:
         status = job.get("status") or {}
-        if any(c.get("status") == "True" for c in status.get("conditions") or []):
+        conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+        if "Complete" in conditions or "Failed" in conditions:
             return
+        if job["spec"].get("suspend"):
+            if "Suspended" not in conditions:
+                self._set_job_condition(job, "Suspended", "True", "JobSuspended")
+            return
+        if "Suspended" in conditions:
+            self._set_job_condition(job, "Suspended", "False", "JobResumed")
         for pod in pods:
             self._advance(pod)
         pods = [self.core.read_namespaced_pod(p["metadata"]["name"], self.namespace) for p in pods]
@@ -277,6 +291,18 @@ class Kubelet:
         if all(phase == "Failed" for phase in phases):
             self._create_pod(job, len(pods))
 
+    def _set_job_condition(self, job: Obj, kind: str, status: str, reason: str) -> None:
+        condition = {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "lastTransitionTime": now_rfc3339(self.clock),
+        }
+        body: Obj = {"status": {"conditions": [condition]}}
+        if status == "False":
+            body["status"]["startTime"] = condition["lastTransitionTime"]
+        self.batch.patch_namespaced_job_status(job["metadata"]["name"], self.namespace, body)
+
     def _finish_job(self, job: Obj, condition: str, reason: str, message: str) -> None:
         body = {
             "status": {
@@ -298,6 +324,7 @@ class Kubelet:
             "name": name,
             "namespace": self.namespace,
             "ownerReferences": [owner],
+            "creationTimestamp": now_rfc3339(self.clock),
             "annotations": (template["metadata"].get("annotations") or {}) | {"test/number": str(number)},
         }
         self.core.create_namespaced_pod(self.namespace, {"metadata": metadata, "spec": template["spec"]})
@@ -361,12 +388,32 @@ class Kubelet:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def claim_dir(self, claim: str) -> Path:
+        """The directory standing for a PersistentVolumeClaim: one per claim, shared by every pod."""
+        assert self.workdir is not None, "exec pods need a workdir"
+        return self.workdir / "claims" / claim
+
+    def _host_paths(self, pod: Obj, run_dir: Path) -> dict[str, Path]:
+        """Where each of the container's mounts lives here (mount path -> directory); /dev/shm and /tmp
+        are this machine's own."""
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        paths = {}
+        for mount in pod["spec"]["containers"][0].get("volumeMounts") or []:
+            if mount["mountPath"] in ("/dev/shm", "/tmp"):
+                continue
+            claim = (volumes.get(mount["name"], {}).get("persistentVolumeClaim") or {}).get("claimName")
+            host = self.claim_dir(claim) if claim else run_dir / "volumes" / mount["name"]
+            host.mkdir(parents=True, exist_ok=True)
+            paths[mount["mountPath"]] = host
+        return paths
+
     def _start_process(self, pod: Obj) -> None:
         container = pod["spec"]["containers"][0]
         run_dir = self._run_dir(pod["metadata"]["name"])
         env = {k: v for k, v in os.environ.items() if not k.startswith("ALIGND_")}
+        mounts = self._host_paths(pod, run_dir)
         for item in container.get("env") or []:
-            env[item["name"]] = self._env_value(item)
+            env[item["name"]] = _on_host(self._env_value(item), mounts)
         env |= {"ALIGND_TERMINATION_LOG": str(run_dir / "termination-log"), "HOME": str(run_dir)}
         env |= self.env_overrides
         command = [sys.executable if part == "python" else part for part in container["command"]]
@@ -388,6 +435,14 @@ class Kubelet:
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
+
+
+def _on_host(value: str, mounts: dict[str, Path]) -> str:
+    """A path in the pod (`/cache/huggingface`) as the directory that stands for it here."""
+    for mount_path, host in mounts.items():
+        if value == mount_path or value.startswith(mount_path + "/"):
+            return str(host) + value[len(mount_path) :]
+    return value
 
 
 def _container(state: Obj) -> Obj:

@@ -87,3 +87,21 @@ def test_pending_pods_say_why_until_the_deadline() -> None:
 def test_a_job_without_pods_waits_then_fails_saying_so() -> None:
     assert status(job(), deadline=10**9).state is RunState.pending
     assert "no trainer pod was created" in str(status(job(), deadline=60).message)
+
+
+def test_a_suspended_job_is_queued_past_the_pending_deadline() -> None:
+    held = job() | {"spec": {"suspend": True}}
+    held["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "ml-default"}
+    queued = status(held, deadline=60)
+    assert queued.state is RunState.pending
+    assert queued.notices == [
+        "Queued: waiting for Kueue queue ml-default to admit the run (its Job is suspended until then)"
+    ]
+
+
+def test_the_pending_deadline_starts_when_the_job_is_admitted() -> None:
+    """Created two minutes ago, unsuspended (admitted) thirty seconds ago: a 60 s deadline is not over."""
+    admitted = {"type": "Suspended", "status": "False", "lastTransitionTime": "2027-01-15T08:01:30Z"}
+    resumed = job(admitted) | {"spec": {"suspend": False}}
+    assert status(resumed, deadline=60).state is RunState.pending
+    assert status(resumed, deadline=20).state is RunState.failed

@@ -95,7 +95,13 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     (model_dir / "config.json").write_text("{}")  # registration checks the directory; nothing trains
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    settings = Settings(data_dir=root / "alignd", admin_key=ADMIN_KEY, public_url=url, run_controller=False)
+    settings = Settings(
+        data_dir=root / "alignd",
+        admin_key=ADMIN_KEY,
+        public_url=url,
+        run_controller=False,
+        auth_failure_limit=0,  # the fuzzer sends bad keys on purpose; a 429 would end the run's coverage
+    )
     with BackgroundServer(settings, "127.0.0.1", port), httpx.Client(base_url=url, timeout=30) as client:
         admin = bearer(ADMIN_KEY)
         project = client.post("/v1/admin/projects", json={"name": "fuzz"}, headers=admin).json()

@@ -30,6 +30,7 @@ from alignd_trainer.distributed import init_distributed, shutdown
 from alignd_trainer.errors import BadInputError, OutOfMemory, TrainerError
 from alignd_trainer.loop import DPORecipe
 from alignd_trainer.managed import MANAGED_ENV, managed_job
+from alignd_trainer.merge import publish_merged, wants_merged
 from alignd_trainer.remote import (
     fetch_spec,
     localize_checkpoint,
@@ -109,6 +110,10 @@ def run_training(spec_path: str | None, reporter: Reporter) -> int:
         ) from None
     finally:
         shutdown(dist_info)
+    # After the ranks have parted: one rank writing a large model must not hold the others at a
+    # barrier until its timeout.
+    if dist_info.is_main and wants_merged(recipe.spec):
+        publish_merged(recipe.model, recipe.tokenizer, spec=recipe.spec, sink=recipe.sink, reporter=reporter)
     return ExitCode.SUCCESS
 
 

@@ -27,8 +27,12 @@ STATE_FILE = "trainer_state.json"
 
 
 def fingerprint(spec: JobSpec) -> dict[str, Any]:
-    """What must not change between a checkpoint and the run resuming from it."""
-    return spec.model_dump(mode="json", exclude={"job_id", "output_dir", "resources", "max_runtime_seconds"})
+    """What must not change between a checkpoint and the run resuming from it (what is written after
+    training, such as the merged weights, may)."""
+    return spec.model_dump(
+        mode="json",
+        exclude={"job_id", "output_dir", "resources", "max_runtime_seconds", "merged_weights"},
+    )
 
 
 def checkpoints_dir(output_dir: str | Path) -> Path:

@@ -89,9 +89,15 @@ def localize_data(spec: JobSpec, *, policy: RetryPolicy | None = None) -> JobSpe
 
 def model_cache_root(environ: Mapping[str, str]) -> Path:
     """Where downloaded base models are kept between runs: `$XDG_CACHE_HOME/alignd/models`, else
-    `~/.cache/alignd/models`. Mount a volume there to share downloads between pods."""
+    `~/.cache/alignd/models`. Mount a volume there to share downloads between pods (the Kubernetes
+    launcher mounts trainer.modelCache's claim at XDG_CACHE_HOME)."""
     base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "alignd" / "models"
+
+
+def private_cache_root() -> Path:
+    """Where a model goes when the shared cache is read-only and lacks it: the run's own HOME."""
+    return Path.home() / ".alignd-models"
 
 
 def localize_model(
@@ -109,7 +115,8 @@ def localize_model(
         )
     raw = _internal_get(job, "model_files", f"{spec.model} files", policy)
     listing = ModelFilesResponse.model_validate_json(raw)
-    return spec.model_copy(update={"model": str(download_model(listing, cache_root, policy=policy))})
+    local = download_model(listing, cache_root, policy=policy, fallback_root=private_cache_root())
+    return spec.model_copy(update={"model": str(local)})
 
 
 def localize_checkpoint(spec: JobSpec, job: ManagedJob, *, policy: RetryPolicy | None = None) -> int | None:
@@ -143,7 +150,11 @@ def _made(directory: Path) -> Path:
 
 
 def download_model(
-    listing: ModelFilesResponse, cache_root: Path, *, policy: RetryPolicy | None = None
+    listing: ModelFilesResponse,
+    cache_root: Path,
+    *,
+    policy: RetryPolicy | None = None,
+    fallback_root: Path | None = None,
 ) -> Path:
     """Download every file of the listing into `cache_root/<key>/` and return that directory.
 
@@ -151,12 +162,18 @@ def download_model(
     directory and the same model is fetched once, whichever job needs it: the directory, and so the
     spec a checkpoint records, stays the same when a run resumes. Each file is written to a temporary
     name and renamed when complete, so concurrent downloads (ranks, jobs) never see half a file.
+    A read-only cache (a ReadOnlyMany claim filled beforehand) without the model sends the download
+    to `fallback_root`.
     """
     manifest = [listing.location, *sorted((f.path, f.size, f.etag) for f in listing.files)]
     key = hashlib.sha256(json.dumps(manifest).encode()).hexdigest()[:24]
     target = cache_root / key
     if (target / COMPLETE_MARKER).exists():
         return target
+    if fallback_root is not None and not _writable(cache_root):
+        target = fallback_root / key
+        if (target / COMPLETE_MARKER).exists():
+            return target
     for item in listing.files:
         destination = target / _safe_relative(item.path)
         if destination.is_file() and destination.stat().st_size == item.size:
@@ -165,6 +182,14 @@ def download_model(
         _download_atomically(item.url, destination, item.size, policy)
     (target / COMPLETE_MARKER).touch()
     return target
+
+
+def _writable(directory: Path) -> bool:
+    """Whether files can be made in `directory`, or in its nearest existing ancestor if it is missing."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return os.access(existing, os.W_OK)
 
 
 def _safe_relative(path: str) -> PurePosixPath:

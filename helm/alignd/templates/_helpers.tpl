@@ -67,12 +67,38 @@ app.kubernetes.io/component: api
 {{- default (printf "%s-data" (include "alignd.fullname" .)) .Values.persistence.existingClaim }}
 {{- end }}
 
+{{/* repository:tag, or repository@digest when a digest pins the image. */}}
+{{- define "alignd.imageRef" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (default .appVersion .image.tag) }}
+{{- end }}
+{{- end }}
+
 {{- define "alignd.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "alignd.imageRef" (dict "image" .Values.image "appVersion" .Chart.AppVersion) }}
 {{- end }}
 
 {{- define "alignd.trainerImage" -}}
-{{- printf "%s:%s" .Values.trainer.image.repository (default .Chart.AppVersion .Values.trainer.image.tag) }}
+{{- include "alignd.imageRef" (dict "image" .Values.trainer.image "appVersion" .Chart.AppVersion) }}
+{{- end }}
+
+{{/* Where migrations run: a hook Job needs the database URL in a Secret that exists before install
+(existingSecret) and a database outside the pod; otherwise the API pods' init container runs them. */}}
+{{- define "alignd.migrationsMode" -}}
+{{- if not .Values.migrations.enabled }}
+{{- print "none" }}
+{{- else if or (eq .Values.persistence.mode "embedded") .Values.secret.create }}
+{{- print "initContainer" }}
+{{- else }}
+{{- print .Values.migrations.mode }}
+{{- end }}
+{{- end }}
+
+{{/* The API's S3 key variables (none with s3.auth=workloadIdentity). */}}
+{{- define "alignd.usesS3Keys" -}}
+{{- if and (eq .Values.store "s3") (eq .Values.s3.auth "keys") }}true{{ end }}
 {{- end }}
 
 {{- define "alignd.publicUrl" -}}
@@ -83,6 +109,15 @@ app.kubernetes.io/component: api
 {{- end }}
 {{- end }}
 
+{{/* Resource quantities as a JSON object of strings (values may write cpu: 2 as a number). */}}
+{{- define "alignd.quantitiesJson" -}}
+{{- $quantities := dict }}
+{{- range $name, $value := . }}
+{{- $_ := set $quantities $name (toString $value) }}
+{{- end }}
+{{- toJson $quantities }}
+{{- end }}
+
 {{/* GPU profiles as the JSON object ALIGND_K8S_GPU_PROFILES expects (alignd.config.GpuProfile). */}}
 {{- define "alignd.gpuProfilesJson" -}}
 {{- $profiles := dict }}
@@ -90,7 +125,8 @@ app.kubernetes.io/component: api
 {{- $_ := set $profiles $name (dict
       "node_selector" ($profile.nodeSelector | default dict)
       "tolerations" ($profile.tolerations | default list)
-      "resource_name" ($profile.resourceName | default "nvidia.com/gpu")) }}
+      "resource_name" ($profile.resourceName | default "nvidia.com/gpu")
+      "requests" (include "alignd.quantitiesJson" ($profile.requests | default dict) | fromJson)) }}
 {{- end }}
 {{- toJson $profiles }}
 {{- end }}
@@ -111,8 +147,8 @@ app.kubernetes.io/component: api
 {{- if and (not $embedded) (not .Values.secret.databaseUrl) }}
 {{- fail "secret.create=true with persistence.mode=external needs secret.databaseUrl (a PostgreSQL URL), or use existingSecret" }}
 {{- end }}
-{{- if and (eq .Values.store "s3") (not (and .Values.secret.s3AccessKey .Values.secret.s3SecretKey)) }}
-{{- fail "secret.create=true with store=s3 needs secret.s3AccessKey and secret.s3SecretKey, or use existingSecret" }}
+{{- if and (include "alignd.usesS3Keys" .) (not (and .Values.secret.s3AccessKey .Values.secret.s3SecretKey)) }}
+{{- fail "secret.create=true with store=s3 needs secret.s3AccessKey and secret.s3SecretKey, s3.auth=workloadIdentity, or existingSecret" }}
 {{- end }}
 {{- end }}
 {{- end }}

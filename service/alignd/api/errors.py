@@ -1,18 +1,22 @@
-"""Every error leaves the API in OpenAI's envelope; no input produces a bare 500."""
+"""Every error leaves the API in OpenAI's envelope; no input produces a bare 500, and no failure of
+the infrastructure (disk, database) that the server can name produces a 500 at all."""
 
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 
 from alignd.errors import AligndError
+from alignd.faults import database_error, disk_error
 from alignd.schemas import ErrorBody, ErrorResponse
 
 log = logging.getLogger("alignd.api")
 
+SERVER_DISKS = "a disk this server writes to (ALIGND_DATA_DIR, or the system's temp dir)"
 HTTP_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error"}
 
 
@@ -35,7 +39,38 @@ def _param(loc: tuple[int | str, ...]) -> str:
 
 async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AligndError)
-    return envelope(exc.status_code, exc.message, exc.type, exc.param, exc.code)
+    if exc.status_code >= 500:
+        cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
+        log.warning("%s %s: %s%s", request.method, request.url.path, exc.message, cause)
+    return _domain_response(exc)
+
+
+def _domain_response(exc: AligndError) -> JSONResponse:
+    headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+    return envelope(exc.status_code, exc.message, exc.type, exc.param, exc.code, headers=headers)
+
+
+async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database that is down or full is a 503 or 507; any other database error is a bug (500)."""
+    assert isinstance(exc, SQLAlchemyError)
+    return await _infrastructure_response(request, exc, database_error(exc))
+
+
+async def on_os_error(request: Request, exc: Exception) -> JSONResponse:
+    """A full or read-only disk that no store translated (the data directory, a temporary file)."""
+    assert isinstance(exc, OSError)
+    return await _infrastructure_response(request, exc, disk_error(exc, where=SERVER_DISKS))
+
+
+async def _infrastructure_response(
+    request: Request, exc: Exception, error: AligndError | None
+) -> JSONResponse:
+    if error is None:
+        return await on_unexpected(request, exc)
+    log.warning(
+        "%s %s: %s (%s: %s)", request.method, request.url.path, error.message, type(exc).__name__, exc
+    )
+    return _domain_response(error)
 
 
 async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -80,4 +115,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(AligndError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(SQLAlchemyError, on_database_error)
+    app.add_exception_handler(OSError, on_os_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -29,8 +29,9 @@ from alignd.errors import AligndError
 from alignd.jobs import service
 from alignd.schemas import JobObject
 
-_JOB_PATH = re.compile(r"/v1/fine_tuning/jobs/([^/]+)")
-"""The route's path, with `{job_id}` matched as Starlette matches a path parameter."""
+_JOB_PATH = re.compile(r"/v1/fine_tuning/jobs/([^/\x00]+)")
+"""The route's path, with `{job_id}` matched as Starlette matches a path parameter, but never an id with a
+NUL (which no database could look up): the route refuses that one."""
 _JOB_OBJECT = TypeAdapter(JobObject)
 
 

@@ -6,6 +6,7 @@ from starlette.concurrency import run_in_threadpool
 
 from alignd import files
 from alignd.api.responses import PROJECT, binary, errors
+from alignd.api.storable import check_text
 from alignd.api.upload_form import UploadForm
 from alignd.datasets.report import QualityReport
 from alignd.deps import ProjectDep, SessionDep, SettingsDep, StateDep, StoreDep
@@ -53,7 +54,7 @@ UPLOAD_BODY = {
 @router.post(
     "",
     response_model=FileObject,
-    responses=errors(400, *PROJECT, 413, 429),
+    responses=errors(400, *PROJECT, 413, 429, 503, 507),
     openapi_extra={"requestBody": UPLOAD_BODY},
 )
 async def upload(
@@ -65,11 +66,12 @@ async def upload(
     state: StateDep,
 ) -> FileObject:
     """Parsed as it arrives, then validated while it is stored: memory stays flat whatever the size."""
-    form = UploadForm(request, max_file_bytes=settings.max_upload_bytes)
+    form = UploadForm(request, max_file_bytes=settings.max_upload_bytes, spool_dir=settings.upload_spool_dir)
     try:
         await form.receive()
         if form.filename is None:
             raise InvalidRequest("invalid file: Field required", param="file")
+        check_text(form.filename, param="file")
         files.check_purpose(form.purpose)
         stored = await run_in_threadpool(
             files.store_upload, store=store, settings=settings, chunks=form.chunks()

@@ -1,17 +1,23 @@
+"""Liveness, readiness and metrics.
+
+`/healthz` and `/readyz` run on the event loop: neither takes a thread from the request pool, so a
+database or store that hangs cannot make a live server fail its liveness probe (and be restarted in a
+loop), and a pile of readiness probes cannot starve the requests behind them.
+"""
+
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy import text
 
 from alignd.api.responses import errors
 from alignd.deps import StateDep
-from alignd.errors import Unavailable
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers. Independent of the database and the store on purpose: restarting
+    the server does not bring either back."""
     return {"status": "ok"}
 
 
@@ -31,12 +37,8 @@ def metrics(state: StateDep) -> Response:
 
 
 @router.get("/readyz", responses=errors(503))
-def readyz(state: StateDep) -> dict[str, str]:
-    """Readiness: the database and the object store both answer."""
-    try:
-        with state.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception as exc:
-        raise Unavailable(f"database unreachable: {type(exc).__name__}") from None
-    state.store.ping()
+async def readyz(state: StateDep) -> dict[str, str]:
+    """Readiness: the database and the object store answer, and the disks have room
+    (`alignd.readiness`: one cached check on its own thread, with its own timeout)."""
+    await state.readiness.check()
     return {"status": "ready"}

@@ -258,6 +258,31 @@ def download_adapter(
 
 
 @router.get(
+    "/{job_id}/artifacts/merged",
+    response_class=StreamingResponse,
+    responses=binary(
+        "application/gzip",
+        TAR_GZ.format(root="merged/")
+        + " A succeeded LoRA job's base model with its adapter merged in (safetensors, config, "
+        "generation config, tokenizer), loadable with AutoModelForCausalLM.from_pretrained. A full "
+        "fine-tuning job, one created with alignd.merged_weights false, or one that has not succeeded "
+        "gets a 404 saying which.",
+    )
+    | errors(*PROJECT),
+)
+def download_merged(
+    job_id: str, session: SessionDep, store: StoreDep, project: ProjectDep
+) -> StreamingResponse:
+    job = service.get_job(session, project, job_id)
+    prefix = artifacts.merged_prefix(store, job)
+    return StreamingResponse(
+        artifacts.tar_gz(store, prefix, artifacts.MERGED),
+        media_type="application/gzip",
+        headers=_attachment(f"{job.id}-merged.tar.gz"),
+    )
+
+
+@router.get(
     "/{job_id}/artifacts/checkpoint/{step}",
     response_class=StreamingResponse,
     responses=binary("application/gzip", TAR_GZ.format(root="step-<step>/")) | errors(400, *PROJECT),

@@ -63,11 +63,21 @@ _ERRORS: dict[int, tuple[str, str, str, str | None, str | None]] = {
         "quota_exceeded",
     ),
     503: (
-        "A dependency (database or object store) does not answer.",
-        "database unreachable: OperationalError",
+        "A dependency (database, object store, a disk) cannot serve the request right now; retry after "
+        "`Retry-After` seconds.",
+        "the database is not answering (it may be restarting); retry shortly. If this persists, an operator "
+        "should check the database server that ALIGND_DATABASE_URL names",
         "server_error",
         None,
-        "unavailable",
+        "database_unavailable",
+    ),
+    507: (
+        "A disk the server writes to (object store, upload spool, database) is full.",
+        "no space left on the disk of the local store (ALIGND_STORE_DIR); an operator must free space or "
+        "grow the volume, then retry",
+        "server_error",
+        None,
+        "disk_full",
     ),
 }
 

@@ -6,10 +6,15 @@ hop for every network read) before the route sees it. Here the event loop parses
 thread reads it back in 1 MiB chunks. Validation starts only once the body has
 ended: on two cores, validating while receiving made both slower (the two threads take turns on the
 GIL), so the upload is faster in two phases. Memory stays at one chunk whatever the file's size.
+
+If the spool's disk is full (or read-only), the rest of the body is still read, then the error is
+answered (507, 503): a server that answers and closes while the client is still sending resets the
+connection, and the client sees a broken pipe instead of the reason.
 """
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import IO
 
 from python_multipart.exceptions import MultipartParseError
@@ -18,18 +23,22 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from alignd.errors import InvalidRequest, PayloadTooLarge
+from alignd.faults import disk_error
 
 FILE = "file"
 PURPOSE = "purpose"
 CHUNK = 1 << 20
 MAX_FIELD_BYTES = 1024
 """Longest `purpose` kept; other fields are ignored, as FastAPI's form parsing ignores them."""
+SPOOL = "the upload spool (ALIGND_UPLOAD_SPOOL_DIR, default the system's temp dir)"
 
 
 class UploadForm:
     """`await receive()` on the event loop, then iterate `chunks()` on a worker thread, then `close()`."""
 
-    def __init__(self, request: Request, *, max_file_bytes: int | None = None) -> None:
+    def __init__(
+        self, request: Request, *, max_file_bytes: int | None = None, spool_dir: Path | None = None
+    ) -> None:
         content_type, options = parse_options_header(request.headers.get("content-type"))
         if content_type != b"multipart/form-data" or not options.get(b"boundary"):
             raise InvalidRequest(
@@ -37,6 +46,7 @@ class UploadForm:
             )
         self._request = request
         self._max_file_bytes = max_file_bytes
+        self._spool_dir = spool_dir
         self.file_bytes = 0
         self.filename: str | None = None
         self.purpose: str | None = None
@@ -65,8 +75,9 @@ class UploadForm:
 
     async def receive(self) -> None:
         """Read and parse the whole body."""
+        body = self._request.stream()
         try:
-            async for data in self._request.stream():
+            async for data in body:
                 self._parser.write(data)
                 self._check_size()
                 if len(self._pending) >= CHUNK:
@@ -75,11 +86,26 @@ class UploadForm:
             await run_in_threadpool(self._spill)
         except MultipartParseError as exc:
             raise InvalidRequest(f"malformed multipart body: {exc}", param=FILE) from None
+        except OSError as exc:
+            error = disk_error(exc, where=SPOOL)
+            if error is None:
+                raise
+            await self._discard(body)
+            raise error from exc
         if not self._complete:
             raise InvalidRequest(
                 "malformed multipart body: it ends before its closing boundary; was the upload cut off?",
                 param=FILE,
             )
+
+    async def _discard(self, body: AsyncIterator[bytes]) -> None:
+        """Read the rest of the body without keeping it, up to the size limit (a larger body is cut off:
+        the client was going to get a 413 anyway)."""
+        self._pending.clear()
+        async for data in body:
+            self.file_bytes += len(data)
+            if self._max_file_bytes is not None and self.file_bytes > self._max_file_bytes:
+                return
 
     def chunks(self) -> Iterator[bytes]:
         """The file's bytes, read back in 1 MiB chunks (blocking: for a worker thread)."""
@@ -123,7 +149,7 @@ class UploadForm:
         self._field = bytearray()
         if self._part == FILE and self.filename is None:
             self.filename = options.get(b"filename", b"upload.jsonl").decode("utf-8", "replace")
-            self._spool = tempfile.TemporaryFile()  # noqa: SIM115  # closed by close()
+            self._spool = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115  # closed by close()
         elif self._part == FILE:
             self._part = None  # a second file part is ignored, as FastAPI keeps only the first
 

@@ -88,9 +88,10 @@ class TerminationSummary(_Payload):
 
 
 class UploadUrlsRequest(_Payload):
-    """The trainer asks where to PUT the files of one artifact (a checkpoint or the final weights)."""
+    """The trainer asks where to PUT the files of one artifact (a checkpoint, the final weights, or a
+    LoRA run's merged model)."""
 
-    artifact: str = Field(..., pattern=r"^(adapter|model|checkpoints/step-[0-9]{8})$")
+    artifact: str = Field(..., pattern=r"^(adapter|model|merged|checkpoints/step-[0-9]{8})$")
     files: list[str] = Field(..., min_length=1, max_length=256)
 
 

@@ -111,6 +111,12 @@ class Resources(_Strict):
     nodes: Int = Field(1, ge=1, le=64)
     cpu: str | None = None
     memory: str | None = None
+    queue: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="A Kueue LocalQueue the admin allows (ALIGND_K8S_KUEUE_ALLOWED_QUEUES); default: "
+        "the cluster's queue.",
+    )
 
 
 class JobSpec(_Strict):
@@ -130,6 +136,11 @@ class JobSpec(_Strict):
         None, ge=0, le=1, description="Drop rows whose annotator agreement is below this."
     )
     trust_remote_code: bool = False
+    merged_weights: bool = Field(
+        True,
+        description="LoRA only: also store the base with the adapter merged into it (a full copy of the "
+        "base's weights, in its dtype). Full fine-tuning yields full weights anyway and ignores it.",
+    )
 
     @property
     def learning_rate(self) -> float:

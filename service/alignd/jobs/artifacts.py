@@ -1,4 +1,5 @@
-"""Downloadable results of a job: the adapter (or full weights) and checkpoints, as tar.gz."""
+"""Downloadable results of a job: the adapter (or full weights), the merged model of a LoRA job, and
+checkpoints, as tar.gz."""
 
 import io
 import tarfile
@@ -7,10 +8,19 @@ from collections.abc import Iterator
 
 from sqlmodel import Session, col, select
 
-from alignd.contract import ModelFile, ReportBatch, ResumeCheckpoint, UploadUrlsRequest, UploadUrlsResponse
+from alignd.contract import (
+    JobSpec,
+    ModelFile,
+    ReportBatch,
+    ResumeCheckpoint,
+    TrainingType,
+    UploadUrlsRequest,
+    UploadUrlsResponse,
+)
 from alignd.errors import InvalidRequest, NotFound
 from alignd.jobs.events import add_events
 from alignd.jobs.paths import confined_key, is_confined, job_root
+from alignd.jobs.state import TERMINAL, JobStatus
 from alignd.models import CheckpointModel, JobEventModel, JobModel, MetricModel
 from alignd.storage import ObjectStore
 
@@ -24,6 +34,56 @@ def adapter_prefix(store: ObjectStore, job: JobModel) -> str:
             return f"{job_root(job.id)}{name}"
     raise NotFound(
         f"job {job.id} has no trained weights yet (status {job.status})", param="fine_tuning_job_id"
+    )
+
+
+MERGED = "merged"
+"""The artifact (and key segment, `jobs/{job_id}/merged/`) the trainer uploads the merged model as."""
+MERGE_YOURSELF = (
+    "download artifacts/adapter and merge it with peft: "
+    "PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()"
+)
+
+
+def merged_prefix(store: ObjectStore, job: JobModel) -> str:
+    """Where a LoRA job's merged model lives. Served only once the job succeeded: the trainer uploads it
+    last, and success is recorded only after the trainer exits, so a succeeded job's copy is complete."""
+    missing = merged_missing_reason(job)
+    if missing is None and store.list(f"{job_root(job.id)}{MERGED}/"):
+        return f"{job_root(job.id)}{MERGED}"
+    raise missing or NotFound(
+        f"job {job.id} succeeded without storing merged weights (it may predate them); {MERGE_YOURSELF}",
+        param="fine_tuning_job_id",
+    )
+
+
+def merged_missing_reason(job: JobModel) -> NotFound | None:
+    """Why a job's merged model cannot be served, judged from its spec and status alone; None when it
+    should be there."""
+    spec = JobSpec.model_validate(job.spec)
+    if spec.training_type is TrainingType.full:
+        return NotFound(
+            f"job {job.id} is full fine-tuning: its trained weights are full weights already, served at "
+            "artifacts/adapter; there is no separate merged model",
+            param="fine_tuning_job_id",
+            code="merged_not_applicable",
+        )
+    if not spec.merged_weights:
+        return NotFound(
+            f"job {job.id} was created with alignd.merged_weights false, so no merged model was stored; "
+            + MERGE_YOURSELF,
+            param="fine_tuning_job_id",
+            code="merged_weights_off",
+        )
+    status = JobStatus(job.status)
+    if status is JobStatus.succeeded:
+        return None
+    state = f"ended with status {status}" if status in TERMINAL else f"has not finished (status {status})"
+    return NotFound(
+        f"job {job.id} {state}: a merged model is stored when training finishes and served once "
+        "the job has succeeded",
+        param="fine_tuning_job_id",
+        code="merged_not_ready",
     )
 
 

@@ -24,6 +24,7 @@ from alignd.jobs.events import add_events
 from alignd.jobs.quotas import check_job_quota, lock_project
 from alignd.jobs.spec import resolve_job
 from alignd.jobs.state import TERMINAL, JobStatus, transition
+from alignd.launchers import k8s_manifests
 from alignd.models import (
     BaseModelModel,
     FileModel,
@@ -137,6 +138,11 @@ def _check_placement(settings: Settings, resources: Resources) -> None:
             f"unknown gpu_type {wanted!r}; this cluster's GPU types: {known}",
             param="alignd.resources.gpu_type",
         )
+    if settings.launcher == "kubernetes" and resources.queue is not None:
+        try:
+            k8s_manifests.queue(resources.queue, settings)
+        except k8s_manifests.ManifestError as exc:
+            raise InvalidRequest(str(exc), param="alignd.resources.queue") from None
 
 
 def _data_file(session: Session, project: ProjectModel, file_id: str, param: str) -> FileModel:

@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from alignd.contract import DEFAULT_LEARNING_RATE, JobSpec
+from alignd.contract import DEFAULT_LEARNING_RATE, JobSpec, TrainingType
 from alignd.errors import InvalidRequest
-from alignd.schemas import DpoHyperparametersIn, DpoHyperparametersOut, JobCreate
+from alignd.schemas import AligndJobOptions, DpoHyperparametersIn, DpoHyperparametersOut, JobCreate
 
 AUTO_BETA = 0.1
 AUTO_BATCH_SIZE = 8
@@ -51,6 +51,20 @@ def dpo_hyperparameters(request: JobCreate) -> DpoHyperparametersIn:
     return DpoHyperparametersIn()
 
 
+def merged_weights(options: AligndJobOptions) -> bool:
+    """Whether the trainer stores a merged copy: by default for LoRA; never for full fine-tuning, whose
+    weights are full already. Asking for one there is refused rather than silently dropped."""
+    if options.training_type is TrainingType.lora:
+        return options.merged_weights is not False
+    if options.merged_weights:
+        raise InvalidRequest(
+            "alignd.merged_weights applies to LoRA jobs only: full fine-tuning already yields full weights, "
+            "served at artifacts/adapter; drop alignd.merged_weights or use training_type 'lora'",
+            param="alignd.merged_weights",
+        )
+    return False
+
+
 def resolve_job(
     request: JobCreate, *, job_id: str, model_location: str, training_rows: int, output_dir: str = "output"
 ) -> ResolvedJob:
@@ -84,6 +98,7 @@ def resolve_job(
         "resources": options.resources,
         "max_runtime_seconds": options.max_runtime_seconds,
         "agreement_threshold": options.agreement_threshold,
+        "merged_weights": merged_weights(options),
         "hyperparameters": extensions
         | {
             "beta": out.beta,
@@ -107,6 +122,7 @@ WIRE_NAMES = {
     "training_type": "alignd.training_type",
     "max_runtime_seconds": "alignd.max_runtime_seconds",
     "agreement_threshold": "alignd.agreement_threshold",
+    "merged_weights": "alignd.merged_weights",
 }
 
 

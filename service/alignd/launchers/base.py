@@ -50,6 +50,10 @@ def run_name(job_id: str) -> str:
 
 class Launcher(ABC):
     name: str
+    enforces_max_runtime: bool = False
+    """True when the run itself stops at max_runtime_seconds, counted from when it really started (a
+    Kubernetes Job's activeDeadlineSeconds restarts when a queue admits it); the controller's own
+    check, counted from launch, would wrongly count time spent queued."""
 
     @abstractmethod
     def launch(self, request: LaunchRequest) -> str:

@@ -4,6 +4,10 @@ One batch/v1 Job per attempt, named from the release, the job id and the attempt
 finds the first one and two releases in one namespace never share a name; a Secret with the job token
 owned by the Job (the token never appears in the pod spec); for multi-node runs an Indexed Job and a
 headless Service for torchrun's rendezvous at index 0.
+
+On a cluster with Kueue the Job is created suspended in a LocalQueue, and Kueue admits it as one
+workload (every pod of a multi-node run together) by unsuspending it. The cluster's pod template
+(ALIGND_K8S_POD_TEMPLATE) is merged into every pod; alignd's own labels, env and volumes win.
 """
 
 import hashlib
@@ -11,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from alignd.config import GpuProfile, Settings
+from alignd.config import GpuProfile, PodTemplate, Settings
 from alignd.contract import ExitCode
 from alignd.launchers.base import LaunchRequest
 
@@ -31,7 +35,14 @@ CONTAINER = "trainer"
 TOKEN_ENV = "ALIGND_JOB_TOKEN"
 TOKEN_KEY = "job-token"
 TERMINATION_LOG = "/dev/termination-log"
-WORK_DIR = "/work"
+WORK_DIR = "/workspace"
+"""HOME: the run's own files. Matches trainer_image/Dockerfile."""
+CACHE_DIR = "/cache"
+"""XDG_CACHE_HOME: downloaded base models (and HF_HOME), shared between runs when it is a claim."""
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+"""The taint GPU node pools commonly carry; GPU pods without a gpu_type (so without a profile's
+tolerations) still land on them."""
 RENDEZVOUS_PORT = 29500
 TRAINER_UID = 1000
 """Matches the USER of trainer_image/Dockerfile."""
@@ -94,16 +105,30 @@ def _with_owner(obj: Manifest, owner: Manifest) -> Manifest:
     return obj | {"metadata": metadata}
 
 
+def queue(wanted: str | None, settings: Settings) -> str | None:
+    """The Kueue LocalQueue of a run: the job's `alignd.resources.queue` if the admin allows it, else
+    the configured default; None without Kueue."""
+    default = settings.k8s_kueue_queue_name
+    if wanted is None or wanted == default:
+        return default
+    if wanted not in settings.k8s_kueue_allowed_queues:
+        allowed = sorted({*settings.k8s_kueue_allowed_queues, *([default] if default else [])})
+        known = ", ".join(allowed) or "none (the admin sets ALIGND_K8S_KUEUE_ALLOWED_QUEUES)"
+        raise ManifestError(f"resources.queue {wanted!r} is not a queue jobs may use here; allowed: {known}")
+    return wanted
+
+
 def build(request: LaunchRequest, settings: Settings, namespace: str) -> RunManifests:
     name = job_name(request.job_id, request.attempt, settings.k8s_release)
     labels = _labels(request, name, settings)
+    run_queue = queue(request.spec.resources.queue, settings)
+    job_labels = labels | ({QUEUE_LABEL: run_queue} if run_queue else {})
     metadata = {
         "name": name,
         "namespace": namespace,
         "labels": labels,
         "annotations": {JOB_ID_LABEL: request.job_id},
     }
-    multi_node = request.spec.resources.nodes > 1
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -111,15 +136,21 @@ def build(request: LaunchRequest, settings: Settings, namespace: str) -> RunMani
         "type": "Opaque",
         "stringData": {TOKEN_KEY: request.env[TOKEN_ENV]},
     }
+    multi_node = request.spec.resources.nodes > 1
     service = _headless_service(metadata, name, settings.k8s_release) if multi_node else None
-    return RunManifests(name, _job(request, settings, metadata, labels), secret, service)
+    job = _job(request, settings, metadata | {"labels": job_labels}, labels)
+    if run_queue:
+        # Kueue admits the Job by unsuspending it, all of its pods at once (one Workload).
+        job["spec"]["suspend"] = True
+    return RunManifests(name, job, secret, service)
 
 
 def _labels(request: LaunchRequest, name: str, settings: Settings) -> dict[str, str]:
     """The release as Helm's `instance` (and in alignd's own label, which selectors use); the run's
     identity in alignd's labels."""
     return (
-        dict(settings.k8s_labels)
+        dict(settings.k8s_pod_template.labels)
+        | dict(settings.k8s_labels)
         | MANAGED_BY
         | {
             "app.kubernetes.io/name": "alignd-trainer",
@@ -152,7 +183,10 @@ def _job(request: LaunchRequest, settings: Settings, metadata: Manifest, labels:
             ]
         },
         "template": {
-            "metadata": {"labels": labels, "annotations": dict(metadata["annotations"])},
+            "metadata": {
+                "labels": labels,
+                "annotations": dict(settings.k8s_pod_template.annotations) | metadata["annotations"],
+            },
             "spec": _pod_spec(request, settings, metadata["name"]),
         },
     }
@@ -168,6 +202,7 @@ def _job(request: LaunchRequest, settings: Settings, metadata: Manifest, labels:
 def _pod_spec(request: LaunchRequest, settings: Settings, name: str) -> Manifest:
     resources = request.spec.resources
     profile = _profile(resources.gpu_type, settings.k8s_gpu_profiles)
+    template = settings.k8s_pod_template
     pod: Manifest = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -181,11 +216,7 @@ def _pod_spec(request: LaunchRequest, settings: Settings, name: str) -> Manifest
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [_container(request, settings, name, profile)],
-        "volumes": [
-            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.k8s_shm_size}},
-            {"name": "work", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}},
-        ],
+        "volumes": [*_volumes(settings), *template.volumes],
     }
     if settings.k8s_trainer_service_account:
         pod["serviceAccountName"] = settings.k8s_trainer_service_account
@@ -193,11 +224,41 @@ def _pod_spec(request: LaunchRequest, settings: Settings, name: str) -> Manifest
         pod["imagePullSecrets"] = [{"name": secret} for secret in settings.k8s_image_pull_secrets]
     if profile is not None and profile.node_selector:
         pod["nodeSelector"] = dict(profile.node_selector)
-    if profile is not None and profile.tolerations:
-        pod["tolerations"] = [dict(t) for t in profile.tolerations]
+    tolerations = [dict(t) for t in profile.tolerations] if profile is not None else []
+    if profile is None and resources.gpus > 0:
+        tolerations.append(dict(GPU_TOLERATION))
+    tolerations += [dict(t) for t in template.tolerations if t not in tolerations]
+    if tolerations:
+        pod["tolerations"] = tolerations
     if resources.nodes > 1:
         pod["subdomain"] = name
-    return pod
+    return pod | _template_fields(template)
+
+
+def _template_fields(template: PodTemplate) -> Manifest:
+    fields: Manifest = {
+        "runtimeClassName": template.runtimeClassName,
+        "priorityClassName": template.priorityClassName,
+        "schedulerName": template.schedulerName,
+        "affinity": template.affinity,
+    }
+    return {key: value for key, value in fields.items() if value}
+
+
+def _volumes(settings: Settings) -> list[Manifest]:
+    """Memory-backed /dev/shm; bounded emptyDirs for the run's files and /tmp; the model cache, a
+    shared claim or a bounded emptyDir."""
+    if settings.k8s_model_cache_claim:
+        claim = {"claimName": settings.k8s_model_cache_claim, "readOnly": settings.k8s_model_cache_read_only}
+        cache: Manifest = {"name": "cache", "persistentVolumeClaim": claim}
+    else:
+        cache = {"name": "cache", "emptyDir": {"sizeLimit": settings.k8s_model_cache_size_limit}}
+    return [
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.k8s_shm_size}},
+        {"name": "work", "emptyDir": {"sizeLimit": settings.k8s_work_size_limit}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": settings.k8s_tmp_size_limit}},
+        cache,
+    ]
 
 
 def _profile(gpu_type: str | None, profiles: Mapping[str, GpuProfile]) -> GpuProfile | None:
@@ -212,7 +273,7 @@ def _profile(gpu_type: str | None, profiles: Mapping[str, GpuProfile]) -> GpuPro
 def _container(request: LaunchRequest, settings: Settings, name: str, profile: GpuProfile | None) -> Manifest:
     resources = request.spec.resources
     limits: dict[str, str] = {}
-    requests: dict[str, str] = {}
+    requests = dict(settings.k8s_default_requests) | (dict(profile.requests) if profile else {})
     if resources.gpus > 0:
         limits[profile.resource_name if profile else "nvidia.com/gpu"] = str(resources.gpus)
     if resources.memory:
@@ -222,9 +283,10 @@ def _container(request: LaunchRequest, settings: Settings, name: str, profile: G
     return {
         "name": CONTAINER,
         "image": settings.k8s_trainer_image,
+        "imagePullPolicy": settings.k8s_trainer_image_pull_policy,
         "command": command(request, name),
         "workingDir": WORK_DIR,
-        "env": _env(request, name),
+        "env": _env(request, name, settings.k8s_pod_template),
         "resources": {"limits": limits, "requests": requests},
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -238,6 +300,8 @@ def _container(request: LaunchRequest, settings: Settings, name: str, profile: G
             {"name": "shm", "mountPath": "/dev/shm"},
             {"name": "work", "mountPath": WORK_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "cache", "mountPath": CACHE_DIR, "readOnly": settings.k8s_model_cache_read_only},
+            *settings.k8s_pod_template.volumeMounts,
         ],
     }
 
@@ -262,14 +326,16 @@ def command(request: LaunchRequest, name: str) -> list[str]:
     ]
 
 
-def _env(request: LaunchRequest, name: str) -> list[Manifest]:
+def _env(request: LaunchRequest, name: str, template: PodTemplate) -> list[Manifest]:
     plain = {k: v for k, v in request.env.items() if k != TOKEN_ENV} | {
         "ALIGND_TERMINATION_LOG": TERMINATION_LOG,
         "HOME": WORK_DIR,
-        "HF_HOME": f"{WORK_DIR}/.cache/huggingface",
+        "XDG_CACHE_HOME": CACHE_DIR,
+        "HF_HOME": f"{CACHE_DIR}/huggingface",
         "PYTHONUNBUFFERED": "1",
     }
     env: list[Manifest] = [{"name": k, "value": v} for k, v in sorted(plain.items())]
+    env += [item for item in template.env if item["name"] not in plain]
     env.append(
         {
             "name": TOKEN_ENV,

@@ -2,6 +2,9 @@
 
 The reasons users of other schedulers miss most are surfaced here: why a pod cannot schedule,
 an image that cannot be pulled, an OOM kill, and the trainer's own termination message.
+
+A suspended Job (Kueue holds it until its queue has quota) is queued: pending with no deadline; the
+pending deadline starts when it is admitted (unsuspended), not when it was created.
 """
 
 from collections.abc import Iterable
@@ -12,7 +15,7 @@ from pydantic import ValidationError
 
 from alignd.contract import TerminationSummary
 from alignd.launchers.base import RunState, RunStatus
-from alignd.launchers.k8s_manifests import CONTAINER
+from alignd.launchers.k8s_manifests import CONTAINER, QUEUE_LABEL
 
 Obj = dict[str, Any]
 
@@ -67,6 +70,8 @@ def run_status(job: Obj | None, pods: list[Obj], *, now: float, pending_deadline
     if "Failed" in conditions or "FailureTarget" in conditions:
         return _failure(conditions.get("Failed") or conditions["FailureTarget"], pods)
     notices = _disruptions(pods)
+    if is_suspended(job):
+        return RunStatus(RunState.pending, notices=[*notices, queued_notice(job)])
     if pods:
         waiting = _trainer_state(pods[0]).get("waiting") or {}
         if waiting.get("reason") in IMAGE_FAILURES:
@@ -94,7 +99,8 @@ def _pending(
 ) -> RunStatus:
     waits = [_why_waiting(pod) for pod in pods[:1]]
     notices = notices + [w for w in waits if w]
-    since = timestamp(_meta(pods[0] if pods else job).get("creationTimestamp")) or now
+    since = timestamp(_meta(pods[0]).get("creationTimestamp")) if pods else admitted_at(job)
+    since = since or now
     if now - since > pending_deadline:
         why = waits[0] if waits and waits[0] else "no trainer pod was created (check the Job's events)"
         return RunStatus(
@@ -104,6 +110,27 @@ def _pending(
             f"(ALIGND_K8S_PENDING_DEADLINE_SECONDS): {why}",
         )
     return RunStatus(RunState.pending, notices=notices)
+
+
+def is_suspended(job: Obj) -> bool:
+    """Held by its queue; also just after admission, until the Job controller records the resume."""
+    return bool((job.get("spec") or {}).get("suspend")) or "Suspended" in _true_conditions(job)
+
+
+def queued_notice(job: Obj) -> str:
+    queue = (_meta(job).get("labels") or {}).get(QUEUE_LABEL)
+    where = f"Kueue queue {queue}" if queue else "a queue"
+    return f"Queued: waiting for {where} to admit the run (its Job is suspended until then)"
+
+
+def admitted_at(job: Obj) -> float | None:
+    """When the Job last left suspension (the Job controller resets startTime then), else its creation."""
+    for condition in _status(job).get("conditions") or []:
+        if condition.get("type") == "Suspended" and condition.get("status") == "False":
+            resumed = timestamp(condition.get("lastTransitionTime"))
+            if resumed is not None:
+                return resumed
+    return timestamp(_status(job).get("startTime")) or timestamp(_meta(job).get("creationTimestamp"))
 
 
 def _why_waiting(pod: Obj) -> str | None:

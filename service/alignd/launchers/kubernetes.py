@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from alignd.config import Settings
 from alignd.launchers import k8s_manifests as manifests
 from alignd.launchers.base import Launcher, LaunchRequest, RunStatus
-from alignd.launchers.k8s_status import Obj, newest_first, run_status
+from alignd.launchers.k8s_status import Obj, is_suspended, newest_first, run_status
 from alignd.launchers.k8s_watch import Informer
 
 log = logging.getLogger("alignd.launchers.kubernetes")
@@ -66,6 +66,7 @@ def default_namespace(settings: Settings) -> str:
 
 class KubernetesLauncher(Launcher):
     name = "kubernetes"
+    enforces_max_runtime = True
 
     def __init__(
         self,
@@ -106,7 +107,20 @@ class KubernetesLauncher(Launcher):
         self.legacy_pods = informer(self.core.list_namespaced_pod, legacy, index=manifests.RUN_LABEL)
         self.events = informer(self.core.list_namespaced_event, None, "involvedObject.kind=Job")
         """Events cannot be selected by label; they are read by Job name, which no other release shares."""
-        self._informers = (self.jobs, self.pods, self.legacy_jobs, self.legacy_pods, self.events)
+        self._informers: tuple[Informer, ...] = (
+            self.jobs,
+            self.pods,
+            self.legacy_jobs,
+            self.legacy_pods,
+            self.events,
+        )
+        self.workload_events: Informer | None = None
+        """Kueue says why a run waits on its Workload (`job-<Job name>-<hash>`), not on the Job."""
+        if settings.k8s_kueue_queue_name or settings.k8s_kueue_allowed_queues:
+            self.workload_events = informer(
+                self.core.list_namespaced_event, None, "involvedObject.kind=Workload"
+            )
+            self._informers += (self.workload_events,)
         self._adopted: set[str] = set()
         """Names of unlabelled Jobs (made before runs carried their release) this release's jobs own."""
         self._reported: dict[str, set[str]] = {}
@@ -158,6 +172,8 @@ class KubernetesLauncher(Launcher):
         )
         if job is not None and not pods:
             status = self._with_job_warnings(name or "", status)
+        if job is not None and is_suspended(job):
+            status = self._with_kueue_reason(name or "", status)
         return self._only_new_notices(job_id, status)
 
     def terminate(self, job_id: str, ref: str | None, *, grace_seconds: float) -> None:
@@ -299,6 +315,25 @@ class KubernetesLauncher(Launcher):
             status.state, status.exit_code, status.reason, status.message, status.notices + warnings
         )
 
+    def _with_kueue_reason(self, name: str, status: RunStatus) -> RunStatus:
+        """Kueue's latest word on the run's Workload (no quota left, a flavor that does not fit)."""
+        if self.workload_events is None:
+            return status
+        prefix = f"job-{name}-"
+        said = [
+            event
+            for event in self.workload_events.items()
+            if (event.get("involvedObject") or {}).get("kind") == "Workload"
+            and str((event.get("involvedObject") or {}).get("name") or "").startswith(prefix)
+        ]
+        if not said:
+            return status
+        latest = max(said, key=_event_time)
+        notice = f"Kueue: {latest.get('reason')}: {latest.get('message')}"
+        return RunStatus(
+            status.state, status.exit_code, status.reason, status.message, [*status.notices, notice]
+        )
+
     def _only_new_notices(self, job_id: str, status: RunStatus) -> RunStatus:
         """Each notice becomes one job event, not one per controller pass."""
         seen = self._reported.setdefault(job_id, set())
@@ -312,6 +347,18 @@ class KubernetesLauncher(Launcher):
 def _labels(obj: Obj) -> dict[str, str]:
     labels: dict[str, str] = (obj.get("metadata") or {}).get("labels") or {}
     return labels
+
+
+def _event_time(event: Obj) -> str:
+    """RFC 3339 times in UTC sort as strings; events carry one of these, newest API first."""
+    metadata = event.get("metadata") or {}
+    return str(
+        event.get("eventTime")
+        or event.get("lastTimestamp")
+        or event.get("firstTimestamp")
+        or metadata.get("creationTimestamp")
+        or ""
+    )
 
 
 def _finished(job: Obj) -> bool:

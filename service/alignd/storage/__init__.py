@@ -7,10 +7,12 @@ import secrets
 import tempfile
 from pathlib import Path
 
+from minio.credentials import ChainedProvider, EnvAWSProvider, IamAwsProvider
+
 from alignd.config import Settings
 from alignd.storage.base import InvalidKey, ObjectStore, validate_key, validate_prefix
 from alignd.storage.local import LocalStore
-from alignd.storage.s3 import S3Store
+from alignd.storage.s3 import S3Store, default_http_client
 from alignd.storage.signing import UrlSigner
 
 SIGNING_KEY_FILE = "signing.key"
@@ -68,11 +70,28 @@ def _create_secret_file(path: Path, secret: str) -> None:
 
 
 def _s3_store(settings: Settings) -> S3Store:
+    """Static keys when both are set; neither: the workload's own identity (IRSA's web identity token,
+    EKS Pod Identity, ECS or EC2 instance roles, or AWS_* variables), through minio's provider chain."""
     endpoint, access_key, secret_key = settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key
-    if not (endpoint and access_key and secret_key):
-        given = {"ENDPOINT": endpoint, "ACCESS_KEY": access_key, "SECRET_KEY": secret_key}
+    half_keyed = (access_key is None) != (secret_key is None)
+    if not endpoint or half_keyed:
+        given = {"ENDPOINT": endpoint} | (
+            {"ACCESS_KEY": access_key, "SECRET_KEY": secret_key} if half_keyed else {}
+        )
         missing = ", ".join(f"ALIGND_S3_{name}" for name, value in given.items() if not value)
-        raise ValueError(f"ALIGND_STORE=s3 needs {missing} to be set")
+        raise ValueError(
+            f"ALIGND_STORE=s3 needs {missing} to be set (leave both keys unset to use the pod's IAM role)"
+        )
+    if access_key is None or secret_key is None:
+        return S3Store(
+            endpoint,
+            settings.s3_bucket,
+            None,
+            None,
+            credentials=ChainedProvider([EnvAWSProvider(), IamAwsProvider(region=settings.s3_region)]),
+            region=settings.s3_region,
+            secure=settings.s3_secure,
+        )
     return S3Store(
         endpoint,
         settings.s3_bucket,
@@ -80,4 +99,9 @@ def _s3_store(settings: Settings) -> S3Store:
         secret_key.get_secret_value(),
         region=settings.s3_region,
         secure=settings.s3_secure,
+        http_client=default_http_client(
+            connect_timeout=settings.s3_connect_timeout_seconds,
+            read_timeout=settings.s3_read_timeout_seconds,
+            retries=settings.s3_retries,
+        ),
     )

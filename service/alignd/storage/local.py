@@ -3,6 +3,8 @@
 Writes go to a temporary file in `{root}/.tmp` (same file system, so the final `os.replace` is
 atomic) and appear under their key only when complete. Presigned URLs point at the API's own
 `/v1/storage/{key}` route, signed by a `UrlSigner`; `.tmp` is therefore reserved and never a key.
+A full disk is `InsufficientStorage` and a read-only one `Unavailable` (`alignd.faults`), so callers
+answer 507 or 503 rather than fail on a bare OSError.
 """
 
 import contextlib
@@ -15,6 +17,7 @@ from typing import IO
 from urllib.parse import urlencode
 
 from alignd.errors import NotFound, Unavailable
+from alignd.faults import disk_error
 from alignd.storage.base import (
     InvalidKey,
     ObjectStore,
@@ -26,6 +29,7 @@ from alignd.storage.base import (
 from alignd.storage.signing import UrlSigner
 
 TMP_DIR = ".tmp"
+WHERE = "the local store (ALIGND_STORE_DIR)"
 
 
 class LocalStore(ObjectStore):
@@ -43,11 +47,13 @@ class LocalStore(ObjectStore):
     ) -> int:
         """The content type is not kept: the API serves every object as application/octet-stream."""
         path = self._path(key)
-        tmp = tempfile.NamedTemporaryFile(dir=self._tmp, prefix="put-", delete=False)  # noqa: SIM115
+        with _disk_errors():
+            tmp = tempfile.NamedTemporaryFile(dir=self._tmp, prefix="put-", delete=False)  # noqa: SIM115
         try:
             with tmp:
                 written = _write_all(tmp, chunks)
-            self._commit(Path(tmp.name), path)
+            with _disk_errors():
+                self._commit(Path(tmp.name), path)
         except BaseException:
             Path(tmp.name).unlink(missing_ok=True)
             raise
@@ -87,7 +93,8 @@ class LocalStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        path.unlink(missing_ok=True)
+        with _disk_errors():
+            path.unlink(missing_ok=True)
         self._prune(path.parent)
 
     def delete_prefix(self, prefix: str) -> int:
@@ -109,8 +116,14 @@ class LocalStore(ObjectStore):
         return self._signed_url("PUT", key, expires_seconds)
 
     def ping(self) -> None:
-        if not (self.root.is_dir() and self._tmp.is_dir() and os.access(self._tmp, os.W_OK)):
-            raise Unavailable(f"local store directory {self.root} is missing or not writable")
+        if not (self.root.is_dir() and self._tmp.is_dir()):
+            raise Unavailable(
+                f"local store directory {self.root} is missing or not writable (no {TMP_DIR} inside)"
+            )
+        if os.statvfs(self._tmp).f_flag & os.ST_RDONLY:
+            raise Unavailable(f"local store directory {self.root} is on a read-only file system")
+        if not os.access(self._tmp, os.W_OK):
+            raise Unavailable(f"local store directory {self.root} is not writable by this process")
 
     def _path(self, key: str) -> Path:
         if validate_key(key).split("/", 1)[0] == TMP_DIR:
@@ -162,17 +175,31 @@ fsync that ends the write has only the tail left to wait for."""
 
 
 def _write_all(out: IO[bytes], chunks: Iterable[bytes]) -> int:
+    """Only the writes are translated (`_disk_errors`): an exception from `chunks` passes unchanged."""
     written = synced = 0
     for chunk in chunks:
-        out.write(chunk)
-        written += len(chunk)
-        if written - synced >= SYNC_EVERY:
-            out.flush()
-            os.fdatasync(out.fileno())
-            synced = written
-    out.flush()
-    os.fsync(out.fileno())
+        with _disk_errors():
+            out.write(chunk)
+            written += len(chunk)
+            if written - synced >= SYNC_EVERY:
+                out.flush()
+                os.fdatasync(out.fileno())
+                synced = written
+    with _disk_errors():
+        out.flush()
+        os.fsync(out.fileno())
     return written
+
+
+@contextlib.contextmanager
+def _disk_errors() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        error = disk_error(exc, where=WHERE)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def _read_all(handle: IO[bytes], chunk_size: int) -> Iterator[bytes]:

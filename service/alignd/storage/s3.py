@@ -7,15 +7,17 @@ parallel, so that an abort never races a part still in flight.
 """
 
 import contextlib
+import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import certifi
 import urllib3
 from minio import Minio
+from minio.credentials import Provider
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
 
@@ -35,19 +37,50 @@ class ObjectInfo:
     """Changes whenever the object's bytes do (for caches keyed on content)."""
 
 
+SEND_BLOCK = 64 * 1024
+"""Request bodies go out in blocks of this size, each with its own socket timeout."""
+
+
 def default_http_client(
-    *, connect_timeout: float = 10.0, read_timeout: float = 120.0, retries: int = 3
+    *, connect_timeout: float = 5.0, read_timeout: float = 30.0, retries: int = 2
 ) -> urllib3.PoolManager:
-    """minio's own default waits 5 minutes and retries 5 times; a health check should not hang that
-    long on an unreachable endpoint, while a slow multipart part still gets 2 minutes. CA certificates
-    come from the same place minio's default looks (SSL_CERT_FILE, else certifi)."""
-    return urllib3.PoolManager(
+    """An HTTP client whose every wait is short and bounded, so a hung endpoint fails a store call within
+    about (retries + 1) × (connect_timeout + read_timeout) instead of hanging the threads that wait on it.
+
+    minio's own default waits 5 minutes and retries 5 times. Both timeouts bound one socket operation,
+    not a request: the read timeout each wait for response bytes, the connect timeout the connection and
+    each block of a request body sent (`BlockwisePoolManager`), so a large part on a slow link still
+    goes up. Retry-After headers are not obeyed (an S3 503 may ask for an hour). CA certificates come
+    from the same place minio's default looks (SSL_CERT_FILE, else certifi).
+    """
+    return BlockwisePoolManager(
         timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
-        retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        retries=urllib3.Retry(
+            total=retries,
+            backoff_factor=0.2,
+            status_forcelist=[500, 502, 503, 504],
+            respect_retry_after_header=False,
+        ),
         maxsize=10,
+        blocksize=SEND_BLOCK,
         cert_reqs="CERT_REQUIRED",
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
     )
+
+
+class BlockwisePoolManager(urllib3.PoolManager):
+    """Sends a bytes body as a file, in blocks. Given bytes, urllib3 sends the whole body in one
+    `sendall`, whose socket timeout bounds the entire send: a 16 MiB part would have to go up within the
+    connect timeout. A file goes block by block, each with its own timeout, and urllib3 rewinds it for a
+    retry."""
+
+    def urlopen(  # type: ignore[override]  # the signature of PoolManager.urlopen
+        self, method: str, url: str, redirect: bool = True, **kw: Any
+    ) -> urllib3.BaseHTTPResponse:
+        body = kw.get("body")
+        if isinstance(body, bytes | bytearray) and len(body) > SEND_BLOCK:
+            kw["body"] = io.BytesIO(body)
+        return super().urlopen(method, url, redirect=redirect, **kw)
 
 
 class IterReader:
@@ -85,9 +118,10 @@ class S3Store(ObjectStore):
         self,
         endpoint: str,
         bucket: str,
-        access_key: str,
-        secret_key: str,
+        access_key: str | None,
+        secret_key: str | None,
         *,
+        credentials: Provider | None = None,
         region: str | None = None,
         secure: bool = True,
         http_client: urllib3.PoolManager | None = None,
@@ -99,6 +133,7 @@ class S3Store(ObjectStore):
             endpoint,
             access_key=access_key,
             secret_key=secret_key,
+            credentials=credentials,
             region=region,
             secure=secure,
             http_client=http_client or default_http_client(),
@@ -205,7 +240,7 @@ class S3Store(ObjectStore):
                 raise Forbidden(f"the configured S3 credentials may not list bucket {bucket}") from exc
             raise
         except (urllib3.exceptions.HTTPError, ServerError) as exc:
-            raise Unavailable(f"object store unreachable: {exc}") from exc
+            raise _unreachable(exc) from exc
         return sorted(found, key=lambda info: info.key)
 
     def presigned_bucket_get_url(self, bucket: str, key: str, expires_seconds: int) -> str:
@@ -251,4 +286,15 @@ def _translated(*, key: str | None = None, bucket: str | None = None) -> Iterato
             raise Unavailable(f"object store bucket {bucket or exc.bucket_name} does not exist") from exc
         raise
     except (urllib3.exceptions.HTTPError, ServerError) as exc:
-        raise Unavailable(f"object store unreachable: {exc}") from exc
+        raise _unreachable(exc) from exc
+
+
+def _unreachable(exc: Exception) -> Unavailable:
+    """What went wrong, without urllib3's wrapping: the last try's error (a timeout, a refused
+    connection, a 5xx)."""
+    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
+    return Unavailable(
+        f"the object store (ALIGND_S3_ENDPOINT) is unreachable: {reason}; retry shortly. If this persists, "
+        "an operator should check the S3 endpoint",
+        code="store_unavailable",
+    )
