@@ -226,8 +226,8 @@ class Settings(BaseSettings):
     )
     encryption_key: SecretStr | None = Field(
         None,
-        description="Fernet key sealing stored secrets (webhook signing secrets); default a random key "
-        "kept in data_dir/encryption.key. Processes sharing a database must share it.",
+        description="Fernet key sealing stored secrets (webhook signing secrets, integration credentials); "
+        "default a random key kept in data_dir/encryption.key. Processes sharing a database must share it.",
     )
 
     # integrations: mirroring jobs into W&B and MLflow runs
