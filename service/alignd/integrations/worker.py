@@ -177,6 +177,8 @@ class IntegrationWorker:
                 )
             )
             self._sinks[claim.run_id] = sink
+            if external_id != claim.external_id:  # kept now, so a retry attaches to this run, not a new one
+                self._write(claim, {"external_id": external_id})
         cursor = claim.cursor
         if work.rows:
             sink.log(content.points(work.rows))
