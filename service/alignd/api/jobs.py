@@ -2,6 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
 from alignd.api.responses import PROJECT, binary, errors
@@ -14,6 +15,7 @@ from alignd.schemas import (
     CheckpointObject,
     DpoHyperparametersOut,
     DpoMethodOut,
+    Integration,
     JobAligndInfo,
     JobCreate,
     JobError,
@@ -23,6 +25,7 @@ from alignd.schemas import (
     MethodOut,
     MetricPointOut,
     MetricsResponse,
+    WandbIntegration,
     WireStatus,
 )
 
@@ -63,10 +66,13 @@ WIRE_STATUS: dict[str, WireStatus] = {
     JobStatus.cancelled.value: "cancelled",
 }
 """The openai SDK's status literal has six values; pausing/paused are reported in `alignd.status`."""
+INTEGRATION: TypeAdapter[Integration] = TypeAdapter(Integration)
 
 
 def to_public(job: JobModel) -> JobObject:
     hyperparameters = DpoHyperparametersOut.model_validate(job.request)
+    integrations = [INTEGRATION.validate_python(entry) for entry in job.request.get("integrations", [])]
+    wandb = [entry for entry in integrations if isinstance(entry, WandbIntegration)]
     return JobObject(
         id=job.id,
         created_at=job.created_at,
@@ -83,6 +89,7 @@ def to_public(job: JobModel) -> JobObject:
         training_file=job.training_file,
         validation_file=job.validation_file,
         estimated_finish=job.estimated_finish,
+        integrations=wandb or None,
         metadata=job.job_metadata,
         method=MethodOut(dpo=DpoMethodOut(hyperparameters=hyperparameters)),
         alignd=JobAligndInfo(
@@ -93,6 +100,7 @@ def to_public(job: JobModel) -> JobObject:
             attempt=job.attempt,
             priority=job.priority,
             status=job.status,
+            integrations=integrations,
         ),
     )
 

@@ -19,6 +19,7 @@ from alignd.contract.spec import Resources
 from alignd.db import detached_row
 from alignd.errors import InvalidRequest, NotFound
 from alignd.files import PURPOSE, get_file
+from alignd.integrations.runs import add_runs, check_integrations
 from alignd.jobs.events import add_events
 from alignd.jobs.quotas import check_job_quota, lock_project
 from alignd.jobs.spec import resolve_job
@@ -94,6 +95,8 @@ def _create_locked(
     _check_placement(settings, resources)
     gpus = resources.gpus * resources.nodes
     check_job_quota(session, settings, project, gpus=gpus)
+    integrations = request.integrations or []
+    check_integrations(session, settings, project, integrations)
     now_us = unix_now_us()
     job = JobModel(
         id=job_id,
@@ -103,7 +106,8 @@ def _create_locked(
         validation_file=request.validation_file,
         status=JobStatus.queued.value,
         spec=resolved.spec.model_dump(mode="json"),
-        request=resolved.hyperparameters.model_dump(mode="json"),
+        request=resolved.hyperparameters.model_dump(mode="json")
+        | {"integrations": [entry.model_dump(mode="json") for entry in integrations]},
         suffix=request.suffix,
         seed=resolved.spec.seed,
         job_metadata=request.metadata,
@@ -115,6 +119,7 @@ def _create_locked(
     )
     session.add(job)
     session.flush()
+    add_runs(session, job.id, integrations)
     created = JobEventModel(
         job_id=job.id, message=f"Created fine-tuning job: {job.id}", data={"status": job.status}
     )
