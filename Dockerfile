@@ -19,12 +19,12 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The `server` extra only. Every dependency ships manylinux wheels, so no compiler is needed; the
-# source tree is removed after the install.
+# The `server` extra, and `integrations` so jobs can log to W&B as on OpenAI. Every dependency ships
+# manylinux wheels, so no compiler is needed; the source tree is removed after the install.
 WORKDIR /opt/alignd/src
 COPY pyproject.toml README.md ./
 COPY service/ service/
-RUN python -m pip install '.[server]' \
+RUN python -m pip install '.[server,integrations]' \
     && cd / && rm -rf /opt/alignd/src \
     && alignd --help >/dev/null
 

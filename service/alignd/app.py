@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from alignd import __version__, auth
-from alignd.api import admin, errors, files, health, internal, jobs, models, storage, webhooks
+from alignd.api import admin, errors, files, health, integrations, internal, jobs, models, storage, webhooks
 from alignd.api.access_log import redact_signatures
 from alignd.api.fast_path import JobStatusFastPath
 from alignd.api.limits import RequestLimits
@@ -18,6 +18,7 @@ from alignd.config import Settings, get_settings
 from alignd.controller import Controller
 from alignd.db import check_schema, loop_read_engine, make_engine, make_private_dir, session_factory
 from alignd.deps import AppState
+from alignd.integrations.worker import start_worker
 from alignd.launchers import Launcher
 from alignd.launchers.registry import build_launcher
 from alignd.leader import Lease
@@ -85,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if resolved.run_controller
             else None
         )
+        # Integrations too: each run is claimed before a worker feeds it.
+        mirror = start_worker(state.sessions, resolved, stop) if resolved.run_controller else None
         try:
             yield
         finally:
@@ -93,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 loop.join(timeout=10)
             if dispatcher is not None:
                 dispatcher.join(timeout=resolved.webhook_timeout_seconds + 5)
+            if mirror is not None:
+                mirror.join(timeout=resolved.integrations_timeout_seconds + 5)
             state.engine.dispose()
             if state.loop_reads is not None:
                 state.loop_reads.dispose()
@@ -124,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         internal.router,
         storage.router,
         webhooks.router,
+        integrations.router,
     ):
         app.include_router(router)
     return app

@@ -94,8 +94,10 @@ def serve(
 
 @app.command()
 def controller() -> None:
-    """Run only the reconcile loop and the webhook dispatcher (deployments that split them from the API)."""
+    """Run only the reconcile loop, the webhook dispatcher and the integrations worker (deployments that
+    split them from the API)."""
     from alignd.app import build_controller, build_state
+    from alignd.integrations.worker import start_worker
     from alignd.webhooks.dispatcher import start_dispatcher
 
     settings = _checked(get_settings())
@@ -103,6 +105,7 @@ def controller() -> None:
     stop = threading.Event()
     state = build_state(settings)
     start_dispatcher(state.sessions, state.settings, stop, state.metrics.webhook_deliveries)
+    start_worker(state.sessions, state.settings, stop)
     try:
         build_controller(state).run(stop)
     except KeyboardInterrupt:

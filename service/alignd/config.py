@@ -230,11 +230,39 @@ class Settings(BaseSettings):
     )
     encryption_key: SecretStr | None = Field(
         None,
-        description="Fernet key sealing stored secrets (webhook signing secrets); default a random key "
-        "kept in data_dir/encryption.key. Processes sharing a database must share it.",
+        description="Fernet key sealing stored secrets (webhook signing secrets, integration credentials); "
+        "default a random key kept in data_dir/encryption.key. Processes sharing a database must share it.",
     )
 
-    @field_validator("webhook_allowed_hosts", mode="before")
+    # integrations: mirroring jobs into W&B and MLflow runs
+    integrations_poll_seconds: float = Field(
+        1.0, gt=0, description="How often the integrations worker sends new metrics to W&B and MLflow runs."
+    )
+    integrations_timeout_seconds: float = Field(
+        10.0, gt=0, description="How long W&B or an MLflow tracking server has to answer one request."
+    )
+    integrations_max_attempts: int = Field(
+        8, ge=1, description="Failed attempts in a row before a job's integration gives up (a job event)."
+    )
+    integrations_backoff_seconds: float = Field(
+        5.0, gt=0, description="Wait before retrying an integration; each further retry waits twice as long."
+    )
+    integrations_backoff_max_seconds: float = Field(
+        600.0, gt=0, description="Longest wait between an integration's attempts."
+    )
+    wandb_mode: Literal["online", "offline"] = Field(
+        "online",
+        description="online: runs go to W&B with the project's API key; offline: they are written under "
+        "data_dir/wandb for `wandb sync` (no key needed).",
+    )
+    wandb_base_url: str | None = Field(None, description="A self-hosted W&B server; default W&B's cloud.")
+    mlflow_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names and networks (CIDR) MLflow tracking URIs may name although they are not "
+        "public, comma-separated (`mlflow.internal,10.8.0.0/16`). Empty: only public addresses.",
+    )
+
+    @field_validator("webhook_allowed_hosts", "mlflow_allowed_hosts", mode="before")
     @classmethod
     def _split_allowed_hosts(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -242,7 +270,7 @@ class Settings(BaseSettings):
             return json.loads(text) if text.startswith("[") else [h for h in text.split(",") if h.strip()]
         return value
 
-    @field_validator("webhook_allowed_hosts")
+    @field_validator("webhook_allowed_hosts", "mlflow_allowed_hosts")
     @classmethod
     def _check_allowed_hosts(cls, value: list[str]) -> list[str]:
         entries = [entry.strip().lower().rstrip(".") for entry in value]

@@ -364,3 +364,49 @@ class LeaseModel(SQLModel, table=True):
     name: str = Field(primary_key=True)
     holder: str
     expires_at: float
+
+
+class IntegrationCredentialsModel(SQLModel, table=True):
+    """A project's credentials for one integration type, as one JSON object sealed by `alignd.secretbox`
+    (W&B: the API key; MLflow: the tracking URI and an optional token)."""
+
+    __tablename__ = "integration_credentials"
+    __table_args__ = (UniqueConstraint("project_id", "type"),)
+
+    id: str = Field(default_factory=lambda: new_id("intcred_"), primary_key=True)
+    project_id: str = Field(foreign_key="projects.id", index=True)
+    type: str
+    sealed: str
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    updated_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+
+
+class IntegrationRunModel(SQLModel, table=True):
+    """One integration of one job: the external run the control plane mirrors the job into.
+
+    The job's metric rows are its outbox: the integrations worker sends those after `metric_cursor`, then
+    advances it. It claims a row by compare-and-set on `lock_token`, pushing `next_attempt_at` past the
+    attempt's timeout, like the webhook dispatcher. `status`: active (mirroring), finished (the job ended
+    and everything was sent), failed (gave up after the last attempt; the job has an event saying so).
+    """
+
+    __tablename__ = "integration_runs"
+    __table_args__ = (Index("ix_integration_runs_status_next_attempt_at", "status", "next_attempt_at"),)
+
+    id: str = Field(default_factory=lambda: new_id("intrun_"), primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", ondelete="CASCADE", index=True)
+    type: str
+    options: dict[str, Any] = Field(sa_type=JSON)
+    """The request's entry (`schemas.Integration`), as the job echoes it."""
+    status: str = "active"
+    external_id: str | None = None
+    """The run's id in the other system, once it was created there."""
+    metric_cursor: int = Field(default=0, sa_type=BigInteger)
+    """The last `MetricModel.id` sent."""
+    attempts: int = 0
+    """Failed attempts in a row."""
+    next_attempt_at: float | None = None
+    last_error: str | None = None
+    lock_token: str = Field(default_factory=new_lock_token)
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    updated_at: int = Field(default_factory=unix_now, sa_type=BigInteger)

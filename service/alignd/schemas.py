@@ -5,7 +5,7 @@ Field names are OpenAI's so the official SDK parses every response; alignd adds 
 table classes, so internal columns and secrets cannot leak.
 """
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -163,6 +163,40 @@ class AligndJobOptions(_Request):
     )
 
 
+class WandbOptions(_Request):
+    """OpenAI's `wandb` integration settings, echoed as given."""
+
+    project: str = Field(..., min_length=1, max_length=128, description="The W&B project the run goes to.")
+    entity: str | None = Field(None, max_length=128, description="Team or user; default the key's own.")
+    name: str | None = Field(None, max_length=128, description="The run's display name; default the job id.")
+    tags: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=50)
+
+
+class WandbIntegration(_Request):
+    type: Literal["wandb"]
+    wandb: WandbOptions
+
+
+class MlflowOptions(_Request):
+    """alignd's `mlflow` integration: a run in this experiment of the project's tracking server."""
+
+    experiment_name: str = Field(..., min_length=1, max_length=256)
+    run_name: str | None = Field(None, max_length=256, description="Default the job id.")
+    tags: dict[Annotated[str, Field(max_length=250)], Annotated[str, Field(max_length=5000)]] | None = Field(
+        None, max_length=50
+    )
+
+
+class MlflowIntegration(_Request):
+    type: Literal["mlflow"]
+    mlflow: MlflowOptions
+
+
+Integration = Annotated[WandbIntegration | MlflowIntegration, Field(discriminator="type")]
+"""One entry of a job's `integrations`: where the control plane also logs the job's params, metric series
+and final artifacts' links."""
+
+
 class JobCreate(_Request):
     model_config = ConfigDict(
         extra="forbid",
@@ -203,7 +237,7 @@ class JobCreate(_Request):
     suffix: str | None = Field(None, max_length=64, pattern=r"^[a-zA-Z0-9_-]*$")
     seed: Int | None = Field(None, ge=0, le=2**31 - 1)
     metadata: dict[str, str] | None = None
-    integrations: list[dict[str, Any]] | None = None
+    integrations: list[Integration] | None = Field(None, max_length=4)
     alignd: AligndJobOptions = Field(default_factory=AligndJobOptions)
 
     @field_validator("metadata")
@@ -252,6 +286,8 @@ class JobAligndInfo(BaseModel):
     priority: int = 0
     status: str
     """alignd's own status, which adds pausing and paused to OpenAI's six."""
+    integrations: list[Integration] = Field(default_factory=list)
+    """Every integration the job was created with; OpenAI's `integrations` lists only the W&B ones."""
 
 
 class JobObject(BaseModel):
@@ -271,7 +307,7 @@ class JobObject(BaseModel):
     training_file: str
     validation_file: str | None = None
     estimated_finish: int | None = None
-    integrations: list[dict[str, Any]] | None = None
+    integrations: list[WandbIntegration] | None = None
     metadata: dict[str, str] | None = None
     method: MethodOut
     alignd: JobAligndInfo
@@ -457,3 +493,23 @@ class WebhookDeliveryObject(BaseModel):
     created_at: int
     delivered_at: int | None = None
     attempts: list[WebhookAttemptObject]
+
+
+class WandbCredentials(_Request):
+    api_key: str = Field(..., min_length=1, max_length=256, description="A W&B API key; stored sealed.")
+
+
+class MlflowCredentials(_Request):
+    tracking_uri: str = Field(
+        ..., min_length=1, max_length=2048, pattern=r"^https?://", description="The tracking server's URL."
+    )
+    token: str | None = Field(None, max_length=4096, description="Sent as a bearer token; stored sealed.")
+
+
+class IntegrationCredentialsObject(BaseModel):
+    """That a project's credentials for one integration are set; never their values."""
+
+    object: Literal["integration.credentials"] = "integration.credentials"
+    type: Literal["wandb", "mlflow"]
+    configured: bool
+    updated_at: int | None = None

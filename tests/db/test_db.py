@@ -24,6 +24,8 @@ TABLES = {
     "webhook_endpoints",
     "webhook_deliveries",
     "webhook_attempts",
+    "integration_credentials",
+    "integration_runs",
 }
 
 
@@ -39,7 +41,7 @@ def test_first_start_migrates_an_empty_database(db_url: str) -> None:
 
     db.check_schema(engine)
 
-    assert db.current_revision(engine) == db.head_revision() == "0001"
+    assert db.current_revision(engine) == db.head_revision() == "0002"
     assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
     engine.dispose()
 
@@ -78,23 +80,23 @@ def test_refuses_an_older_revision_until_upgraded(
 ) -> None:
     engine = db.make_engine(db_url)
     db.upgrade(engine)
-    # A newer alignd: the same migrations plus a revision 0002 this database has not had.
+    # A newer alignd: the same migrations plus a revision 0099 this database has not had.
     newer = tmp_path / "migrations"
     shutil.copytree(db.MIGRATIONS_DIR, newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "0002_next.py").write_text(
-        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\n'
+    (newer / "versions" / "0099_next.py").write_text(
+        'revision = "0099"\ndown_revision = "0002"\nbranch_labels = None\ndepends_on = None\n\n\n'
         "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
     )
     monkeypatch.setattr(db, "MIGRATIONS_DIR", newer)
 
     with pytest.raises(
-        db.SchemaError, match=r"revision 0001, older than this alignd's 0002: run `alignd db upgrade`"
+        db.SchemaError, match=r"revision 0002, older than this alignd's 0099: run `alignd db upgrade`"
     ):
         db.check_schema(engine)
 
     db.upgrade(engine)
     db.check_schema(engine)
-    assert db.current_revision(engine) == "0002"
+    assert db.current_revision(engine) == "0099"
     engine.dispose()
 
 

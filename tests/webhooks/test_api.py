@@ -72,6 +72,7 @@ def test_another_project_sees_nothing(client: TestClient, key: str) -> None:
         ("http://", "has no host"),
         ("https://hooks.example.com:99999/a", "is not a valid URL"),
         ("https://hooks.example.com/a b", "must not contain spaces"),
+        ("https://\u00ae\u00c6\u0093/a", "is not a valid host name"),  # IDNA cannot encode it (was a 500)
         ("https://hooks.example.com/\x00", "contains a NUL character"),  # refused before routing
         ("", "invalid url"),
         ("https://h.example.com/" + "a" * 2100, "invalid url"),

@@ -20,6 +20,14 @@ def apply_report(session: Session, job: JobModel, batch: ReportBatch) -> None:
     A batch naming a checkpoint outside the job's storage prefix is refused whole (400 and an event)."""
     check_report_paths(session, job, batch)
     now = unix_now()
+    # First, so the job row is locked before the metric rows take their ids: per job, metric ids then
+    # commit in increasing order, and a reader's cursor on `MetricModel.id` (the integrations worker's)
+    # never passes one that commits later.
+    values: dict[str, object] = {"last_heartbeat_at": now}
+    tokens = [p.values["num_tokens"] for p in batch.metrics if "num_tokens" in p.values]
+    if tokens:
+        values["trained_tokens"] = int(max(tokens))
+    session.execute(update(JobModel).where(col(JobModel.id) == job.id).values(**values))
     timed: list[tuple[float, JobEventModel]] = []
     for event in batch.events:
         level = "warn" if event.level is EventLevel.warn else event.level.value
@@ -79,11 +87,6 @@ def apply_report(session: Session, job: JobModel, batch: ReportBatch) -> None:
                     storage_prefix=checkpoint.path,
                 )
             )
-    values: dict[str, object] = {"last_heartbeat_at": now}
-    tokens = [p.values["num_tokens"] for p in batch.metrics if "num_tokens" in p.values]
-    if tokens:
-        values["trained_tokens"] = int(max(tokens))
-    session.execute(update(JobModel).where(col(JobModel.id) == job.id).values(**values))
     if progress := _progress(job, batch, now=now):
         # Only while the run is live: a report that lands after the job ended leaves no estimate behind.
         session.execute(

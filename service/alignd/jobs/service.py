@@ -18,6 +18,7 @@ from alignd.config import Settings
 from alignd.db import detached_row
 from alignd.errors import InvalidRequest, NotFound
 from alignd.files import PURPOSE, get_file
+from alignd.integrations.runs import add_runs, check_integrations
 from alignd.jobs.events import add_events
 from alignd.jobs.lifecycle import JobStatus
 from alignd.jobs.quotas import check_job_quota, lock_project
@@ -92,6 +93,8 @@ def _create_locked(
     launchers.check_resources(settings, resources)
     gpus = resources.gpus * resources.nodes
     check_job_quota(session, settings, project, gpus=gpus)
+    integrations = request.integrations or []
+    check_integrations(session, settings, project, integrations)
     now_us = unix_now_us()
     job = JobModel(
         id=job_id,
@@ -101,7 +104,8 @@ def _create_locked(
         validation_file=request.validation_file,
         status=JobStatus.queued,
         spec=resolved.spec.model_dump(mode="json"),
-        request=resolved.hyperparameters.model_dump(mode="json"),
+        request=resolved.hyperparameters.model_dump(mode="json")
+        | {"integrations": [entry.model_dump(mode="json") for entry in integrations]},
         suffix=request.suffix,
         seed=resolved.spec.seed,
         job_metadata=request.metadata,
@@ -113,6 +117,7 @@ def _create_locked(
     )
     session.add(job)
     session.flush()
+    add_runs(session, job.id, integrations)
     created = JobEventModel(
         job_id=job.id, message=f"Created fine-tuning job: {job.id}", data={"status": job.status}
     )

@@ -1,22 +1,30 @@
 """The one producer of job wire objects (STYLE rule 16): the routes, the status fast path and anything
 else that answers with a `fine_tuning.job` or its events and checkpoints build them here."""
 
+from pydantic import TypeAdapter
+
 from alignd.models import CheckpointModel, JobEventModel, JobModel
 from alignd.schemas import (
     CheckpointMetrics,
     CheckpointObject,
     DpoHyperparametersOut,
     DpoMethodOut,
+    Integration,
     JobAligndInfo,
     JobError,
     JobEventObject,
     JobObject,
     MethodOut,
+    WandbIntegration,
 )
+
+INTEGRATION: TypeAdapter[Integration] = TypeAdapter(Integration)
 
 
 def job_object(job: JobModel) -> JobObject:
     hyperparameters = DpoHyperparametersOut.model_validate(job.request)
+    integrations = [INTEGRATION.validate_python(entry) for entry in job.request.get("integrations", [])]
+    wandb = [entry for entry in integrations if isinstance(entry, WandbIntegration)]
     return JobObject(
         id=job.id,
         created_at=job.created_at,
@@ -33,6 +41,7 @@ def job_object(job: JobModel) -> JobObject:
         training_file=job.training_file,
         validation_file=job.validation_file,
         estimated_finish=job.estimated_finish,
+        integrations=wandb or None,
         metadata=job.job_metadata,
         method=MethodOut(dpo=DpoMethodOut(hyperparameters=hyperparameters)),
         alignd=JobAligndInfo(
@@ -43,6 +52,7 @@ def job_object(job: JobModel) -> JobObject:
             attempt=job.attempt,
             priority=job.priority,
             status=job.status,
+            integrations=integrations,
         ),
     )
 

@@ -47,6 +47,12 @@ def check_url(url: str) -> str:
         )
     if not parts.hostname:
         raise InvalidRequest(f"url {url!r} has no host", param="url", code="invalid_url")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise InvalidRequest(
+            f"url host {parts.hostname!r} is not a valid host name", param="url", code="invalid_url"
+        ) from None
     return url
 
 
