@@ -11,6 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from alignd_trainer.data import Batch
+from alignd_trainer.packing import PackedBatch
+
 CHUNK_TOKENS = 1024
 
 
@@ -99,35 +102,76 @@ def _plain_linear_head(causal_lm: nn.Module) -> bool:
     return isinstance(causal_lm.get_output_embeddings(), nn.Linear)  # type: ignore[operator]
 
 
+def _token_logps(
+    causal_lm: nn.Module, hidden_or_logits: torch.Tensor, target: torch.Tensor, *, plain_head: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per scored token: log p(target) and the mean logit, from hidden states (plain head) or logits."""
+    if plain_head:
+        head = causal_lm.get_output_embeddings()  # type: ignore[operator]
+        logps, mean = _ChunkedTokenLogps.apply(hidden_or_logits, head.weight, head.bias, target)
+        return logps, mean
+    selected = hidden_or_logits.float()
+    return selected.log_softmax(-1).gather(1, target[:, None]).squeeze(1), selected.detach().mean(-1)
+
+
+def _run(causal_lm: nn.Module, plain_head: bool, **inputs: torch.Tensor) -> torch.Tensor:
+    """Last hidden states when the head is applied here, else the model's logits."""
+    if plain_head:
+        backbone = getattr(causal_lm, str(causal_lm.base_model_prefix))
+        return backbone(**inputs, use_cache=False).last_hidden_state
+    return causal_lm(**inputs, use_cache=False).logits
+
+
+def _sums(
+    n: int, outputs: torch.Tensor, token_logps: torch.Tensor, token_mean: torch.Tensor
+) -> SequenceLogps:
+    zeros = torch.zeros(n, dtype=torch.float32, device=outputs.device)
+    return SequenceLogps(
+        logps=zeros.index_add(0, outputs, token_logps),
+        tokens=torch.zeros(n, dtype=torch.long, device=outputs.device).index_add(
+            0, outputs, torch.ones_like(outputs)
+        ),
+        logits_sum=zeros.index_add(0, outputs, token_mean.detach()),
+    )
+
+
 def sequence_logps(
     model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
 ) -> SequenceLogps:
+    """Padded rows: row i's log-prob sums the completion tokens of row i."""
     causal_lm = causal_lm_of(model)
-    labels = input_ids[:, 1:]
+    plain = _plain_linear_head(causal_lm)
     mask = completion_mask[:, 1:].bool()
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(mask)[mask]
-    target = labels[mask]
-    if _plain_linear_head(causal_lm):
-        backbone = getattr(causal_lm, str(causal_lm.base_model_prefix))
-        hidden = backbone(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-        ).last_hidden_state
-        head = causal_lm.get_output_embeddings()  # type: ignore[operator]
-        token_logps, token_mean = _ChunkedTokenLogps.apply(
-            hidden[:, :-1][mask], head.weight, head.bias, target
-        )
-    else:
-        logits = causal_lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        selected = logits[:, :-1][mask].float()
-        token_logps = selected.log_softmax(-1).gather(1, target[:, None]).squeeze(1)
-        token_mean = selected.detach().mean(-1)
-    n = input_ids.shape[0]
-    zeros = torch.zeros(n, dtype=torch.float32, device=input_ids.device)
-    return SequenceLogps(
-        logps=zeros.index_add(0, rows, token_logps),
-        tokens=mask.sum(dim=1),
-        logits_sum=zeros.index_add(0, rows, token_mean.detach()),
+    out = _run(causal_lm, plain, input_ids=input_ids, attention_mask=attention_mask)
+    token_logps, token_mean = _token_logps(
+        causal_lm, out[:, :-1][mask], input_ids[:, 1:][mask], plain_head=plain
     )
+    return _sums(input_ids.shape[0], rows, token_logps, token_mean)
+
+
+def packed_logps(model: nn.Module, batch: PackedBatch) -> SequenceLogps:
+    """Prompt-shared, packed rows: the padded batch's per-sequence log-probs, chosen then rejected."""
+    causal_lm = causal_lm_of(model)
+    plain = _plain_linear_head(causal_lm)
+    dtype = causal_lm.get_input_embeddings().weight.dtype  # type: ignore[operator]
+    out = _run(
+        causal_lm,
+        plain,
+        input_ids=batch.input_ids,
+        position_ids=batch.position_ids,
+        attention_mask=batch.attention_bias(dtype),
+    )
+    token_logps, token_mean = _token_logps(
+        causal_lm, out[batch.score_rows, batch.score_sources], batch.score_targets, plain_head=plain
+    )
+    return _sums(2 * batch.pairs, batch.score_outputs, token_logps, token_mean)
+
+
+def batch_logps(model: nn.Module, batch: Batch | PackedBatch) -> SequenceLogps:
+    if isinstance(batch, PackedBatch):
+        return packed_logps(model, batch)
+    return sequence_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
 
 
 class SequenceScorer(nn.Module):
@@ -137,8 +181,6 @@ class SequenceScorer(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = sequence_logps(self.model, input_ids, attention_mask, completion_mask)
+    def forward(self, batch: Batch | PackedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = batch_logps(self.model, batch)
         return out.logps, out.tokens, out.logits_sum

@@ -44,8 +44,10 @@ from alignd_trainer.model import (
     FrozenCopyReference,
     Reference,
     build_policy,
+    packing_unsupported,
     resolve_device,
 )
+from alignd_trainer.packing import PackedBatch, pack, token_budget
 from alignd_trainer.report import Reporter
 
 RefCache = dict[tuple[str, int], tuple[float, float]]
@@ -115,6 +117,7 @@ class DPORecipe:
             data={"spec": self.spec.model_dump(mode="json"), "world_size": self.dist.world_size},
         )
         self.model, self.tokenizer, self.dtype = build_policy(self.spec, self.device)
+        self.packing = self.hp.packing and self._packing_works()
         self.train_data = self._load_data(self.spec.training_file, "training")
         self.val_data = (
             self._load_data(self.spec.validation_file, "validation") if self.spec.validation_file else None
@@ -140,6 +143,17 @@ class DPORecipe:
         scorer = SequenceScorer(self.model)
         self.scorer: nn.Module = DistributedDataParallel(scorer) if self.dist.enabled else scorer
         self._resume()
+
+    def _packing_works(self) -> bool:
+        reason = packing_unsupported(self.model, pad_token_id=self.tokenizer.pad_token_id)
+        if reason is not None:
+            self._event(
+                "warning",
+                f"packing is off, batches are padded: {reason}",
+                level=EventLevel.warn,
+                data={"packing": False, "reason": reason},
+            )
+        return reason is None
 
     @property
     def _precompute(self) -> bool:
@@ -288,7 +302,15 @@ class DPORecipe:
             return self.scorer.no_sync()
         return contextlib.nullcontext()
 
-    def _collate(self, pairs: Sequence[TokenizedPair]) -> Batch:
+    def _collate(self, pairs: Sequence[TokenizedPair]) -> Batch | PackedBatch:
+        if self.packing:
+            return pack(
+                pairs,
+                pad_token_id=self.tokenizer.pad_token_id,
+                max_length=self.hp.max_length,
+                truncation_mode=self.hp.truncation_mode,
+                token_budget=token_budget(self.hp.max_length),
+            ).to(self.device)
         batch = collate(
             pairs,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -303,10 +325,10 @@ class DPORecipe:
         return contextlib.nullcontext()
 
     def _pair_logps(
-        self, batch: Batch, pairs: Sequence[TokenizedPair], split: str, scorer: nn.Module
+        self, batch: Batch | PackedBatch, pairs: Sequence[TokenizedPair], split: str, scorer: nn.Module
     ) -> tuple[PairLogps, SequenceLogps]:
         with self._autocast():
-            logps, tokens, logits_sum = scorer(batch.input_ids, batch.attention_mask, batch.completion_mask)
+            logps, tokens, logits_sum = scorer(batch)
             policy = SequenceLogps(logps, tokens, logits_sum)
             if self.ref_cache is not None:
                 cached = [self.ref_cache[(split, p.index)] for p in pairs]
@@ -320,7 +342,7 @@ class DPORecipe:
 
     def _forward(
         self, pairs: Sequence[TokenizedPair], split: str, scorer: nn.Module, sums: MetricSums
-    ) -> tuple[LossOutput, Batch]:
+    ) -> tuple[LossOutput, Batch | PackedBatch]:
         batch = self._collate(pairs)
         x, policy = self._pair_logps(batch, pairs, split, scorer)
         out = preference_loss(
@@ -330,7 +352,7 @@ class DPORecipe:
             beta=self.hp.beta,
             label_smoothing=self.hp.label_smoothing,
         )
-        sums.add(out, policy, batch.weights, int(batch.attention_mask.sum()))
+        sums.add(out, policy, batch.weights, batch.num_tokens)
         return out, batch
 
     def _micro_step(self, indices: list[int], global_pairs: int, sums: MetricSums) -> torch.Tensor:

@@ -1,0 +1,217 @@
+"""Prompt-shared, padding-free batches.
+
+A pair becomes one segment `prompt | chosen | rejected`: the prompt runs once, chosen tokens see
+the prompt and earlier chosen tokens, rejected tokens see the prompt and earlier rejected tokens
+(never chosen), and rejected position ids continue from the end of the prompt, so every token
+sees exactly what it sees in its own padded row. Segments are packed into rows of at most a token
+budget, each attending only within itself.
+
+Truncation is the padded path's, per sequence. When keep_end leaves the two sequences different
+prompt tails, the pair is laid out as two plain causal segments instead, so it stays exact.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from alignd.contract import TruncationMode
+from alignd_trainer.data import TokenizedPair, truncate_sequence
+
+SHARED, CHOSEN, REJECTED = 0, 1, 2
+"""Branch of a token: the shared prompt, or the chosen or rejected completion."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One pair laid out for packing; `scored` holds (predicting offset, target id, output row)."""
+
+    ids: list[int]
+    positions: list[int]
+    branches: list[int]
+    parts: list[int]
+    """Tokens attend only within their part (a shared pair has one part, an unshared pair two)."""
+    scored: list[tuple[int, int, int]]
+    unpacked_tokens: int
+    """Tokens of the pair's two padded rows, prompt counted in both: what throughput counts."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _split(ids: list[int], mask: list[int]) -> tuple[list[int], list[int]]:
+    prompt_len = mask.index(1) if 1 in mask else len(mask)
+    return ids[:prompt_len], ids[prompt_len:]
+
+
+def _score(completion_start: int, previous_of_first: int, length: int) -> list[tuple[int, int]]:
+    """(offset of the predicting token, offset of the target) for each completion token."""
+    out = []
+    for k in range(length):
+        source = previous_of_first if k == 0 else completion_start + k - 1
+        if source >= 0:
+            out.append((source, completion_start + k))
+    return out
+
+
+def layout_pair(
+    pair: TokenizedPair, *, batch_row: int, pairs: int, max_length: int, truncation_mode: TruncationMode
+) -> Segment:
+    """The pair's segment; its chosen log-prob goes to output `batch_row`, rejected to `pairs + batch_row`."""
+    sequences = []
+    for completion in (pair.chosen_ids, pair.rejected_ids):
+        ids = pair.prompt_ids + completion
+        mask = [0] * len(pair.prompt_ids) + [1] * len(completion)
+        sequences.append(truncate_sequence(ids, mask, max_length, truncation_mode))
+    (chosen_prompt, chosen), (rejected_prompt, rejected) = (_split(*s) for s in sequences)
+    unpacked = len(sequences[0][0]) + len(sequences[1][0])
+    outputs = (batch_row, pairs + batch_row)
+    if chosen_prompt == rejected_prompt:
+        p, c = len(chosen_prompt), len(chosen)
+        ids = chosen_prompt + chosen + rejected
+        positions = list(range(p + c)) + list(range(p, p + len(rejected)))
+        branches = [SHARED] * p + [CHOSEN] * c + [REJECTED] * len(rejected)
+        parts = [0] * len(ids)
+        pairs_scored = [
+            (_score(p, p - 1, c), outputs[0]),
+            (_score(p + c, p - 1, len(rejected)), outputs[1]),
+        ]
+    else:
+        ids, positions, branches, parts, pairs_scored = [], [], [], [], []
+        for part, (prompt, completion) in enumerate(((chosen_prompt, chosen), (rejected_prompt, rejected))):
+            start = len(ids)
+            sequence = prompt + completion
+            ids += sequence
+            positions += list(range(len(sequence)))
+            branches += [SHARED] * len(sequence)
+            parts += [part] * len(sequence)
+            first = start + len(prompt)
+            pairs_scored.append((_score(first, first - 1 if prompt else -1, len(completion)), outputs[part]))
+    scored = [(source, ids[target], out) for spans, out in pairs_scored for source, target in spans]
+    return Segment(ids, positions, branches, parts, scored, unpacked)
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Segments packed into rows; log-probs come out as the padded `Batch`'s: chosen rows, then rejected."""
+
+    input_ids: torch.Tensor
+    """(R, L) token ids; a row shorter than L ends in filler tokens that attend only to themselves."""
+    position_ids: torch.Tensor
+    segment_ids: torch.Tensor
+    """(R, L) segment (part) of each token, unique within a row; filler tokens each have their own."""
+    branch_ids: torch.Tensor
+    score_rows: torch.Tensor
+    """(N,) for each scored token: its row, the offset of the token that predicts it, the target id and
+    the output sequence (chosen i → i, rejected i → B + i)."""
+    score_sources: torch.Tensor
+    score_targets: torch.Tensor
+    score_outputs: torch.Tensor
+    weights: torch.Tensor
+    indices: list[int]
+    num_tokens: int
+    """Tokens the padded batch would hold without padding (the prompt counted in both rows)."""
+
+    @property
+    def pairs(self) -> int:
+        return len(self.indices)
+
+    def to(self, device: torch.device) -> "PackedBatch":
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=True)
+
+        return PackedBatch(
+            move(self.input_ids),
+            move(self.position_ids),
+            move(self.segment_ids),
+            move(self.branch_ids),
+            move(self.score_rows),
+            move(self.score_sources),
+            move(self.score_targets),
+            move(self.score_outputs),
+            move(self.weights),
+            self.indices,
+            self.num_tokens,
+        )
+
+    def attention_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """(R, 1, L, L) additive mask: 0 where a query may attend to a key, the dtype's minimum elsewhere.
+
+        Causal, within one segment, and a key on a branch other than the query's only when it is the
+        shared prompt. Works for both SDPA and eager attention."""
+        length = self.input_ids.shape[1]
+        seg, branch = self.segment_ids, self.branch_ids
+        causal = torch.ones(length, length, dtype=torch.bool, device=seg.device).tril()
+        same_segment = seg[:, :, None] == seg[:, None, :]
+        visible_branch = (branch[:, None, :] == SHARED) | (branch[:, None, :] == branch[:, :, None])
+        allowed = causal & same_segment & visible_branch
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=seg.device)
+        bias.masked_fill_(~allowed, torch.finfo(dtype).min)
+        return bias[:, None]
+
+
+def _bins(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """First-fit decreasing: segment indices per row, no row over the budget unless one segment is."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(budget - lengths[i])
+    return rows
+
+
+def pack(
+    pairs: Sequence[TokenizedPair],
+    *,
+    pad_token_id: int,
+    max_length: int,
+    truncation_mode: TruncationMode,
+    token_budget: int,
+) -> PackedBatch:
+    segments = [
+        layout_pair(p, batch_row=i, pairs=len(pairs), max_length=max_length, truncation_mode=truncation_mode)
+        for i, p in enumerate(pairs)
+    ]
+    rows = _bins([len(s) for s in segments], token_budget)
+    width = max(sum(len(segments[i]) for i in row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    segment_ids = -1 - torch.arange(width, dtype=torch.long).repeat(len(rows), 1)
+    branch_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    scored: list[tuple[int, int, int, int]] = []
+    for r, row in enumerate(rows):
+        offset = 0
+        for n, i in enumerate(row):
+            s, end = segments[i], offset + len(segments[i])
+            input_ids[r, offset:end] = torch.tensor(s.ids)
+            position_ids[r, offset:end] = torch.tensor(s.positions)
+            segment_ids[r, offset:end] = torch.tensor(s.parts) + 2 * n
+            branch_ids[r, offset:end] = torch.tensor(s.branches)
+            scored += [(r, offset + source, target, out) for source, target, out in s.scored]
+            offset = end
+    score = torch.tensor(scored, dtype=torch.long).reshape(-1, 4)
+    return PackedBatch(
+        input_ids,
+        position_ids,
+        segment_ids,
+        branch_ids,
+        score[:, 0].contiguous(),
+        score[:, 1].contiguous(),
+        score[:, 2].contiguous(),
+        score[:, 3].contiguous(),
+        torch.tensor([p.weight for p in pairs], dtype=torch.float32),
+        [p.index for p in pairs],
+        sum(s.unpacked_tokens for s in segments),
+    )
+
+
+def token_budget(max_length: int) -> int:
+    """Tokens per packed row: room for the longest possible segment (a pair whose prompt and two
+    completions are each cut at max_length shares nothing and takes two sequences' room)."""
+    return 2 * max_length
