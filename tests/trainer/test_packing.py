@@ -28,7 +28,7 @@ from alignd.contract import TruncationMode
 from alignd_trainer.data import TokenizedPair, collate, read_examples, tokenize_examples
 from alignd_trainer.logps import SequenceLogps, packed_logps, sequence_logps
 from alignd_trainer.model import packing_unsupported
-from alignd_trainer.packing import layout_pair, pack
+from alignd_trainer.packing import PackedBatch, layout_pair, pack
 from alignd_trainer.synthetic import write_jsonl
 from alignd_trainer.tiny_model import tiny_llama_config
 from tests.trainer.test_trl_parity import FORMATS, LORA_TARGETS, MAX_LENGTH, MODES, rows_for
@@ -38,7 +38,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
 ]
 
-BUDGET = 40
+BUDGET = 64
 """Tokens per packed row: small enough that the test rows fill several rows, some holding two pairs."""
 
 
@@ -106,6 +106,22 @@ def _logps_and_grads(
     return out, grads
 
 
+def _packed_logps(model: nn.Module, rows: list[PackedBatch], indices: list[int]) -> SequenceLogps:
+    """Each row run on its own, its pairs' results put back in the padded batch's order (`indices`)."""
+    outputs = [packed_logps(model, row) for row in rows]
+    order = [index for row in rows for index in row.indices]
+    pairs = len(indices)
+    place = torch.tensor([order.index(i) for i in indices])
+    chosen_first = torch.cat([place, place + pairs])
+
+    def gather(field: str) -> torch.Tensor:
+        chosen = torch.cat([getattr(out, field).chunk(2)[0] for out in outputs])
+        rejected = torch.cat([getattr(out, field).chunk(2)[1] for out in outputs])
+        return torch.cat([chosen, rejected])[chosen_first]
+
+    return SequenceLogps(gather("logps"), gather("tokens"), gather("logits_sum"))
+
+
 @pytest.mark.parametrize("training", ["lora", "full"])
 @pytest.mark.parametrize("mode", MODES, ids=str)
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -119,23 +135,19 @@ def test_packed_logps_and_gradients_equal_the_padded_ones(
 ) -> None:
     pairs = _pairs(tokenizer, fmt, mode, tmp_path)
     padded = collate(pairs, pad_token_id=tokenizer.pad_token_id, max_length=MAX_LENGTH, truncation_mode=mode)
-    packed = pack(
-        pairs,
-        pad_token_id=tokenizer.pad_token_id,
-        max_length=MAX_LENGTH,
-        truncation_mode=mode,
-        token_budget=BUDGET,
-    )
-    assert packed.input_ids.shape[0] > 1, "the rows fill several packed rows"
-    real_positions = int((packed.segment_ids >= 0).sum())
-    assert real_positions < padded.num_tokens, "each shared prompt runs once"
-    assert packed.num_tokens == padded.num_tokens, "throughput counts the tokens of the unpacked rows"
+    rows = pack(pairs, max_length=MAX_LENGTH, truncation_mode=mode, token_budget=BUDGET)
+    assert len(rows) > 1 and max(row.pairs for row in rows) > 1, "several rows, some holding several pairs"
+    assert all(row.input_ids.shape[1] <= BUDGET or row.pairs == 1 for row in rows)
+    assert sum(row.input_ids.numel() for row in rows) < padded.num_tokens, "each shared prompt runs once"
+    assert sum(row.num_tokens for row in rows) == padded.num_tokens, "throughput counts the unpacked tokens"
     model = _with_lora(base_model) if training == "lora" else copy.deepcopy(base_model)
+    for row in rows:
+        assert sorted(row.indices) == row.indices, "a row keeps its pairs in batch order"
 
     want, want_grads = _logps_and_grads(
         model, lambda m: sequence_logps(m, padded.input_ids, padded.attention_mask, padded.completion_mask)
     )
-    got, got_grads = _logps_and_grads(model, lambda m: packed_logps(m, packed))
+    got, got_grads = _logps_and_grads(model, lambda m: _packed_logps(m, rows, padded.indices))
 
     assert torch.equal(got.tokens, want.tokens)
     assert (got.logps - want.logps).abs().max().item() < 1e-4
@@ -157,13 +169,7 @@ def test_a_pair_is_laid_out_once_with_the_rejected_branch_after_the_prompt() -> 
     assert segment.scored == [(2, 20, 0), (3, 21, 0), (2, 30, 1), (5, 31, 1)]
     assert segment.unpacked_tokens == 10
 
-    batch = pack(
-        [pair, pair],
-        pad_token_id=0,
-        max_length=64,
-        truncation_mode=TruncationMode.keep_start,
-        token_budget=64,
-    )
+    [batch] = pack([pair, pair], max_length=64, truncation_mode=TruncationMode.keep_start, token_budget=64)
     allowed = batch.attention_bias(torch.float32)[0, 0] == 0
     assert allowed.shape == (14, 14)
     assert allowed[5].nonzero().flatten().tolist() == [0, 1, 2, 5], "rejected sees the prompt, never chosen"

@@ -1,7 +1,8 @@
 """Per-sequence log-probabilities: log π(y|x) = Σ over completion tokens of log p(token | prefix).
 
-The LM head is applied only at completion positions, in chunks, in fp32 (even when the model
-runs in bf16), and the backward pass recomputes each chunk's logits instead of keeping them:
+The LM head is applied only at completion positions, in chunks, with fp32 logits (a bf16 head
+multiplies in bf16 with fp32 accumulation and output on CUDA, never as an fp32 copy), and the
+backward pass recomputes each chunk's logits instead of keeping them:
 the (tokens × vocab) logits never exist for the whole batch at once.
 """
 
@@ -34,14 +35,12 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     def forward(
         ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        weight32 = weight.float()
-        bias32 = None if bias is None else bias.float()
         logps = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
         mean_logits = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
         lse = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
         for start in range(0, hidden.shape[0], CHUNK_TOKENS):
             rows = slice(start, start + CHUNK_TOKENS)
-            logits = _logits(hidden[rows], weight32, bias32)
+            logits = _logits(hidden[rows], weight, bias)
             lse[rows] = torch.logsumexp(logits, dim=-1)
             logps[rows] = logits.gather(1, target[rows, None]).squeeze(1) - lse[rows]
             mean_logits[rows] = logits.mean(dim=-1)
@@ -55,20 +54,18 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
         hidden, weight, bias, target, lse = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        weight32 = weight.float()
-        bias32 = None if bias is None else bias.float()
         grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight32) if need_w else None
-        grad_b = torch.zeros_like(bias32) if need_b and bias32 is not None else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b and bias is not None else None
         for start in range(0, hidden.shape[0], CHUNK_TOKENS):
             rows = slice(start, start + CHUNK_TOKENS)
             h = hidden[rows].float()
-            probs = torch.exp(_logits(hidden[rows], weight32, bias32) - lse[rows, None])
+            probs = torch.exp(_logits(hidden[rows], weight, bias) - lse[rows, None])
             # d logp[target] / d logits = onehot(target) − softmax
             grad_logits = -probs * grad_logps[rows, None]
             grad_logits.scatter_add_(1, target[rows, None], grad_logps[rows, None])
             if grad_h is not None:
-                grad_h[rows] = (grad_logits @ weight32).to(hidden.dtype)
+                grad_h[rows] = _mm32(grad_logits, weight).to(hidden.dtype)
             if grad_w is not None:
                 grad_w.addmm_(grad_logits.T, h)
             if grad_b is not None:
@@ -81,10 +78,20 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         )
 
 
-def _logits(hidden: torch.Tensor, weight32: torch.Tensor, bias32: torch.Tensor | None) -> torch.Tensor:
-    with torch.autocast(device_type=hidden.device.type, enabled=False):
-        logits = hidden.float() @ weight32.T
-        return logits if bias32 is None else logits + bias32
+def _mm32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b with an fp32 result and fp32 accumulation, without an fp32 copy of a half-precision `b`
+    where the device has a mixed-precision matmul (CUDA: bf16/fp16 operands, fp32 output)."""
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        if b.dtype == torch.float32:
+            return a.float() @ b
+        if a.device.type == "cuda":
+            return torch.mm(a.to(b.dtype), b, out_dtype=torch.float32)
+        return a.float() @ b.float()
+
+
+def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    logits = _mm32(hidden, weight.T)
+    return logits if bias is None else logits + bias.float()
 
 
 def causal_lm_of(model: nn.Module) -> nn.Module:
@@ -163,7 +170,7 @@ def packed_logps(model: nn.Module, batch: PackedBatch) -> SequenceLogps:
         attention_mask=batch.attention_bias(dtype),
     )
     token_logps, token_mean = _token_logps(
-        causal_lm, out[batch.score_rows, batch.score_sources], batch.score_targets, plain_head=plain
+        causal_lm, out[0, batch.score_sources], batch.score_targets, plain_head=plain
     )
     return _sums(2 * batch.pairs, batch.score_outputs, token_logps, token_mean)
 

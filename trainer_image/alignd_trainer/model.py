@@ -168,13 +168,7 @@ def packing_unsupported(model: nn.Module, *, pad_token_id: int) -> str | None:
         for lengths in zip(*PROBE_PAIRS, strict=True)
     )
     pairs = [TokenizedPair(i, *ids) for i, ids in enumerate(zip(prompt, chosen, rejected, strict=True))]
-    packed = pack(
-        pairs,
-        pad_token_id=pad_token_id,
-        max_length=64,
-        truncation_mode=TruncationMode.keep_start,
-        token_budget=64,
-    )
+    [packed] = pack(pairs, max_length=64, truncation_mode=TruncationMode.keep_start, token_budget=64)
     padded = collate(
         pairs, pad_token_id=pad_token_id, max_length=64, truncation_mode=TruncationMode.keep_start
     )

@@ -4,7 +4,8 @@ A pair becomes one segment `prompt | chosen | rejected`: the prompt runs once, c
 the prompt and earlier chosen tokens, rejected tokens see the prompt and earlier rejected tokens
 (never chosen), and rejected position ids continue from the end of the prompt, so every token
 sees exactly what it sees in its own padded row. Segments are packed into rows of at most a token
-budget, each attending only within itself.
+budget, each attending only within itself. A row is a micro-batch of its own (forward, loss and
+backward), so rows never wait on padding to a common width and attention costs what its row holds.
 
 Truncation is the padded path's, per sequence. When keep_end leaves the two sequences different
 prompt tails, the pair is laid out as two plain causal segments instead, so it stays exact.
@@ -93,18 +94,17 @@ def layout_pair(
 
 @dataclass(frozen=True)
 class PackedBatch:
-    """Segments packed into rows; log-probs come out as the padded `Batch`'s: chosen rows, then rejected."""
+    """Segments packed into one row; log-probs come out as the padded `Batch`'s: chosen, then rejected."""
 
     input_ids: torch.Tensor
-    """(R, L) token ids; a row shorter than L ends in filler tokens that attend only to themselves."""
+    """(1, L) token ids of one row, no padding."""
     position_ids: torch.Tensor
     segment_ids: torch.Tensor
-    """(R, L) segment (part) of each token, unique within a row; filler tokens each have their own."""
+    """(1, L) segment (part) of each token; tokens attend only within their segment."""
     branch_ids: torch.Tensor
-    score_rows: torch.Tensor
-    """(N,) for each scored token: its row, the offset of the token that predicts it, the target id and
-    the output sequence (chosen i → i, rejected i → B + i)."""
     score_sources: torch.Tensor
+    """(N,) for each scored token: the offset of the token that predicts it, the target id and the output
+    sequence (chosen of pair i → i, rejected → B + i, for the batch's B pairs)."""
     score_targets: torch.Tensor
     score_outputs: torch.Tensor
     weights: torch.Tensor
@@ -125,7 +125,6 @@ class PackedBatch:
             move(self.position_ids),
             move(self.segment_ids),
             move(self.branch_ids),
-            move(self.score_rows),
             move(self.score_sources),
             move(self.score_targets),
             move(self.score_outputs),
@@ -135,7 +134,7 @@ class PackedBatch:
         )
 
     def attention_bias(self, dtype: torch.dtype) -> torch.Tensor:
-        """(R, 1, L, L) additive mask: 0 where a query may attend to a key, the dtype's minimum elsewhere.
+        """(1, 1, L, L) additive mask: 0 where a query may attend to a key, the dtype's minimum elsewhere.
 
         Causal, within one segment, and a key on a branch other than the query's only when it is the
         shared prompt. Works for both SDPA and eager attention."""
@@ -166,49 +165,58 @@ def _bins(lengths: Sequence[int], budget: int) -> list[list[int]]:
     return rows
 
 
-def pack(
-    pairs: Sequence[TokenizedPair],
-    *,
-    pad_token_id: int,
-    max_length: int,
-    truncation_mode: TruncationMode,
-    token_budget: int,
-) -> PackedBatch:
-    segments = [
-        layout_pair(p, batch_row=i, pairs=len(pairs), max_length=max_length, truncation_mode=truncation_mode)
-        for i, p in enumerate(pairs)
-    ]
-    rows = _bins([len(s) for s in segments], token_budget)
-    width = max(sum(len(segments[i]) for i in row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
-    segment_ids = -1 - torch.arange(width, dtype=torch.long).repeat(len(rows), 1)
-    branch_ids = torch.zeros((len(rows), width), dtype=torch.long)
-    scored: list[tuple[int, int, int, int]] = []
-    for r, row in enumerate(rows):
-        offset = 0
-        for n, i in enumerate(row):
-            s, end = segments[i], offset + len(segments[i])
-            input_ids[r, offset:end] = torch.tensor(s.ids)
-            position_ids[r, offset:end] = torch.tensor(s.positions)
-            segment_ids[r, offset:end] = torch.tensor(s.parts) + 2 * n
-            branch_ids[r, offset:end] = torch.tensor(s.branches)
-            scored += [(r, offset + source, target, out) for source, target, out in s.scored]
-            offset = end
-    score = torch.tensor(scored, dtype=torch.long).reshape(-1, 4)
+def _row(segments: Sequence[Segment], pairs: Sequence[TokenizedPair]) -> PackedBatch:
+    ids: list[int] = []
+    positions: list[int] = []
+    segment_ids: list[int] = []
+    branches: list[int] = []
+    scored: list[tuple[int, int, int]] = []
+    for n, s in enumerate(segments):
+        offset = len(ids)
+        ids += s.ids
+        positions += s.positions
+        segment_ids += [2 * n + part for part in s.parts]
+        branches += s.branches
+        scored += [(offset + source, target, out) for source, target, out in s.scored]
+    score = torch.tensor(scored, dtype=torch.long).reshape(-1, 3)
     return PackedBatch(
-        input_ids,
-        position_ids,
-        segment_ids,
-        branch_ids,
+        torch.tensor([ids]),
+        torch.tensor([positions]),
+        torch.tensor([segment_ids]),
+        torch.tensor([branches]),
         score[:, 0].contiguous(),
         score[:, 1].contiguous(),
         score[:, 2].contiguous(),
-        score[:, 3].contiguous(),
         torch.tensor([p.weight for p in pairs], dtype=torch.float32),
         [p.index for p in pairs],
         sum(s.unpacked_tokens for s in segments),
     )
+
+
+def pack(
+    pairs: Sequence[TokenizedPair],
+    *,
+    max_length: int,
+    truncation_mode: TruncationMode,
+    token_budget: int,
+) -> list[PackedBatch]:
+    """The pairs as padding-free rows of at most `token_budget` tokens (a longer pair gets a row of its
+    own), each row a batch of its own pairs: run, score and backpropagate one row at a time."""
+    lengths = [
+        len(layout_pair(p, batch_row=0, pairs=1, max_length=max_length, truncation_mode=truncation_mode))
+        for p in pairs
+    ]
+    batches = []
+    for row in _bins(lengths, token_budget):
+        members = [pairs[i] for i in sorted(row)]
+        segments = [
+            layout_pair(
+                p, batch_row=n, pairs=len(members), max_length=max_length, truncation_mode=truncation_mode
+            )
+            for n, p in enumerate(members)
+        ]
+        batches.append(_row(segments, members))
+    return batches
 
 
 def token_budget(max_length: int) -> int:
