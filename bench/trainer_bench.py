@@ -70,8 +70,6 @@ MODES = ("lora", "full")
 BETA = 0.1
 SEED = 0
 
-SMOLLM2_SEQ_LEN = 256
-
 PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0)]
 """Dense bf16 tensor-core peak per GPU, by substring of the device name; first match wins."""
 
@@ -119,9 +117,9 @@ PRESETS: dict[str, Preset] = {
         layers=30,
         heads=9,
         kv_heads=3,
-        seq_len=SMOLLM2_SEQ_LEN,
+        seq_len=128,
         batch_size=4,
-        steps=3,
+        steps=2,
         warmup_steps=1,
         repeats=2,
         tie_embeddings=True,

@@ -160,9 +160,7 @@ def test_packed_logps_and_gradients_equal_the_padded_ones(
 
 def test_a_pair_is_laid_out_once_with_the_rejected_branch_after_the_prompt() -> None:
     pair = TokenizedPair(0, prompt_ids=[10, 11, 12], chosen_ids=[20, 21], rejected_ids=[30, 31])
-    segment = layout_pair(
-        pair, batch_row=0, pairs=1, max_length=64, truncation_mode=TruncationMode.keep_start
-    )
+    segment = layout_pair(pair, max_length=64, truncation_mode=TruncationMode.keep_start)
     assert segment.ids == [10, 11, 12, 20, 21, 30, 31]
     assert segment.positions == [0, 1, 2, 3, 4, 3, 4]
     # (predicting offset, target, output): the last prompt token predicts both first completion tokens.
@@ -180,7 +178,7 @@ def test_a_pair_is_laid_out_once_with_the_rejected_branch_after_the_prompt() -> 
 def test_keep_end_pairs_whose_prompt_tails_differ_are_not_shared() -> None:
     """keep_end cuts each sequence on its own: a long chosen keeps less prompt than a short rejected."""
     pair = TokenizedPair(0, prompt_ids=[10, 11, 12, 13], chosen_ids=[20, 21, 22, 23], rejected_ids=[30])
-    segment = layout_pair(pair, batch_row=0, pairs=1, max_length=6, truncation_mode=TruncationMode.keep_end)
+    segment = layout_pair(pair, max_length=6, truncation_mode=TruncationMode.keep_end)
     assert segment.ids == [12, 13, 20, 21, 22, 23, 10, 11, 12, 13, 30]
     assert segment.positions == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4]
     assert segment.parts == [0] * 6 + [1] * 5

@@ -134,7 +134,7 @@ class DPORecipe:
             params,
             lr=self.spec.learning_rate,
             weight_decay=self.hp.weight_decay,
-            fused=self.device.type == "cuda",
+            fused=True,
         )
         warmup = int(self.hp.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -25,7 +25,8 @@ SHARED, CHOSEN, REJECTED = 0, 1, 2
 
 @dataclass(frozen=True)
 class Segment:
-    """One pair laid out for packing; `scored` holds (predicting offset, target id, output row)."""
+    """One pair laid out for packing; `scored` holds (predicting offset, target id, side), side 0 for
+    a chosen token and 1 for a rejected one."""
 
     ids: list[int]
     positions: list[int]
@@ -55,10 +56,7 @@ def _score(completion_start: int, previous_of_first: int, length: int) -> list[t
     return out
 
 
-def layout_pair(
-    pair: TokenizedPair, *, batch_row: int, pairs: int, max_length: int, truncation_mode: TruncationMode
-) -> Segment:
-    """The pair's segment; its chosen log-prob goes to output `batch_row`, rejected to `pairs + batch_row`."""
+def layout_pair(pair: TokenizedPair, *, max_length: int, truncation_mode: TruncationMode) -> Segment:
     sequences = []
     for completion in (pair.chosen_ids, pair.rejected_ids):
         ids = pair.prompt_ids + completion
@@ -66,7 +64,6 @@ def layout_pair(
         sequences.append(truncate_sequence(ids, mask, max_length, truncation_mode))
     (chosen_prompt, chosen), (rejected_prompt, rejected) = (_split(*s) for s in sequences)
     unpacked = len(sequences[0][0]) + len(sequences[1][0])
-    outputs = (batch_row, pairs + batch_row)
     if chosen_prompt == rejected_prompt:
         p, c = len(chosen_prompt), len(chosen)
         ids = chosen_prompt + chosen + rejected
@@ -74,8 +71,8 @@ def layout_pair(
         branches = [SHARED] * p + [CHOSEN] * c + [REJECTED] * len(rejected)
         parts = [0] * len(ids)
         pairs_scored = [
-            (_score(p, p - 1, c), outputs[0]),
-            (_score(p + c, p - 1, len(rejected)), outputs[1]),
+            (_score(p, p - 1, c), 0),
+            (_score(p + c, p - 1, len(rejected)), 1),
         ]
     else:
         ids, positions, branches, parts, pairs_scored = [], [], [], [], []
@@ -87,8 +84,8 @@ def layout_pair(
             branches += [SHARED] * len(sequence)
             parts += [part] * len(sequence)
             first = start + len(prompt)
-            pairs_scored.append((_score(first, first - 1 if prompt else -1, len(completion)), outputs[part]))
-    scored = [(source, ids[target], out) for spans, out in pairs_scored for source, target in spans]
+            pairs_scored.append((_score(first, first - 1 if prompt else -1, len(completion)), part))
+    scored = [(source, ids[target], side) for spans, side in pairs_scored for source, target in spans]
     return Segment(ids, positions, branches, parts, scored, unpacked)
 
 
@@ -177,7 +174,7 @@ def _row(segments: Sequence[Segment], pairs: Sequence[TokenizedPair]) -> PackedB
         positions += s.positions
         segment_ids += [2 * n + part for part in s.parts]
         branches += s.branches
-        scored += [(offset + source, target, out) for source, target, out in s.scored]
+        scored += [(offset + source, target, side * len(segments) + n) for source, target, side in s.scored]
     score = torch.tensor(scored, dtype=torch.long).reshape(-1, 3)
     return PackedBatch(
         torch.tensor([ids]),
@@ -202,21 +199,9 @@ def pack(
 ) -> list[PackedBatch]:
     """The pairs as padding-free rows of at most `token_budget` tokens (a longer pair gets a row of its
     own), each row a batch of its own pairs: run, score and backpropagate one row at a time."""
-    lengths = [
-        len(layout_pair(p, batch_row=0, pairs=1, max_length=max_length, truncation_mode=truncation_mode))
-        for p in pairs
-    ]
-    batches = []
-    for row in _bins(lengths, token_budget):
-        members = [pairs[i] for i in sorted(row)]
-        segments = [
-            layout_pair(
-                p, batch_row=n, pairs=len(members), max_length=max_length, truncation_mode=truncation_mode
-            )
-            for n, p in enumerate(members)
-        ]
-        batches.append(_row(segments, members))
-    return batches
+    segments = [layout_pair(p, max_length=max_length, truncation_mode=truncation_mode) for p in pairs]
+    rows = [sorted(row) for row in _bins([len(s) for s in segments], token_budget)]
+    return [_row([segments[i] for i in row], [pairs[i] for i in row]) for row in rows]
 
 
 def token_budget(max_length: int) -> int:
