@@ -90,6 +90,8 @@ class Preset:
     steps: int
     warmup_steps: int
     repeats: int
+    tie_embeddings: bool = False
+    rope_theta: float = 10000.0
 
 
 PRESETS: dict[str, Preset] = {
@@ -106,6 +108,22 @@ PRESETS: dict[str, Preset] = {
         steps=8,
         warmup_steps=2,
         repeats=3,
+    ),
+    # SmolLM2-135M's real shape (30 layers, hidden 576, 9/3 heads, tied 49,152-row embedding), random init.
+    "smollm2-135m": Preset(
+        vocab_size=49152,
+        hidden=576,
+        intermediate=1536,
+        layers=30,
+        heads=9,
+        kv_heads=3,
+        seq_len=128,
+        batch_size=4,
+        steps=2,
+        warmup_steps=1,
+        repeats=2,
+        tie_embeddings=True,
+        rope_theta=100000.0,
     ),
     # ≈0.47B parameters (Llama-2-style multi-head attention, 24 layers).
     "0.5b": Preset(
@@ -147,7 +165,8 @@ def model_config(preset: Preset, tokenizer_size: int) -> LlamaConfig:
         num_attention_heads=preset.heads,
         num_key_value_heads=preset.kv_heads,
         max_position_embeddings=max(2048, 2 * preset.seq_len),
-        tie_word_embeddings=False,
+        tie_word_embeddings=preset.tie_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": preset.rope_theta},
         attention_dropout=0.0,
         bos_token_id=1,
         eos_token_id=2,
@@ -175,15 +194,28 @@ def _filler(costs: dict[str, int], budget: int, rng: random.Random) -> str:
         used += costs[word]
 
 
+PROMPT_SHARES: dict[str, tuple[float, float]] = {
+    "long-prompt": (0.65, 0.75),
+    "short-prompt": (0.15, 0.25),
+    "mixed": (0.05, 0.95),
+}
+"""Range of the prompt's share of a sequence, drawn per row, for each `--data` kind but `balanced`."""
+DATA_KINDS = ("balanced", *PROMPT_SHARES)
+
+
+def _filler_words(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+    words = [w for ws in CATEGORIES.values() for w in ws]
+    return {w: len(tokenizer(f" I like the {w}.", add_special_tokens=False)["input_ids"]) for w in words}
+
+
 def long_rows(tokenizer: PreTrainedTokenizerBase, n: int, seq_len: int) -> list[dict[str, str]]:
-    """`preference_rows` stretched so that each prompt+completion is 70-100% of `seq_len` tokens.
+    """`balanced`: `preference_rows` stretched so that each prompt+completion is 70-100% of `seq_len`.
 
     The prompt gets 35-50% of `seq_len` in filler before the question; chosen and rejected each get
     35-50% after their answer, drawn separately, so a batch has some padding as real data does.
     """
     rng = random.Random(SEED)
-    words = [w for ws in CATEGORIES.values() for w in ws]
-    costs = {w: len(tokenizer(f" I like the {w}.", add_special_tokens=False)["input_ids"]) for w in words}
+    costs = _filler_words(tokenizer)
 
     def filler() -> str:
         budget = int(seq_len * rng.uniform(0.35, 0.5)) - 4  # room for BOS/EOS and the one-word answer
@@ -197,6 +229,41 @@ def long_rows(tokenizer: PreTrainedTokenizerBase, n: int, seq_len: int) -> list[
         }
         for row in preference_rows(n, seed=SEED)
     ]
+
+
+def shared_prompt_rows(
+    tokenizer: PreTrainedTokenizerBase, n: int, seq_len: int, shares: tuple[float, float]
+) -> list[dict[str, str]]:
+    """Rows whose chosen and rejected sequences are each 70-100% of `seq_len` (drawn separately), the
+    prompt taking a share of them drawn from `shares`: long prompts (RAG contexts, multi-turn chats)
+    or short ones."""
+    rng = random.Random(SEED)
+    costs = _filler_words(tokenizer)
+    rows = []
+    for row in preference_rows(n, seed=SEED):
+        chosen_len, rejected_len = (int(seq_len * rng.uniform(0.7, 1.0)) for _ in range(2))
+        prompt_len = int(rng.uniform(*shares) * (chosen_len + rejected_len) / 2)
+        rows.append(
+            {
+                # Room for BOS and the question in the prompt, the answer and EOS in each completion.
+                "prompt": _filler(costs, prompt_len - 8, rng).lstrip() + " " + row["prompt"],
+                "chosen": row["chosen"] + _filler(costs, chosen_len - prompt_len - 3, rng),
+                "rejected": row["rejected"] + _filler(costs, rejected_len - prompt_len - 3, rng),
+            }
+        )
+    return rows
+
+
+def bench_rows(tokenizer: PreTrainedTokenizerBase, n: int, seq_len: int, kind: str) -> list[dict[str, str]]:
+    if kind == "balanced":
+        return long_rows(tokenizer, n, seq_len)
+    return shared_prompt_rows(tokenizer, n, seq_len, PROMPT_SHARES[kind])
+
+
+def prompt_share(tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, str]]) -> float:
+    """Prompt tokens over all tokens of the chosen and rejected sequences (the prompt counted twice)."""
+    prompt = sum(len(tokenizer(r["prompt"])["input_ids"]) for r in rows)
+    return 2 * prompt / sum(sequence_lengths(tokenizer, rows))
 
 
 def sequence_lengths(tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, str]]) -> list[int]:
@@ -224,6 +291,7 @@ class RunConfig:
     warmup_steps: int
     learning_rate: float
     precompute_ref: bool
+    packing: bool = True
 
 
 @dataclass
@@ -311,6 +379,7 @@ def run_alignd(cfg: RunConfig) -> RunResult:
             precompute_ref_log_probs=cfg.precompute_ref,
             gradient_checkpointing=False,
             max_steps=cfg.warmup_steps + cfg.steps,
+            packing=cfg.packing,
         ),
     )
     reporter = _CollectingReporter()
@@ -648,6 +717,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--lr", type=float, help="default: alignd's default for the mode")
     parser.add_argument("--precompute-ref", action="store_true", help="precompute reference log-probs")
+    parser.add_argument(
+        "--data",
+        choices=DATA_KINDS,
+        default="balanced",
+        help="prompt share of each sequence: balanced 35-50%%, long-prompt ~70%%, short-prompt ~20%%, "
+        "mixed 5-95%% (default: balanced)",
+    )
+    parser.add_argument(
+        "--no-packing", action="store_true", help="alignd with padded batches (packing: false)"
+    )
     parser.add_argument("--repeats", type=int, help="runs per (impl, mode), interleaved (default: preset's)")
     parser.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: known GPUs)")
     parser.add_argument("--out-json", type=Path, help="write the machine, config, runs and table here")
@@ -679,13 +758,15 @@ def main(argv: list[str] | None = None) -> None:
         model_dir = work / "model"
         params = build_model_dir(preset, model_dir, dtype)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        rows = long_rows(tokenizer, batch_size * (warmup + steps), seq_len)
+        rows = bench_rows(tokenizer, batch_size * (warmup + steps), seq_len, args.data)
         data = write_jsonl(work / "train.jsonl", rows)
         lengths = sequence_lengths(tokenizer, rows)
         print(
             f"model: {args.preset} {_count(params['total'])} params ({_count(params['matmul'])} without the "
             f"input embedding), {dtype}; data: {len(rows)} pairs, tokens/sequence mean "
-            f"{statistics.mean(lengths):.0f} min {min(lengths)} max {max(lengths)} (max_length {seq_len})",
+            f"{statistics.mean(lengths):.0f} min {min(lengths)} max {max(lengths)} (max_length {seq_len}), "
+            f"{args.data}: prompt {100 * prompt_share(tokenizer, rows):.0f}% of tokens; "
+            f"alignd packing {'off' if args.no_packing else 'on'}",
             flush=True,
         )
         runs: list[RunResult] = []
@@ -704,6 +785,7 @@ def main(argv: list[str] | None = None) -> None:
                         warmup_steps=warmup,
                         learning_rate=args.lr or DEFAULT_LEARNING_RATE[TrainingType(mode)],
                         precompute_ref=args.precompute_ref,
+                        packing=not args.no_packing,
                     )
                     started = time.monotonic()
                     result = run_worker(cfg, len(runs))
@@ -732,6 +814,8 @@ def main(argv: list[str] | None = None) -> None:
             "steps": steps,
             "warmup_steps": warmup,
             "precompute_ref": args.precompute_ref,
+            "data": args.data,
+            "packing": not args.no_packing,
             "beta": BETA,
             "sequence_tokens_mean": statistics.mean(lengths),
         }

@@ -155,6 +155,11 @@ class Batch:
     def pairs(self) -> int:
         return len(self.indices)
 
+    @property
+    def num_tokens(self) -> int:
+        """Non-pad tokens of the chosen and rejected rows (the prompt counted in both)."""
+        return int(self.attention_mask.sum())
+
     def to(self, device: torch.device) -> "Batch":
         return Batch(
             self.input_ids.to(device, non_blocking=True),
@@ -165,7 +170,7 @@ class Batch:
         )
 
 
-def _truncate(
+def truncate_sequence(
     ids: list[int], mask: list[int], max_length: int, mode: TruncationMode
 ) -> tuple[list[int], list[int]]:
     if len(ids) <= max_length:
@@ -184,7 +189,7 @@ def collate(
             completion: list[int] = getattr(pair, side)
             ids = pair.prompt_ids + completion
             mask = [0] * len(pair.prompt_ids) + [1] * len(completion)
-            sequences.append(_truncate(ids, mask, max_length, truncation_mode))
+            sequences.append(truncate_sequence(ids, mask, max_length, truncation_mode))
     width = max(len(ids) for ids, _ in sequences)
     input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
     attention = torch.zeros((len(sequences), width), dtype=torch.long)

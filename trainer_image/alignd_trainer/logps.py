@@ -1,7 +1,8 @@
 """Per-sequence log-probabilities: log π(y|x) = Σ over completion tokens of log p(token | prefix).
 
-The LM head is applied only at completion positions, in chunks, in fp32 (even when the model
-runs in bf16), and the backward pass recomputes each chunk's logits instead of keeping them:
+The LM head is applied only at completion positions, in chunks, with fp32 logits (a bf16 head
+multiplies in bf16 with fp32 accumulation and output on CUDA, never as an fp32 copy), and the
+backward pass recomputes each chunk's logits instead of keeping them:
 the (tokens × vocab) logits never exist for the whole batch at once.
 """
 
@@ -10,6 +11,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from alignd_trainer.data import Batch
+from alignd_trainer.packing import PackedBatch
 
 CHUNK_TOKENS = 1024
 
@@ -31,14 +35,12 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     def forward(
         ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        weight32 = weight.float()
-        bias32 = None if bias is None else bias.float()
         logps = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
         mean_logits = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
         lse = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
         for start in range(0, hidden.shape[0], CHUNK_TOKENS):
             rows = slice(start, start + CHUNK_TOKENS)
-            logits = _logits(hidden[rows], weight32, bias32)
+            logits = _logits(hidden[rows], weight, bias)
             lse[rows] = torch.logsumexp(logits, dim=-1)
             logps[rows] = logits.gather(1, target[rows, None]).squeeze(1) - lse[rows]
             mean_logits[rows] = logits.mean(dim=-1)
@@ -52,20 +54,18 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
         hidden, weight, bias, target, lse = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        weight32 = weight.float()
-        bias32 = None if bias is None else bias.float()
         grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight32) if need_w else None
-        grad_b = torch.zeros_like(bias32) if need_b and bias32 is not None else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b and bias is not None else None
         for start in range(0, hidden.shape[0], CHUNK_TOKENS):
             rows = slice(start, start + CHUNK_TOKENS)
             h = hidden[rows].float()
-            probs = torch.exp(_logits(hidden[rows], weight32, bias32) - lse[rows, None])
+            probs = torch.exp(_logits(hidden[rows], weight, bias) - lse[rows, None])
             # d logp[target] / d logits = onehot(target) − softmax
             grad_logits = -probs * grad_logps[rows, None]
             grad_logits.scatter_add_(1, target[rows, None], grad_logps[rows, None])
             if grad_h is not None:
-                grad_h[rows] = (grad_logits @ weight32).to(hidden.dtype)
+                grad_h[rows] = _mm32(grad_logits, weight).to(hidden.dtype)
             if grad_w is not None:
                 grad_w.addmm_(grad_logits.T, h)
             if grad_b is not None:
@@ -78,10 +78,20 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         )
 
 
-def _logits(hidden: torch.Tensor, weight32: torch.Tensor, bias32: torch.Tensor | None) -> torch.Tensor:
-    with torch.autocast(device_type=hidden.device.type, enabled=False):
-        logits = hidden.float() @ weight32.T
-        return logits if bias32 is None else logits + bias32
+def _mm32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b with an fp32 result and fp32 accumulation, without an fp32 copy of a half-precision `b`
+    where the device has a mixed-precision matmul (CUDA: bf16/fp16 operands, fp32 output)."""
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        if b.dtype == torch.float32:
+            return a.float() @ b
+        if a.device.type == "cuda":
+            return torch.mm(a.to(b.dtype), b, out_dtype=torch.float32)
+        return a.float() @ b.float()
+
+
+def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    logits = _mm32(hidden, weight.T)
+    return logits if bias is None else logits + bias.float()
 
 
 def causal_lm_of(model: nn.Module) -> nn.Module:
@@ -99,35 +109,76 @@ def _plain_linear_head(causal_lm: nn.Module) -> bool:
     return isinstance(causal_lm.get_output_embeddings(), nn.Linear)  # type: ignore[operator]
 
 
+def _token_logps(
+    causal_lm: nn.Module, hidden_or_logits: torch.Tensor, target: torch.Tensor, *, plain_head: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per scored token: log p(target) and the mean logit, from hidden states (plain head) or logits."""
+    if plain_head:
+        head = causal_lm.get_output_embeddings()  # type: ignore[operator]
+        logps, mean = _ChunkedTokenLogps.apply(hidden_or_logits, head.weight, head.bias, target)
+        return logps, mean
+    selected = hidden_or_logits.float()
+    return selected.log_softmax(-1).gather(1, target[:, None]).squeeze(1), selected.detach().mean(-1)
+
+
+def _run(causal_lm: nn.Module, plain_head: bool, **inputs: torch.Tensor) -> torch.Tensor:
+    """Last hidden states when the head is applied here, else the model's logits."""
+    if plain_head:
+        backbone = getattr(causal_lm, str(causal_lm.base_model_prefix))
+        return backbone(**inputs, use_cache=False).last_hidden_state
+    return causal_lm(**inputs, use_cache=False).logits
+
+
+def _sums(
+    n: int, outputs: torch.Tensor, token_logps: torch.Tensor, token_mean: torch.Tensor
+) -> SequenceLogps:
+    zeros = torch.zeros(n, dtype=torch.float32, device=outputs.device)
+    return SequenceLogps(
+        logps=zeros.index_add(0, outputs, token_logps),
+        tokens=torch.zeros(n, dtype=torch.long, device=outputs.device).index_add(
+            0, outputs, torch.ones_like(outputs)
+        ),
+        logits_sum=zeros.index_add(0, outputs, token_mean.detach()),
+    )
+
+
 def sequence_logps(
     model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
 ) -> SequenceLogps:
+    """Padded rows: row i's log-prob sums the completion tokens of row i."""
     causal_lm = causal_lm_of(model)
-    labels = input_ids[:, 1:]
+    plain = _plain_linear_head(causal_lm)
     mask = completion_mask[:, 1:].bool()
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(mask)[mask]
-    target = labels[mask]
-    if _plain_linear_head(causal_lm):
-        backbone = getattr(causal_lm, str(causal_lm.base_model_prefix))
-        hidden = backbone(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-        ).last_hidden_state
-        head = causal_lm.get_output_embeddings()  # type: ignore[operator]
-        token_logps, token_mean = _ChunkedTokenLogps.apply(
-            hidden[:, :-1][mask], head.weight, head.bias, target
-        )
-    else:
-        logits = causal_lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        selected = logits[:, :-1][mask].float()
-        token_logps = selected.log_softmax(-1).gather(1, target[:, None]).squeeze(1)
-        token_mean = selected.detach().mean(-1)
-    n = input_ids.shape[0]
-    zeros = torch.zeros(n, dtype=torch.float32, device=input_ids.device)
-    return SequenceLogps(
-        logps=zeros.index_add(0, rows, token_logps),
-        tokens=mask.sum(dim=1),
-        logits_sum=zeros.index_add(0, rows, token_mean.detach()),
+    out = _run(causal_lm, plain, input_ids=input_ids, attention_mask=attention_mask)
+    token_logps, token_mean = _token_logps(
+        causal_lm, out[:, :-1][mask], input_ids[:, 1:][mask], plain_head=plain
     )
+    return _sums(input_ids.shape[0], rows, token_logps, token_mean)
+
+
+def packed_logps(model: nn.Module, batch: PackedBatch) -> SequenceLogps:
+    """Prompt-shared, packed rows: the padded batch's per-sequence log-probs, chosen then rejected."""
+    causal_lm = causal_lm_of(model)
+    plain = _plain_linear_head(causal_lm)
+    dtype = causal_lm.get_input_embeddings().weight.dtype  # type: ignore[operator]
+    out = _run(
+        causal_lm,
+        plain,
+        input_ids=batch.input_ids,
+        position_ids=batch.position_ids,
+        attention_mask=batch.attention_bias(dtype),
+    )
+    token_logps, token_mean = _token_logps(
+        causal_lm, out[0, batch.score_sources], batch.score_targets, plain_head=plain
+    )
+    return _sums(2 * batch.pairs, batch.score_outputs, token_logps, token_mean)
+
+
+def batch_logps(model: nn.Module, batch: Batch | PackedBatch) -> SequenceLogps:
+    if isinstance(batch, PackedBatch):
+        return packed_logps(model, batch)
+    return sequence_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
 
 
 class SequenceScorer(nn.Module):
@@ -137,8 +188,6 @@ class SequenceScorer(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = sequence_logps(self.model, input_ids, attention_mask, completion_mask)
+    def forward(self, batch: Batch | PackedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = batch_logps(self.model, batch)
         return out.logps, out.tokens, out.logits_sum

@@ -44,8 +44,10 @@ from alignd_trainer.model import (
     FrozenCopyReference,
     Reference,
     build_policy,
+    packing_unsupported,
     resolve_device,
 )
+from alignd_trainer.packing import PackedBatch, pack, token_budget
 from alignd_trainer.report import Reporter
 
 RefCache = dict[tuple[str, int], tuple[float, float]]
@@ -115,6 +117,7 @@ class DPORecipe:
             data={"spec": self.spec.model_dump(mode="json"), "world_size": self.dist.world_size},
         )
         self.model, self.tokenizer, self.dtype = build_policy(self.spec, self.device)
+        self.packing = self.hp.packing and self._packing_works()
         self.train_data = self._load_data(self.spec.training_file, "training")
         self.val_data = (
             self._load_data(self.spec.validation_file, "validation") if self.spec.validation_file else None
@@ -131,7 +134,7 @@ class DPORecipe:
             params,
             lr=self.spec.learning_rate,
             weight_decay=self.hp.weight_decay,
-            fused=self.device.type == "cuda",
+            fused=True,
         )
         warmup = int(self.hp.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -140,6 +143,17 @@ class DPORecipe:
         scorer = SequenceScorer(self.model)
         self.scorer: nn.Module = DistributedDataParallel(scorer) if self.dist.enabled else scorer
         self._resume()
+
+    def _packing_works(self) -> bool:
+        reason = packing_unsupported(self.model, pad_token_id=self.tokenizer.pad_token_id)
+        if reason is not None:
+            self._event(
+                "warning",
+                f"packing is off, batches are padded: {reason}",
+                level=EventLevel.warn,
+                data={"packing": False, "reason": reason},
+            )
+        return reason is None
 
     @property
     def _precompute(self) -> bool:
@@ -203,11 +217,12 @@ class DPORecipe:
         for split, data in splits:
             mine = data.pairs[self.dist.rank :: self.dist.world_size]
             for chunk in in_chunks(mine, self._micro_size):
-                with self._autocast():
-                    ref = self.reference.logps(self._collate(chunk))
-                chosen, rejected = ref.logps.chunk(2)
-                for pair, c, r in zip(chunk, chosen.tolist(), rejected.tolist(), strict=True):
-                    cache[(split, pair.index)] = (c, r)
+                for batch in self._collate(chunk):
+                    with self._autocast():
+                        ref = self.reference.logps(batch)
+                    chosen, rejected = ref.logps.chunk(2)
+                    for index, c, r in zip(batch.indices, chosen.tolist(), rejected.tolist(), strict=True):
+                        cache[(split, index)] = (c, r)
         for part in gather_objects(cache, self.dist):
             cache.update(part)  # type: ignore[call-overload]
         if isinstance(self.reference, FrozenCopyReference):
@@ -256,10 +271,12 @@ class DPORecipe:
             )
             global_pairs = len(self._global_batch(self.step))
             for i, indices in enumerate(micro):
-                sync = i == len(micro) - 1
-                with self._no_sync(not sync):
-                    loss = self._micro_step(indices, global_pairs, sums)
-                    loss.backward()
+                batches = self._collate([self.train_data.pairs[j] for j in indices])
+                for k, batch in enumerate(batches):
+                    sync = i == len(micro) - 1 and k == len(batches) - 1
+                    with self._no_sync(not sync):
+                        loss = self._micro_step(batch, global_pairs, sums)
+                        loss.backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.hp.max_grad_norm))
             lr = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
@@ -288,14 +305,23 @@ class DPORecipe:
             return self.scorer.no_sync()
         return contextlib.nullcontext()
 
-    def _collate(self, pairs: Sequence[TokenizedPair]) -> Batch:
+    def _collate(self, pairs: Sequence[TokenizedPair]) -> list[Batch | PackedBatch]:
+        """Padded: one batch. Packed: one batch per row of at most the token budget, each run on its own."""
+        if self.packing:
+            rows = pack(
+                pairs,
+                max_length=self.hp.max_length,
+                truncation_mode=self.hp.truncation_mode,
+                token_budget=token_budget(self.hp.max_length),
+            )
+            return [row.to(self.device) for row in rows]
         batch = collate(
             pairs,
             pad_token_id=self.tokenizer.pad_token_id,
             max_length=self.hp.max_length,
             truncation_mode=self.hp.truncation_mode,
         )
-        return batch.to(self.device)
+        return [batch.to(self.device)]
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.device.type == "cuda" and self.dtype == torch.bfloat16:
@@ -303,13 +329,13 @@ class DPORecipe:
         return contextlib.nullcontext()
 
     def _pair_logps(
-        self, batch: Batch, pairs: Sequence[TokenizedPair], split: str, scorer: nn.Module
+        self, batch: Batch | PackedBatch, split: str, scorer: nn.Module
     ) -> tuple[PairLogps, SequenceLogps]:
         with self._autocast():
-            logps, tokens, logits_sum = scorer(batch.input_ids, batch.attention_mask, batch.completion_mask)
+            logps, tokens, logits_sum = scorer(batch)
             policy = SequenceLogps(logps, tokens, logits_sum)
             if self.ref_cache is not None:
-                cached = [self.ref_cache[(split, p.index)] for p in pairs]
+                cached = [self.ref_cache[(split, index)] for index in batch.indices]
                 ref = torch.tensor([c for c, _ in cached] + [r for _, r in cached], device=self.device)
             else:
                 ref = self.reference.logps(batch).logps
@@ -319,10 +345,9 @@ class DPORecipe:
         return PairLogps(chosen, rejected, ref_chosen, ref_rejected, chosen_tokens, rejected_tokens), policy
 
     def _forward(
-        self, pairs: Sequence[TokenizedPair], split: str, scorer: nn.Module, sums: MetricSums
-    ) -> tuple[LossOutput, Batch]:
-        batch = self._collate(pairs)
-        x, policy = self._pair_logps(batch, pairs, split, scorer)
+        self, batch: Batch | PackedBatch, split: str, scorer: nn.Module, sums: MetricSums
+    ) -> LossOutput:
+        x, policy = self._pair_logps(batch, split, scorer)
         out = preference_loss(
             x,
             loss_types=self.hp.loss_type,
@@ -330,12 +355,11 @@ class DPORecipe:
             beta=self.hp.beta,
             label_smoothing=self.hp.label_smoothing,
         )
-        sums.add(out, policy, batch.weights, int(batch.attention_mask.sum()))
-        return out, batch
+        sums.add(out, policy, batch.weights, batch.num_tokens)
+        return out
 
-    def _micro_step(self, indices: list[int], global_pairs: int, sums: MetricSums) -> torch.Tensor:
-        pairs = [self.train_data.pairs[i] for i in indices]
-        out, batch = self._forward(pairs, "train", self.scorer, sums)
+    def _micro_step(self, batch: Batch | PackedBatch, global_pairs: int, sums: MetricSums) -> torch.Tensor:
+        out = self._forward(batch, "train", self.scorer, sums)
         # DDP averages gradients over ranks; scaling by world makes the result the mean over the global batch.
         return (out.losses * batch.weights).sum() * self.dist.world_size / global_pairs
 
@@ -364,7 +388,8 @@ class DPORecipe:
         mine = self.val_data.pairs[self.dist.rank :: self.dist.world_size]
         inner = self.scorer.module if isinstance(self.scorer, DistributedDataParallel) else self.scorer
         for chunk in in_chunks(mine, self._micro_size):
-            self._forward(chunk, "eval", inner, sums)
+            for batch in self._collate(chunk):
+                self._forward(batch, "eval", inner, sums)
         all_reduce_sum(sums.tensor, self.dist)
         self.model.train(was_training)
         values = sums.averages(prefix="eval_")

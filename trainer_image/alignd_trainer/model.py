@@ -10,10 +10,11 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignd.contract import JobSpec, LoraSpec, Precision
-from alignd_trainer.data import Batch
+from alignd.contract import JobSpec, LoraSpec, Precision, TruncationMode
+from alignd_trainer.data import Batch, TokenizedPair, collate
 from alignd_trainer.errors import BadInputError
-from alignd_trainer.logps import SequenceLogps, sequence_logps
+from alignd_trainer.logps import SequenceLogps, batch_logps, causal_lm_of, packed_logps, sequence_logps
+from alignd_trainer.packing import PackedBatch, pack
 
 
 def resolve_device(local_rank: int = 0) -> torch.device:
@@ -98,7 +99,7 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
 class Reference(Protocol):
     """Reference log-probs for a batch; never builds a graph."""
 
-    def logps(self, batch: Batch) -> SequenceLogps: ...
+    def logps(self, batch: Batch | PackedBatch) -> SequenceLogps: ...
 
 
 class AdapterDisabledReference:
@@ -108,9 +109,9 @@ class AdapterDisabledReference:
         self.model = model
 
     @torch.no_grad()
-    def logps(self, batch: Batch) -> SequenceLogps:
+    def logps(self, batch: Batch | PackedBatch) -> SequenceLogps:
         with self.model.disable_adapter():
-            return sequence_logps(self.model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+            return batch_logps(self.model, batch)
 
 
 class FrozenCopyReference:
@@ -120,8 +121,8 @@ class FrozenCopyReference:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def logps(self, batch: Batch) -> SequenceLogps:
-        return sequence_logps(self.model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+    def logps(self, batch: Batch | PackedBatch) -> SequenceLogps:
+        return batch_logps(self.model, batch)
 
 
 def build_policy(spec: JobSpec, device: torch.device) -> tuple[nn.Module, Any, torch.dtype]:
@@ -145,3 +146,51 @@ def load_scoring_model(path: str, *, device: torch.device, dtype: torch.dtype) -
         model = PeftModel.from_pretrained(load_causal_lm(base, dtype=dtype, device=device), path)
         return model.eval(), base
     return load_causal_lm(path, dtype=dtype, device=device).eval(), path
+
+
+PROBE_PAIRS = ((5, 3, 4), (2, 4, 1))
+"""(prompt, chosen, rejected) lengths of the probe: unequal, so a mask that is not applied shows."""
+
+
+@torch.no_grad()
+def packing_unsupported(model: nn.Module, *, pad_token_id: int) -> str | None:
+    """Why packed batches would not give this model the padded batches' log-probs, or None if they do.
+
+    A probe, not a list of names: two random pairs are scored packed and padded, and must agree.
+    Attention that ignores a custom 4D mask (some kernels only know causal or padding masks) fails it."""
+    causal_lm = causal_lm_of(model)
+    implementation = getattr(causal_lm.config, "_attn_implementation", None)
+    embeddings = causal_lm.get_input_embeddings()  # type: ignore[operator]
+    device, dtype = embeddings.weight.device, embeddings.weight.dtype
+    generator = torch.Generator().manual_seed(0)
+    prompt, chosen, rejected = (
+        [torch.randint(3, embeddings.num_embeddings, (n,), generator=generator).tolist() for n in lengths]
+        for lengths in zip(*PROBE_PAIRS, strict=True)
+    )
+    pairs = [TokenizedPair(i, *ids) for i, ids in enumerate(zip(prompt, chosen, rejected, strict=True))]
+    [packed] = pack(pairs, max_length=64, truncation_mode=TruncationMode.keep_start, token_budget=64)
+    padded = collate(
+        pairs, pad_token_id=pad_token_id, max_length=64, truncation_mode=TruncationMode.keep_start
+    )
+    was_training = model.training
+    model.eval()
+    try:
+        got = packed_logps(model, packed.to(device)).logps
+        want = sequence_logps(
+            model, *(t.to(device) for t in (padded.input_ids, padded.attention_mask, padded.completion_mask))
+        ).logps
+    except Exception as exc:
+        return (
+            f"attention implementation {implementation!r} cannot take a packed batch "
+            f"({type(exc).__name__}: {exc})"
+        )
+    finally:
+        model.train(was_training)
+    tolerance = 1e-4 if dtype == torch.float32 else 5e-2
+    error = (got - want).abs().max().item() / max(1.0, want.abs().max().item())
+    if not error <= tolerance:
+        return (
+            f"attention implementation {implementation!r} does not apply a custom 4D attention mask "
+            f"(packed log-probs differ from padded by {error:.2e} relative)"
+        )
+    return None

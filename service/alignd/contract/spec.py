@@ -85,6 +85,10 @@ class Hyperparameters(_Strict):
     precompute_ref_log_probs: bool = Field(False, description="One reference pass before training.")
     gradient_checkpointing: bool = False
     max_steps: int | None = Field(None, ge=1, description="Stop after N optimizer steps (caps n_epochs).")
+    packing: bool = Field(
+        True,
+        description="Run each pair's prompt once and pack pairs without padding; false pads every sequence.",
+    )
 
     @field_validator("loss_type", mode="before")
     @classmethod
