@@ -97,9 +97,12 @@ def test_pause_then_resume_a_running_job(
         file_id = api.post(
             "/v1/files", files={"file": ("t.jsonl", body)}, data={"purpose": "fine-tune"}
         ).json()["id"]
+        # 100 epochs: minutes of training, so the run is still going when the pause arrives however late
+        # the first metrics reach the server.
+        hyperparameters = {"batch_size": 4, "n_epochs": 100, "max_steps": 100000}
         job_id = api.post("/v1/fine_tuning/jobs", json={
             "model": "tiny", "training_file": file_id,
-            "method": {"type": "dpo", "dpo": {"hyperparameters": {"batch_size": 4, "max_steps": 100000}}},
+            "method": {"type": "dpo", "dpo": {"hyperparameters": hyperparameters}},
             "alignd": {"resources": {"gpus": 0}},
         }).json()["id"]  # fmt: skip
         _wait(
