@@ -68,7 +68,7 @@ def create_key_file(path: Path, key: str) -> None:
     """Write the key to a 0600 temp file, then hard-link it into place: the link fails if another
     process got there first, so the key is never half-written nor replaced once in use."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".encryption-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-")
     try:
         os.fchmod(fd, 0o600)
         os.write(fd, key.encode())

@@ -1,15 +1,12 @@
 """Object storage: the ObjectStore interface, its local and S3 backends, and the one function that
 builds the configured store from Settings."""
 
-import contextlib
-import os
 import secrets
-import tempfile
-from pathlib import Path
 
 from minio.credentials import ChainedProvider, EnvAWSProvider, IamAwsProvider
 
 from alignd.config import Settings
+from alignd.secretbox import create_key_file
 from alignd.storage.base import InvalidKey, ObjectStore, validate_key, validate_prefix
 from alignd.storage.local import LocalStore
 from alignd.storage.s3 import S3Store, default_http_client
@@ -49,24 +46,8 @@ def signing_secret(settings: Settings) -> bytes:
         return settings.signing_key.get_secret_value().encode()
     path = settings.resolved_data_dir() / SIGNING_KEY_FILE
     if not path.exists():
-        _create_secret_file(path, secrets.token_hex(32))
+        create_key_file(path, secrets.token_hex(32))
     return path.read_bytes().strip()
-
-
-def _create_secret_file(path: Path, secret: str) -> None:
-    """Write the key to a 0600 temp file, then hard-link it into place: the link fails if another
-    process got there first, so the key is never half-written nor replaced once in use."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".signing-")
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, secret.encode())
-        os.fsync(fd)
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        os.close(fd)
-        os.unlink(tmp)
 
 
 def _s3_store(settings: Settings) -> S3Store:
