@@ -111,7 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     # Outermost last. The fast path answers inside the limits (so it never sees unstorable ids or a
     # blocked address); RequestMetrics counts every answer, the limits' refusals too.
-    app.add_middleware(JobStatusFastPath)
+    if resolved.status_fast_path:
+        app.add_middleware(JobStatusFastPath)
     app.add_middleware(RequestLimits, max_json_body_bytes=resolved.max_json_body_bytes)
     app.add_middleware(
         FailedAuthGuard,

@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         description="How long a server process remembers a live API key; a revoked key keeps working "
         "this long in other processes and replicas (at once in the one that revoked it). 0: no cache.",
     )
+    status_fast_path: bool = Field(
+        True,
+        description="Answer job-status polls from cached keys in ASGI middleware (alignd.api.fast_path); "
+        "false sends them through the route, which bench/api_bench.py --no-fast-path compares against.",
+    )
 
     launcher: str = Field(
         "local",

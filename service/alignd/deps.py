@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from alignd import auth
 from alignd.config import Settings
@@ -75,15 +76,37 @@ StoreDep = Annotated[ObjectStore, Depends(get_store)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def bearer_credentials(authorization: str | None) -> str | None:
+    """The credentials of an `Authorization` header value: scheme `bearer` in any case, the rest stripped;
+    None for a missing or malformed header. The one parser of bearer credentials: the API-key and
+    job-token dependencies below and the job-status fast path (`alignd.api.fast_path`) read them here,
+    so the fast path cannot accept a header the route would refuse."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    credentials = credentials.strip()
+    return credentials if scheme.lower() == "bearer" and credentials else None
+
+
+class _Bearer(HTTPBearer):
+    """HTTPBearer as the OpenAPI spec shows it, reading the header with `bearer_credentials`. None for a
+    missing or malformed header, which the dependency answers with our 401 envelope, not FastAPI's."""
+
+    async def __call__(self, request: HTTPConnection) -> HTTPAuthorizationCredentials | None:
+        credentials = bearer_credentials(request.headers.get("Authorization"))
+        return (
+            None
+            if credentials is None
+            else HTTPAuthorizationCredentials(scheme="Bearer", credentials=credentials)
+        )
+
+
 # Both are `Authorization: Bearer ...`; two schemes so the OpenAPI spec says which credential each
-# endpoint takes. auto_error=False: a missing or malformed header gets our 401 envelope, not FastAPI's.
-_api_key_scheme = HTTPBearer(
+# endpoint takes.
+_api_key_scheme = _Bearer(
     scheme_name="ApiKey",
-    auto_error=False,
     description="A project API key, or the admin key for admin routes.",
 )
-_job_token_scheme = HTTPBearer(
-    scheme_name="JobToken", auto_error=False, description="The job token a trainer run was started with."
+_job_token_scheme = _Bearer(
+    scheme_name="JobToken", description="The job token a trainer run was started with."
 )
 
 
