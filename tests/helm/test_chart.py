@@ -420,7 +420,8 @@ def test_api_pod_matches_the_api_image(helm: list[str]) -> None:
     [port] = container["ports"]
 
     assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
-    assert re.search(r"pip install '\.\[server(,integrations)?\]'", dockerfile)
+    assert re.search(r"pip install -r requirements/server-image\.lock$", dockerfile, re.M)
+    assert re.search(r"pip install --no-deps '\.\[server(,integrations)?\]'", dockerfile)
     assert "torch" not in dockerfile.lower().replace("pytorch", "")
     [user] = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.M)
     context = pod["securityContext"]
