@@ -11,7 +11,7 @@ from alignd.app import create_app
 from alignd.config import Settings
 from alignd.deps import get_settings
 from alignd.jobs import service
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key, register_model, upload_rows
+from tests.api.helpers import ADMIN_KEY, bearer, new_project_key, register_model, upload_rows
 
 
 @pytest.fixture
