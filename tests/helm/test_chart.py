@@ -25,6 +25,7 @@ from alignd.launchers.k8s_manifests import CACHE_DIR, QUEUE_LABEL, build, select
 from alignd.launchers.registry import launcher_class
 from alignd.secretbox import generate_key
 from tests.helm.helm_binary import helm_binary
+from tests.k8s.helpers import LAUNCHER_RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "alignd"
@@ -34,15 +35,6 @@ GPU_CLUSTER = CHART / "examples" / "gpu-cluster.yaml"
 RELEASE, NAMESPACE = "alignd", "ml-platform"
 KUBERNETES_VERSIONS = ("1.31.0", "1.35.0")
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
-
-LAUNCHER_RULES = {("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete")} | {
-    *(("", "pods", verb) for verb in ("get", "list", "watch")),
-    ("", "pods/log", "get"),
-    *(("", "events", verb) for verb in ("list", "watch")),
-    *(("", "secrets", verb) for verb in ("create", "delete", "get")),
-    *(("", "services", verb) for verb in ("create", "delete", "get")),
-}
-"""(apiGroup, resource, verb) the Kubernetes launcher needs: exactly what the Role may grant."""
 
 
 @pytest.fixture(scope="session")
