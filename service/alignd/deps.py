@@ -1,10 +1,10 @@
 """Request dependencies as Annotated aliases, so routers stay thin and tests override one place.
 
 The dependencies are `async def` unless they do I/O: FastAPI runs every plain `def` dependency in the
-thread pool, and a hop there and back costs more than the whole of a job-status read (the GIL handoff
-to a worker thread, under load, can wait the interpreter's 5 ms switch interval). With the caller
-cache, authentication hops only on a miss; a plain `def` route then costs three hops (the route, its
-response validation, closing its session) and the `async` job-status route one.
+thread pool, and a hop there and back is dearer than the rest of a job-status read (under load the GIL
+handoff to a worker thread can wait the interpreter's switch interval, 5 ms by default). With the
+caller cache, authentication hops only on a miss; a plain `def` route then costs three hops (the
+route, its response validation, closing its session) and the `async` job-status route one.
 """
 
 from collections.abc import AsyncIterator
