@@ -1,3 +1,8 @@
+"""The fine-tuning job routes: OpenAI's `/v1/fine_tuning/jobs` (create, list, retrieve, cancel, events,
+checkpoints) and alignd's pause, resume, metrics and artifacts. Thin: each route parses, asks a function
+of `alignd.jobs`, and answers through `alignd.jobs.wire`. `GET /{job_id}` is also answered, for keys in
+the caller cache, by `alignd.api.fast_path`, with this route's parser, read and serializer."""
+
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
