@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 # Two pytest-xdist workers (the CI box has 2 cores); `make test PYTEST_ARGS="-n 0"` runs serially.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: test demo lint typecheck install lock clean
+.PHONY: test demo lint typecheck install clean
 
 # Installs come from the lock files in requirements/ (pinned, so nothing is resolved here): torch first,
 # then the lock, then alignd itself without dependencies. `make lock` refreshes the locks after a change
@@ -47,6 +47,8 @@ test: lint typecheck
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/alignd demo
 
+# Rewrites requirements/*.lock after a change to pyproject.toml's dependencies.
+.PHONY: lock
 lock:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q uv==$(UV_VERSION)
