@@ -34,6 +34,13 @@ $(VENV)/.demo-installed: pyproject.toml requirements/demo.lock
 
 install: $(VENV)/.installed
 
+# Rewrites requirements/*.lock after a change to pyproject.toml's dependencies.
+.PHONY: lock
+lock:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q uv==$(UV_VERSION)
+	UV=$(VENV)/bin/uv PYTHON=$(PY) requirements/lock.sh
+
 lint: install
 	$(VENV)/bin/ruff check service trainer_image tests bench
 	$(VENV)/bin/ruff format --check service trainer_image tests bench
@@ -46,13 +53,6 @@ test: lint typecheck
 
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/alignd demo
-
-# Rewrites requirements/*.lock after a change to pyproject.toml's dependencies.
-.PHONY: lock
-lock:
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q uv==$(UV_VERSION)
-	UV=$(VENV)/bin/uv PYTHON=$(PY) requirements/lock.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
