@@ -39,7 +39,7 @@ install: $(VENV)/.installed
 lock:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q uv==$(UV_VERSION)
-	UV=$(VENV)/bin/uv PYTHON=$(PY) requirements/lock.sh
+	UV=$(VENV)/bin/uv PYTHON=$(PY) requirements/lock.sh $(LOCK_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check service trainer_image tests bench

@@ -6,18 +6,22 @@
 #   server-image.lock  .[server,integrations]              Dockerfile (the API server image)
 #   trainer-image.lock .[trainer], torch left out          trainer_image/Dockerfile
 #
-# None of them pins torch. dev.lock and demo.lock are resolved for Python 3.11 on Linux x86_64 with the
-# CPU wheel torch==2.13.0+cpu, so they pin torch's own dependencies as that wheel needs them and nothing
-# of CUDA's; the Makefile installs torch==2.13.0 first, then the lock. The image locks are universal
+# None of them pins torch. dev.lock and demo.lock are resolved for Python 3.11 on the machine that runs
+# this (Linux x86_64, the developers' and CI's kind), picking the wheels pip picks there, with the CPU
+# wheel torch==2.13.0+cpu, so they pin torch's own dependencies as that wheel needs them and nothing of
+# CUDA's; the Makefile installs torch==2.13.0 first, then the lock. The image locks are universal
 # (any Python >= 3.11, amd64 and arm64): the server image has no torch, and the trainer image keeps the
 # CUDA torch of its base image, so torch is dropped from that resolution altogether.
 #
 # uv resolves against the indexes pip is configured with (`pip config`, PIP_FIND_LINKS), so a lock pins
-# what `pip install` would find on this machine; set UV_* variables to add more.
+# what `pip install` would find on this machine; set UV_* variables to add more. A lock's current pins
+# are kept where they still fit; `make lock LOCK_ARGS=--upgrade` (arguments go to `uv pip compile`)
+# moves everything to the newest versions that do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV=${UV:-uv}
 PYTHON=${PYTHON:-python3}
+args=("$@")
 
 sources=()
 for index in $("$PYTHON" -m pip config get global.extra-index-url 2>/dev/null || true); do
@@ -31,7 +35,8 @@ compile() {
     local out=$1
     shift
     "$UV" pip compile pyproject.toml --quiet --python-version 3.11 --index-strategy unsafe-best-match \
-        --no-emit-package torch --custom-compile-command "make lock" "${sources[@]}" "$@" -o "requirements/$out"
+        --no-emit-package torch --custom-compile-command "make lock" "${sources[@]}" "${args[@]}" "$@" \
+        -o "requirements/$out"
 }
 
 cpu_torch=$(mktemp)
@@ -40,9 +45,9 @@ trap 'rm -f "$cpu_torch" "$no_torch"' EXIT
 echo "torch==2.13.0+cpu" >"$cpu_torch"
 echo "torch ; sys_platform == 'never'" >"$no_torch"
 
-compile dev.lock --python-platform x86_64-manylinux_2_28 --constraint "$cpu_torch" \
+compile dev.lock --constraint "$cpu_torch" \
     --extra dev --extra server --extra trainer --extra integrations
-compile demo.lock --python-platform x86_64-manylinux_2_28 --constraint "$cpu_torch" \
+compile demo.lock --constraint "$cpu_torch" \
     --extra server --extra trainer
 compile server-image.lock --universal --extra server --extra integrations
 compile trainer-image.lock --universal --override "$no_torch" --extra trainer
