@@ -54,7 +54,7 @@ class LengthStats(BaseModel):
 
 class Lengths(BaseModel):
     """Lengths in characters (Unicode code points). For message lists, the sum of the messages'
-    `content` lengths."""
+    `content` lengths, a tool call counting as its function's name plus its arguments string."""
 
     prompt: LengthStats
     chosen: LengthStats
@@ -139,6 +139,10 @@ class QualityReport(BaseModel):
     agreement: AgreementStats
     weights: WeightStats | None
     """Null when no row sets a weight other than 1.0."""
+    tools: LineSample = Field(default_factory=LineSample)
+    """Rows whose prompt offers function tools (OpenAI's `input.tools`): training on them needs a base
+    model whose chat template renders tools. Two rows that differ only in their tools are not exact
+    duplicates."""
     truncation: TruncationReport | None = None
     """Null here: validation knows no tokenizer. Filled in later with the job's tokenizer and
     `max_length`, from `truncation_share`."""
@@ -179,6 +183,7 @@ class QualityReportBuilder:
         self._empty_responses = _Finding()
         self._empty_prompts = _Finding()
         self._below_threshold = _Finding()
+        self._tools = _Finding()
         self._length_min = np.full(4, np.iinfo(np.int64).max)
         self._length_max = np.zeros(4, dtype=np.int64)
         self._length_total = [0, 0, 0, 0]
@@ -210,6 +215,10 @@ class QualityReportBuilder:
             columns = [cast(Sequence[Turns], column) for column in (rows.prompts, rows.chosen, rows.rejected)]
             prompt_texts = ["\n".join([message.content for message in turns]) for turns in columns[0]]
             row_hashes = map(hash, zip(*columns, strict=True))
+            if rows.tools is not None:
+                offers = np.fromiter((tools is not None for tools in rows.tools), dtype=bool, count=count)
+                self._tools.add_many(lines[offers])
+                row_hashes = map(_with_tools, zip(row_hashes, rows.tools, strict=True))
             stats = [_turn_stats(column) for column in columns]
             size_columns = [lengths for lengths, _ in stats]
             self._empty_responses.add_many(lines[stats[1][1] | stats[2][1]])
@@ -296,6 +305,7 @@ class QualityReportBuilder:
                 mean=self._agreement.mean if self._agreement.count else None,
             ),
             weights=self._weight_stats(),
+            tools=self._tools.model(),
         )
 
     def _weight_stats(self) -> WeightStats | None:
@@ -373,6 +383,12 @@ class _Moments:
     @property
     def mean(self) -> float:
         return self.total / self.count
+
+
+def _with_tools(row: tuple[int, str | None]) -> int:
+    """A row's hash, told apart from the same messages offered with other tools (or none)."""
+    row_hash, tools = row
+    return row_hash if tools is None else hash((row_hash, tools))
 
 
 def _hashes(values: Iterable[int], count: int) -> Hashes:

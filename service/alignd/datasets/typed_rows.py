@@ -6,7 +6,7 @@ message with fields beyond role and content, another format, a bad row, JSON tha
 strictly than Python's `json`, such as NaN or a lone surrogate) it answers None and the caller
 parses the batch row by row, which gives the trainer's exact verdict and messages. Each format has
 a strict decoder (no unknown fields) and, for batches with fields outside the format (a `source`
-column, OpenAI's `input.tools`), a lenient one that skips them, which only runs where `_skippable`
+column), a lenient one that skips them, which only runs where `_skippable`
 says that skipping cannot hide an error.
 Optional fields go through the trainer's own checks (`optional_fields`), so there is one definition
 of each rule; the message-list rules are restated here as plain predicates, and
@@ -59,10 +59,22 @@ class _ConversationalRow(_Row, kw_only=True):
     chosen: Turns
     rejected: Turns
     prompt: Turns | msgspec.UnsetType = msgspec.UNSET
+    tools: Any = msgspec.UNSET
+    parallel_tool_calls: Any = msgspec.UNSET
 
 
-class _OpenAIInput(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+class _OpenAIInput(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_only=True):
     messages: Turns
+    tools: Any = msgspec.UNSET
+    parallel_tool_calls: Any = msgspec.UNSET
+
+
+def _no_tools(row: _ConversationalRow | _OpenAIInput) -> bool:
+    """Whether the row offers no tools (none, or OpenAI's `"tools": []`) and any `parallel_tool_calls` is a
+    bool. Rows with tools go row by row: their rules (`contract.tools`) are not restated here."""
+    return (row.tools is msgspec.UNSET or row.tools == []) and (
+        row.parallel_tool_calls is msgspec.UNSET or type(row.parallel_tool_calls) is bool
+    )
 
 
 class _OpenAIRow(_Row, kw_only=True):
@@ -84,6 +96,8 @@ def _standard_columns(rows: list[_StandardRow]) -> Columns | None:
 
 
 def _conversational_columns(rows: list[_ConversationalRow]) -> Columns | None:
+    if not all(map(_no_tools, rows)):
+        return None
     parts = [
         _split_prompt(row) if row.prompt is msgspec.UNSET else (row.prompt, row.chosen, row.rejected)
         for row in rows
@@ -101,6 +115,8 @@ def _split_prompt(row: _ConversationalRow) -> tuple[Turns, Turns, Turns]:
 
 
 def _openai_columns(rows: list[_OpenAIRow]) -> Columns | None:
+    if not all(_no_tools(row.input) for row in rows):
+        return None
     prompts = [row.input.messages for row in rows]
     chosen = [row.preferred_output for row in rows]
     rejected = [row.non_preferred_output for row in rows]
@@ -139,7 +155,7 @@ def _lenient(row_type: type[_Row], *fields: tuple[str, Any, Any]) -> type[msgspe
 
 
 _LenientOpenAIInput = msgspec.defstruct(
-    "_LenientOpenAIInput", [], bases=(_OpenAIInput,), forbid_unknown_fields=False, gc=False
+    "_LenientOpenAIInput", [], bases=(_OpenAIInput,), forbid_unknown_fields=False, gc=False, kw_only=True
 )
 _STEERING = [(name, Any, msgspec.UNSET) for name in OPENAI_FIELDS]
 
