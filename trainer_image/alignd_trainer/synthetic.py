@@ -1,6 +1,7 @@
 """Synthetic preference data with a rule a small model can learn: the chosen answer names a
 thing of the asked category, the rejected one a thing of another category."""
 
+import copy
 import json
 import random
 from collections.abc import Iterator
@@ -112,7 +113,11 @@ def tool_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
             rejected = {"role": "assistant", "content": f"{bad}."}
         rows.append(
             {
-                "input": {"messages": messages, "tools": [FIND_TOOL], "parallel_tool_calls": False},
+                "input": {
+                    "messages": messages,
+                    "tools": [copy.deepcopy(FIND_TOOL)],
+                    "parallel_tool_calls": False,
+                },
                 "preferred_output": [chosen],
                 "non_preferred_output": [rejected],
             }

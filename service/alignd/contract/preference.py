@@ -226,6 +226,8 @@ def _openai_parts(obj: dict[str, Any], line: int) -> tuple[list[Message], list[M
     chosen = _messages(obj["preferred_output"], "preferred_output", line)
     rejected = _messages(obj["non_preferred_output"], "non_preferred_output", line)
     _check_prompt(prompt, "input.messages", line)
+    # OpenAI's rule; conversational (Hugging Face) rows often name the tool instead of the call.
+    check_tool_answers([(f"input.messages[{i}]", message) for i, message in enumerate(prompt)], line)
     _check_completion(chosen, "preferred_output", line)
     _check_completion(rejected, "non_preferred_output", line)
     return prompt, chosen, rejected
@@ -261,7 +263,6 @@ def _check_prompt(prompt: list[Message], name: str, line: int) -> None:
             f"{name}[{len(prompt) - 1}].role",
             "the prompt ends with an assistant turn; the completion must answer it",
         )
-    check_tool_answers([(f"{name}[{i}]", message) for i, message in enumerate(prompt)], line)
 
 
 def _check_completion(messages: list[Message], name: str, line: int) -> None:

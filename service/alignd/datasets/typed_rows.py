@@ -118,6 +118,8 @@ def _openai_columns(rows: list[_OpenAIRow]) -> Columns | None:
     if not all(_no_tools(row.input) for row in rows):
         return None
     prompts = [row.input.messages for row in rows]
+    if any(message.role == "tool" for prompt in prompts for message in prompt):
+        return None  # a tool turn without the `tool_call_id` OpenAI requires (it would be an extra field)
     chosen = [row.preferred_output for row in rows]
     rejected = [row.non_preferred_output for row in rows]
     return _checked(prompts, chosen, rejected)
