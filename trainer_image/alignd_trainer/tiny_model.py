@@ -4,6 +4,7 @@ Tests, the demo and CPU benchmarks use it so nothing is ever downloaded: the dir
 writes loads with `AutoModelForCausalLM` / `AutoTokenizer` like any hub checkpoint.
 """
 
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -99,5 +100,15 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, hidden: int = 64, la
     torch.manual_seed(seed)
     model = LlamaForCausalLM(tiny_llama_config(len(tokenizer), hidden=hidden, layers=layers))
     model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def with_chat_template(model_dir: str | Path, out_dir: str | Path, chat_template: str) -> Path:
+    """A copy of the model at `model_dir` in `out_dir` whose tokenizer has `chat_template` instead."""
+    out = Path(out_dir)
+    shutil.copytree(model_dir, out, dirs_exist_ok=True)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
+    tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(out)
     return out
