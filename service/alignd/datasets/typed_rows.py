@@ -19,7 +19,7 @@ import json
 import operator
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -49,6 +49,11 @@ class _Row(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_only=True):
 _OPTIONAL = _Row.__struct_fields__
 
 
+NoTools = Annotated[list[Any], msgspec.Meta(max_length=0)]
+"""OpenAI's `"tools": []`: no tools. A row that offers tools fails typed decoding and goes row by row, where
+their rules (`contract.tools`) are checked."""
+
+
 class _StandardRow(_Row, kw_only=True):
     prompt: str
     chosen: str
@@ -59,22 +64,14 @@ class _ConversationalRow(_Row, kw_only=True):
     chosen: Turns
     rejected: Turns
     prompt: Turns | msgspec.UnsetType = msgspec.UNSET
-    tools: Any = msgspec.UNSET
-    parallel_tool_calls: Any = msgspec.UNSET
+    tools: NoTools | msgspec.UnsetType = msgspec.UNSET
+    parallel_tool_calls: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class _OpenAIInput(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_only=True):
     messages: Turns
-    tools: Any = msgspec.UNSET
-    parallel_tool_calls: Any = msgspec.UNSET
-
-
-def _no_tools(row: _ConversationalRow | _OpenAIInput) -> bool:
-    """Whether the row offers no tools (none, or OpenAI's `"tools": []`) and any `parallel_tool_calls` is a
-    bool. Rows with tools go row by row: their rules (`contract.tools`) are not restated here."""
-    return (row.tools is msgspec.UNSET or row.tools == []) and (
-        row.parallel_tool_calls is msgspec.UNSET or type(row.parallel_tool_calls) is bool
-    )
+    tools: NoTools | msgspec.UnsetType = msgspec.UNSET
+    parallel_tool_calls: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class _OpenAIRow(_Row, kw_only=True):
@@ -96,8 +93,6 @@ def _standard_columns(rows: list[_StandardRow]) -> Columns | None:
 
 
 def _conversational_columns(rows: list[_ConversationalRow]) -> Columns | None:
-    if not all(map(_no_tools, rows)):
-        return None
     parts = [
         _split_prompt(row) if row.prompt is msgspec.UNSET else (row.prompt, row.chosen, row.rejected)
         for row in rows
@@ -115,8 +110,6 @@ def _split_prompt(row: _ConversationalRow) -> tuple[Turns, Turns, Turns]:
 
 
 def _openai_columns(rows: list[_OpenAIRow]) -> Columns | None:
-    if not all(_no_tools(row.input) for row in rows):
-        return None
     prompts = [row.input.messages for row in rows]
     if any(message.role == "tool" for prompt in prompts for message in prompt):
         return None  # a tool turn without the `tool_call_id` OpenAI requires (it would be an extra field)
