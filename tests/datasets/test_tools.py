@@ -40,6 +40,13 @@ def test_rows_differing_only_in_their_tools_are_not_exact_duplicates() -> None:
     assert report.exact_duplicates.count == 1 and report.exact_duplicates.example_lines == [3]
 
 
+def test_rows_calling_tools_without_offering_them_count_as_using_tools() -> None:
+    row = copy.deepcopy(tool_rows(1)[0])
+    del row["input"]["tools"]
+    report = validate_stream([_jsonl([*preference_rows(1, fmt="openai"), row])]).report
+    assert report.tools.count == 1 and report.tools.example_lines == [2]
+
+
 def test_an_empty_tools_list_offers_no_tools() -> None:
     row = preference_rows(1, fmt="openai")[0]
     row["input"] |= {"tools": [], "parallel_tool_calls": True}

@@ -13,6 +13,7 @@ from alignd.contract import ExitCode, PreferenceExample, TruncationMode, parse_p
 from alignd.contract.tools import template_messages
 from alignd.jobs.tools_check import tools_problem
 from alignd_trainer.data import ToolsNotRendered, tokenize_example, tokenize_examples
+from alignd_trainer.errors import BadInputError
 from alignd_trainer.synthetic import FIND_TOOL, preference_rows, tool_rows
 from alignd_trainer.tiny_model import CHAT_TEMPLATE, TOOLS_CHAT_TEMPLATE, with_chat_template
 
@@ -85,7 +86,7 @@ RAISING = (
 
 @pytest.mark.parametrize(
     ("template", "problem"),
-    [(CHAT_TEMPLATE, "leaves tool definitions out of the prompt"), (RAISING, "does not support tools")],
+    [(CHAT_TEMPLATE, "leaves tool definitions, calls or answers out"), (RAISING, "does not support tools")],
     ids=["ignores-tools", "raises"],
 )
 def test_a_template_that_cannot_render_tools_is_bad_input_naming_the_line_and_model(
@@ -100,7 +101,7 @@ def test_a_template_that_cannot_render_tools_is_bad_input_naming_the_line_and_mo
         )
     assert caught.value.exit_code is ExitCode.BAD_INPUT
     message = str(caught.value)
-    assert message.startswith(f"line 3 offers tools, but the chat template of {model_dir} ")
+    assert message.startswith(f"line 3 uses tools, but the chat template of {model_dir} ")
     assert problem in message
     # Without tools in the rows, the same template is fine.
     plain = tokenize_examples(
@@ -109,13 +110,47 @@ def test_a_template_that_cannot_render_tools_is_bad_input_naming_the_line_and_mo
     assert len(plain.pairs) == 2
 
 
+DEFINITIONS_ONLY = "{% for tool in tools or [] %}{{ tool | tojson }}{% endfor %}" + CHAT_TEMPLATE
+"""Shows the tool definitions but renders a tool call as its empty content."""
 TOOL_USE_LIST = "tokenizer_config list with tool_use"
+
+
+def test_a_row_with_tool_calls_but_no_tools_uses_tools(tiny_model_dir: Path, tmp_path: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(
+        with_chat_template(tiny_model_dir, tmp_path / "m", CHAT_TEMPLATE)
+    )
+    row = tool_rows(1)[0]
+    del row["input"]["tools"]
+    with pytest.raises(ToolsNotRendered, match=r"^line 2 uses tools"):
+        tokenize_examples(
+            tokenizer,
+            _examples([*preference_rows(1, fmt="openai"), row]),
+            max_length=1024,
+            truncation_mode=TruncationMode.keep_start,
+        )
+
+
+def test_a_template_error_on_a_row_is_bad_input_naming_the_line(
+    tools_model_dir: Path, tmp_path: Path
+) -> None:
+    strict = "{% for m in messages %}{% if m.role == 'developer' %}{{ raise_exception('no developer role') }}"
+    strict += "{% endif %}{% endfor %}" + TOOLS_CHAT_TEMPLATE
+    tokenizer = AutoTokenizer.from_pretrained(with_chat_template(tools_model_dir, tmp_path / "m", strict))
+    rows = preference_rows(2, fmt="openai")
+    rows[1]["input"]["messages"].insert(0, {"role": "developer", "content": "Be brief."})
+    with pytest.raises(BadInputError) as caught:
+        tokenize_examples(
+            tokenizer, _examples(rows), max_length=1024, truncation_mode=TruncationMode.keep_start
+        )
+    assert caught.value.exit_code is ExitCode.BAD_INPUT
+    assert str(caught.value).startswith("line 2: the chat template of ")
+    assert str(caught.value).endswith("cannot render this row: no developer role")
 
 
 @pytest.mark.parametrize(
     "template",
-    [TOOLS_CHAT_TEMPLATE, CHAT_TEMPLATE, RAISING, TOOL_USE_LIST],
-    ids=["tools", "plain", "raises", "named"],
+    [TOOLS_CHAT_TEMPLATE, CHAT_TEMPLATE, RAISING, DEFINITIONS_ONLY, TOOL_USE_LIST],
+    ids=["tools", "plain", "raises", "definitions-only", "named"],
 )
 def test_the_control_plane_check_agrees_with_the_trainer(
     template: str, tiny_model_dir: Path, tmp_path: Path

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import jinja2
 import torch
 
 from alignd.contract import DataFormat, PreferenceExample, RowError, TruncationMode, parse_preference_line
-from alignd.contract.tools import PROBE_MESSAGES, PROBE_TOOL, renders_probe, template_messages
+from alignd.contract.tools import PROBE_MESSAGES, PROBE_TOOL, renders_probe, template_messages, uses_tools
 from alignd_trainer.errors import BadInputError
 
 T = TypeVar("T")
@@ -84,6 +85,16 @@ def _encode(tokenizer: Any, text: Any, **template_kwargs: Any) -> list[int]:
 
 
 def tokenize_example(tokenizer: Any, example: PreferenceExample, index: int) -> TokenizedPair:
+    try:
+        return _tokenize_example(tokenizer, example, index)
+    except jinja2.TemplateError as exc:  # `raise_exception` in a template, or what it cannot render
+        model = getattr(tokenizer, "name_or_path", "") or "the base model"
+        raise BadInputError(
+            f"line {example.line}: the chat template of {model} cannot render this row: {exc}"
+        ) from None
+
+
+def _tokenize_example(tokenizer: Any, example: PreferenceExample, index: int) -> TokenizedPair:
     prompt, chosen, rejected = example.prompt, example.chosen, example.rejected
     if isinstance(prompt, list):
         assert isinstance(chosen, list) and isinstance(rejected, list)
@@ -120,7 +131,7 @@ def check_renders_tools(tokenizer: Any, examples: Sequence[PreferenceExample]) -
     """Refuse rows with tools when the chat template would drop the tool definitions (the job would
     train on prompts other than the ones the rows describe). The control plane runs the same probe
     at job creation where it can read the template; this covers every other model location."""
-    first = next((example for example in examples if example.tools), None)
+    first = next((e for e in examples if uses_tools(e.tools, e.prompt, e.chosen, e.rejected)), None)
     if first is None:
         return
     try:
@@ -132,10 +143,10 @@ def check_renders_tools(tokenizer: Any, examples: Sequence[PreferenceExample]) -
     else:
         if renders_probe(rendered):
             return
-        problem = "leaves tool definitions out of the prompt"
+        problem = "leaves tool definitions, calls or answers out"
     model = getattr(tokenizer, "name_or_path", "") or "the base model"
     raise ToolsNotRendered(
-        f"line {first.line} offers tools, but the chat template of {model} {problem}; train on a model "
+        f"line {first.line} uses tools, but the chat template of {model} {problem}; train on a model "
         "whose chat template renders tools, or remove the tools from the rows"
     )
 

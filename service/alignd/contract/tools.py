@@ -34,14 +34,41 @@ PROBE_TOOL: dict[str, Any] = {
     },
 }
 """The tool rendered to find out whether a chat template shows tool definitions to the model."""
-PROBE_MESSAGES: list[Message] = [{"role": "user", "content": "Look up a word."}]
+PROBE_ARGUMENT = "alignd_probe_word"
+PROBE_RESULT = "alignd_probe_result"
+PROBE_MESSAGES: list[Message] = [
+    {"role": "user", "content": "Look up a word."},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "alignd001",  # nine letters and digits: Mistral's templates refuse other ids
+                "type": "function",
+                "function": {"name": "alignd_probe_lookup", "arguments": {"word": PROBE_ARGUMENT}},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "alignd001", "content": PROBE_RESULT},
+]
+"""A conversation (in the chat templates' shape) that calls `PROBE_TOOL` and has its answer."""
 
 
 def renders_probe(rendered: str) -> bool:
-    """Whether a prompt rendered with `PROBE_TOOL` shows the tool's name and description: a template
-    that drops them would train on prompts without the tools the rows were written for."""
+    """Whether `PROBE_MESSAGES` rendered with `PROBE_TOOL` shows the tool's name and description, the
+    call's arguments and the tool's answer: a template that drops any of them would train on other
+    prompts and completions than the rows describe."""
     function = PROBE_TOOL["function"]
-    return function["name"] in rendered and function["description"] in rendered
+    shown = (function["name"], function["description"], PROBE_ARGUMENT, PROBE_RESULT)
+    return all(text in rendered for text in shown)
+
+
+def uses_tools(tools: list[dict[str, Any]] | None, *conversations: Any) -> bool:
+    """Whether a row uses function calling: it offers tools, or one of its turns calls one."""
+    return bool(tools) or any(
+        isinstance(turns, list) and any(has_tool_calls(message) for message in turns)
+        for turns in conversations
+    )
 
 
 def check_tools(value: Any, field: str, line: int) -> list[dict[str, Any]]:

@@ -140,9 +140,9 @@ class QualityReport(BaseModel):
     weights: WeightStats | None
     """Null when no row sets a weight other than 1.0."""
     tools: LineSample = Field(default_factory=LineSample)
-    """Rows whose prompt offers function tools (OpenAI's `input.tools`): training on them needs a base
-    model whose chat template renders tools. Two rows that differ only in their tools are not exact
-    duplicates."""
+    """Rows that use function calling: they offer tools (OpenAI's `input.tools`) or a turn calls one
+    (`tool_calls`). Training on them needs a base model whose chat template renders tools. Two rows
+    that differ only in their tools are not exact duplicates."""
     truncation: TruncationReport | None = None
     """Null here: validation knows no tokenizer. Filled in later with the job's tokenizer and
     `max_length`, from `truncation_share`."""
@@ -215,9 +215,9 @@ class QualityReportBuilder:
             columns = [cast(Sequence[Turns], column) for column in (rows.prompts, rows.chosen, rows.rejected)]
             prompt_texts = ["\n".join([message.content for message in turns]) for turns in columns[0]]
             row_hashes = map(hash, zip(*columns, strict=True))
+            if rows.tool_lines is not None:
+                self._tools.add_many(rows.tool_lines)
             if rows.tools is not None:
-                offers = np.fromiter((tools is not None for tools in rows.tools), dtype=bool, count=count)
-                self._tools.add_many(lines[offers])
                 row_hashes = map(_with_tools, zip(row_hashes, rows.tools, strict=True))
             stats = [_turn_stats(column) for column in columns]
             size_columns = [lengths for lengths, _ in stats]

@@ -14,6 +14,7 @@ import msgspec
 
 from alignd.contract import PreferenceExample
 from alignd.contract.preference import Role
+from alignd.contract.tools import uses_tools
 
 
 class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -56,6 +57,8 @@ class Rows:
     tools: list[str | None] | None = None
     """Each row's tool definitions as canonical JSON (None for a row without tools); None when no row
     offers tools."""
+    tool_lines: list[int] | None = None
+    """Lines of the rows that use function calling (`contract.tools.uses_tools`); None when none does."""
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -65,6 +68,7 @@ class Rows:
         weights = [example.weight for example in examples]
         agreement = [example.agreement for example in examples]
         tools = [None if e.tools is None else _CANONICAL_JSON.encode(e.tools) for e in examples]
+        tool_lines = [e.line for e in examples if uses_tools(e.tools, e.prompt, e.chosen, e.rejected)]
         return cls(
             lines=[example.line for example in examples],
             prompts=[_text(example.prompt) for example in examples],
@@ -75,6 +79,7 @@ class Rows:
             weights=weights if any(weight != 1.0 for weight in weights) else None,
             agreement=agreement if any(value is not None for value in agreement) else None,
             tools=tools if any(value is not None for value in tools) else None,
+            tool_lines=tool_lines or None,
         )
 
 

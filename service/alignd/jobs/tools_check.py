@@ -42,7 +42,8 @@ def check_tools_rendered(*, model: str, location: str, files: Sequence[tuple[str
         return
     param, file, line = first
     raise InvalidRequest(
-        f"model {model!r} cannot train on {param} {file.id}: line {line} offers tools (input.tools), "
+        f"model {model!r} cannot train on {param} {file.id}: line {line} uses tools (input.tools or "
+        "tool_calls), "
         f"but the model's chat template {problem}. Pick a base model whose chat template renders tools "
         "(Qwen2.5, Llama 3.1 and later, Mistral's instruct models), or remove the tools from the rows",
         param="model",
@@ -82,7 +83,7 @@ def tools_problem(location: str) -> str | None:
         )
     except Exception as exc:  # any template error means the same: it cannot render tools
         return f"raises {type(exc).__name__} when given tools: {exc}"
-    return None if renders_probe(rendered) else "leaves tool definitions out of the prompt"
+    return None if renders_probe(rendered) else "leaves tool definitions, calls or answers out"
 
 
 def _tools_template(directory: Path, config: dict[str, Any]) -> str | None:
