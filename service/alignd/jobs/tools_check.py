@@ -32,7 +32,7 @@ SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token
 
 
 def check_tools_rendered(*, model: str, location: str, files: Sequence[tuple[str, FileModel]]) -> None:
-    """InvalidRequest when a file's rows offer tools and `model`'s chat template, read from `location`,
+    """InvalidRequest when a file's rows use tools and `model`'s chat template, read from `location`,
     cannot render them. `files` are (request parameter, file) in the order to search for the first row."""
     first = _first_tools_row(files)
     if first is None:
@@ -43,9 +43,9 @@ def check_tools_rendered(*, model: str, location: str, files: Sequence[tuple[str
     param, file, line = first
     raise InvalidRequest(
         f"model {model!r} cannot train on {param} {file.id}: line {line} uses tools (input.tools or "
-        "tool_calls), "
-        f"but the model's chat template {problem}. Pick a base model whose chat template renders tools "
-        "(Qwen2.5, Llama 3.1 and later, Mistral's instruct models), or remove the tools from the rows",
+        f"tool_calls), but the model's chat template {problem}. Pick a base model whose chat template "
+        "renders tools (Qwen2.5, Llama 3.1 and later, Mistral's instruct models), or remove the tools "
+        "from the rows",
         param="model",
         code="tools_not_supported",
     )
