@@ -113,6 +113,7 @@ def test_a_template_that_cannot_render_tools_is_bad_input_naming_the_line_and_mo
 DEFINITIONS_ONLY = "{% for tool in tools or [] %}{{ tool | tojson }}{% endfor %}" + CHAT_TEMPLATE
 """Shows the tool definitions but renders a tool call as its empty content."""
 TOOL_USE_LIST = "tokenizer_config list with tool_use"
+CONFIG_STRING = "tokenizer_config string, special tokens as AddedToken objects"
 
 
 def test_a_row_with_tool_calls_but_no_tools_uses_tools(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -149,8 +150,8 @@ def test_a_template_error_on_a_row_is_bad_input_naming_the_line(
 
 @pytest.mark.parametrize(
     "template",
-    [TOOLS_CHAT_TEMPLATE, CHAT_TEMPLATE, RAISING, DEFINITIONS_ONLY, TOOL_USE_LIST],
-    ids=["tools", "plain", "raises", "definitions-only", "named"],
+    [TOOLS_CHAT_TEMPLATE, CHAT_TEMPLATE, RAISING, DEFINITIONS_ONLY, TOOL_USE_LIST, CONFIG_STRING],
+    ids=["tools", "plain", "raises", "definitions-only", "named", "config-string"],
 )
 def test_the_control_plane_check_agrees_with_the_trainer(
     template: str, tiny_model_dir: Path, tmp_path: Path
@@ -167,6 +168,16 @@ def test_the_control_plane_check_agrees_with_the_trainer(
             {"name": "tool_use", "template": TOOLS_CHAT_TEMPLATE},
         ]
         config_path.write_text(json.dumps(config))
+    elif template == CONFIG_STRING:
+        # As older transformers save it: the template in tokenizer_config.json, tokens as objects.
+        with_chat_template(tiny_model_dir, model_dir, TOOLS_CHAT_TEMPLATE)
+        (model_dir / "chat_template.jinja").unlink()
+        config_path = model_dir / "tokenizer_config.json"
+        config = json.loads(config_path.read_text())
+        config["chat_template"] = TOOLS_CHAT_TEMPLATE
+        for name in ("bos_token", "eos_token"):
+            config[name] = {"content": config[name], "special": True, "__type": "AddedToken"}
+        config_path.write_text(json.dumps(config))
     else:
         with_chat_template(tiny_model_dir, model_dir, template)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -177,5 +188,10 @@ def test_the_control_plane_check_agrees_with_the_trainer(
         trainer_ok = True
     except ToolsNotRendered:
         trainer_ok = False
-    assert trainer_ok == (template in (TOOLS_CHAT_TEMPLATE, TOOL_USE_LIST))
+    assert trainer_ok == (template in (TOOLS_CHAT_TEMPLATE, TOOL_USE_LIST, CONFIG_STRING))
     assert (tools_problem(str(model_dir)) is None) == trainer_ok
+
+
+def test_the_control_plane_leaves_models_it_cannot_read_to_the_trainer() -> None:
+    assert tools_problem("Qwen/Qwen2.5-0.5B-Instruct") is None
+    assert tools_problem("s3://models/llama") is None
