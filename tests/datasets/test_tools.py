@@ -115,3 +115,15 @@ def test_malformed_tool_rows_name_the_line_and_the_field(change: str, field: str
     assert caught.value.param == field
     assert caught.value.message.startswith(f"line 3, field '{field}': ")
     assert message in caught.value.message
+
+
+def test_conversational_rows_may_offer_tools_as_trl_keeps_them() -> None:
+    """TRL's conversational format: a `tools` column, a list or a string of JSON."""
+    row = preference_rows(1, fmt="conversational")[0]
+    as_list = row | {"tools": [FIND_TOOL]}
+    as_text = row | {"tools": json.dumps([FIND_TOOL])}
+    summary = validate_stream([_jsonl([row, as_list, as_text])])
+    assert summary.format is DataFormat.conversational and summary.report.tools.example_lines == [2, 3]
+    assert parse_preference_line(json.dumps(as_text), 1).tools == [FIND_TOOL]
+    with pytest.raises(InvalidFile, match=r"^line 2, field 'tools': not valid JSON"):
+        validate_stream([_jsonl([row, row | {"tools": "[{"}])])

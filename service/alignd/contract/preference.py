@@ -73,7 +73,7 @@ def parse_preference_line(
         tools = _tool_fields(obj["input"], "input.", line)
     elif found is DataFormat.conversational:
         parts = _conversational_parts(obj, line)
-        tools = _tool_fields(obj, "", line)
+        tools = _tool_fields(obj, "", line, json_text=True)
     else:
         parts = _standard_parts(obj, line)
     prompt, chosen, rejected = parts
@@ -88,11 +88,20 @@ def parse_preference_line(
     )
 
 
-def _tool_fields(source: dict[str, Any], prefix: str, line: int) -> dict[str, Any]:
-    """`tools` (None when absent or empty) and `parallel_tool_calls`, checked."""
+def _tool_fields(
+    source: dict[str, Any], prefix: str, line: int, *, json_text: bool = False
+) -> dict[str, Any]:
+    """`tools` (None when absent or empty) and `parallel_tool_calls`, checked. With `json_text`, `tools` may
+    also be a string of JSON, as TRL datasets keep it (Arrow cannot hold the tools' varying schemas)."""
     out: dict[str, Any] = {}
     if "tools" in source:
-        out["tools"] = check_tools(source["tools"], f"{prefix}tools", line) or None
+        tools = source["tools"]
+        if json_text and isinstance(tools, str):
+            try:
+                tools = json.loads(tools)
+            except (ValueError, RecursionError):
+                raise RowError(line, f"{prefix}tools", "not valid JSON: give a list of tools") from None
+        out["tools"] = check_tools(tools, f"{prefix}tools", line) or None
     if "parallel_tool_calls" in source:
         value = source["parallel_tool_calls"]
         if not isinstance(value, bool):
