@@ -11,7 +11,7 @@ decides (`is_chat_row`), and a job's method must match its files' kind.
 """
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from alignd.contract.preference import (
     OPENAI_FIELDS,
@@ -21,7 +21,7 @@ from alignd.contract.preference import (
     _load_object,
 )
 
-CHAT_FORMAT = "chat"
+CHAT_FORMAT: Final = "chat"
 """The `format` an uploaded chat (SFT) file is recorded with (preference files have their DataFormat)."""
 PREFERENCE_FIELDS = (*OPENAI_FIELDS, "chosen", "rejected")
 """A row with any of these is preference data, whatever else it holds."""
