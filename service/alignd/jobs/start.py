@@ -26,6 +26,7 @@ from alignd.contract import (
     TrainingType,
     WeightsKind,
 )
+from alignd.contract.types import MAX_STEP
 from alignd.errors import InvalidRequest, NotFound
 from alignd.jobs.lifecycle import JobStatus
 from alignd.jobs.paths import is_confined, job_root
@@ -52,7 +53,7 @@ def resolve_start(session: Session, project: ProjectModel, request: JobCreate) -
     if checkpoint_id is not None:
         return _from_checkpoint(session, project, request.model, checkpoint_id)
     named = CHECKPOINT_SUFFIX.match(request.model)
-    if named is not None:
+    if named is not None and int(named["step"]) <= MAX_STEP:
         parent = _tuned_job(session, project, named["model"], shown=request.model)
         checkpoint = session.exec(
             select(CheckpointModel).where(
