@@ -105,6 +105,7 @@ def test_offline_full_sft_then_lora_dpo_starts_from_its_weights(tiny_model_dir: 
         "model": str(tiny_model_dir),
         "method": "supervised",
         "training_file": str(chats),
+        "validation_file": str(write_jsonl(tmp_path / "heldout.jsonl", chat_rows(16, seed=9))),
         "output_dir": str(tmp_path / "sft"),
         "training_type": "full",
         "hyperparameters": {
@@ -119,6 +120,9 @@ def test_offline_full_sft_then_lora_dpo_starts_from_its_weights(tiny_model_dir: 
     assert run.returncode == 0, run.stderr
     losses = [m["values"]["loss"] for m in run.metrics("train")]
     assert len(losses) == 12 and losses[-1] < losses[0] - 1.0, losses
+    evals = run.metrics("eval")
+    assert [point["step"] for point in evals] == [12] and set(evals[0]["values"]) == {"eval_loss"}
+    assert evals[0]["values"]["eval_loss"] < losses[0] - 1.0, "held-out conversations follow the rule too"
     weights = tmp_path / "sft" / "model"
     assert (weights / "config.json").exists()
 
