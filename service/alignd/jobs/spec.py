@@ -74,6 +74,11 @@ def supervised_hyperparameters(request: JobCreate) -> SupervisedHyperparametersI
     method = request.method
     if method is not None and method.supervised is not None:
         return method.supervised.hyperparameters
+    if request.hyperparameters:  # OpenAI's deprecated top-level form, which was supervised's
+        try:
+            return SupervisedHyperparametersIn.model_validate(request.hyperparameters)
+        except ValidationError as exc:
+            raise _invalid(exc, prefix="hyperparameters") from None
     return SupervisedHyperparametersIn()
 
 
