@@ -76,7 +76,12 @@ def load_start_model(spec: JobSpec, *, dtype: torch.dtype, device: torch.device)
     for layer in layers[start + 1 :]:
         if not (Path(layer.location) / "adapter_config.json").exists():
             raise BadInputError(f"the starting adapter {layer.location} has no adapter_config.json")
-        model = PeftModel.from_pretrained(model, layer.location).merge_and_unload()
+        try:
+            model = PeftModel.from_pretrained(model, layer.location).merge_and_unload()
+        except (ValueError, OSError, KeyError) as exc:
+            raise BadInputError(
+                f"cannot apply the starting adapter {layer.location} to {path}: {exc}"
+            ) from None
     return model
 
 
