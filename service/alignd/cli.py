@@ -183,14 +183,17 @@ def jobs_create(
     model: str,
     training_file: str,
     validation_file: str | None = None,
-    hyperparameters: Annotated[str, typer.Option(help="JSON object of DPO hyperparameters.")] = "{}",
+    hyperparameters: Annotated[str, typer.Option(help="JSON object of the method's hyperparameters.")] = "{}",
     alignd: Annotated[str, typer.Option(help="JSON object of alignd options (lora, resources, ...).")] = "{}",
+    method: Annotated[
+        str, typer.Option(help="dpo (preference pairs) or supervised (chat rows); model may be an ft: model.")
+    ] = "dpo",
 ) -> None:
     body = {
         "model": model,
         "training_file": training_file,
         "validation_file": validation_file,
-        "method": {"type": "dpo", "dpo": {"hyperparameters": json.loads(hyperparameters)}},
+        "method": {"type": method, method: {"hyperparameters": json.loads(hyperparameters)}},
         "alignd": json.loads(alignd),
     }
     _show(_call(lambda c: c.call("POST", "/v1/fine_tuning/jobs", json=body)))

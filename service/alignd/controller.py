@@ -27,6 +27,7 @@ from alignd.errors import AligndError
 from alignd.jobs import quotas
 from alignd.jobs.lifecycle import JobStatus, RunEndReason, error_code
 from alignd.jobs.results import results_csv, store_results_file
+from alignd.jobs.start import base_model_id
 from alignd.jobs.state import record_event, transition
 from alignd.launchers import Launcher, LaunchRequest, RunState, RunStatus
 from alignd.leader import Lease
@@ -206,7 +207,7 @@ class Controller:
                 job.id, job.launcher_ref, grace_seconds=self.settings.cancel_grace_seconds
             )
         if status.state is RunState.succeeded:
-            name = f"ft:{job.model}:{job.project_id}:{job.suffix or 'alignd'}:{job.id}"
+            name = f"ft:{base_model_id(job)}:{job.project_id}:{job.suffix or 'alignd'}:{job.id}"
             with self.sessions() as session:
                 data = results_csv(session, job)
             results = store_results_file(self.store, job, data)

@@ -21,13 +21,14 @@ from alignd.files import PURPOSE, get_file
 from alignd.integrations.runs import add_runs, check_integrations
 from alignd.jobs.events import add_events
 from alignd.jobs.lifecycle import JobStatus
+from alignd.jobs.method import check_file_kind
 from alignd.jobs.quotas import check_job_quota, lock_project
-from alignd.jobs.spec import resolve_job
+from alignd.jobs.spec import resolve_job, training_method
+from alignd.jobs.start import BASE_MODEL_KEY, resolve_start
 from alignd.jobs.state import transition
 from alignd.jobs.tools_check import check_tools_rendered
 from alignd.launchers import registry as launchers
 from alignd.models import (
-    BaseModelModel,
     FileModel,
     JobEventModel,
     JobModel,
@@ -79,20 +80,27 @@ def _create_locked(
             session.commit()
             return existing
     training = _data_file(session, project, request.training_file, "training_file")
+    validation = (
+        _data_file(session, project, request.validation_file, "validation_file")
+        if request.validation_file is not None
+        else None
+    )
+    start = resolve_start(session, project, request)
+    method = training_method(request)
+    check_file_kind(training, method, "training_file")
     data_files = [("training_file", training)]
-    if request.validation_file is not None:
-        validation = _data_file(session, project, request.validation_file, "validation_file")
+    if validation is not None:
+        check_file_kind(validation, method, "validation_file")
         data_files.append(("validation_file", validation))
-    base = session.get(BaseModelModel, request.model)
-    if base is None:
-        raise InvalidRequest(
-            f"unknown model {request.model!r}; GET /v1/models lists the base models",
-            param="model",
-            code="model_not_found",
-        )
-    check_tools_rendered(model=request.model, location=base.location, files=data_files)
+    check_tools_rendered(model=request.model, location=start.base.location, files=data_files)
     job_id = new_id("ftjob-")
-    resolved = resolve_job(request, job_id=job_id, model_location=base.location, training_rows=training.rows)
+    resolved = resolve_job(
+        request,
+        job_id=job_id,
+        model_location=start.base.location,
+        training_rows=training.rows,
+        init=start.init,
+    )
     resources = resolved.spec.resources
     launchers.check_resources(settings, resources)
     gpus = resources.gpus * resources.nodes
@@ -109,7 +117,8 @@ def _create_locked(
         status=JobStatus.queued,
         spec=resolved.spec.model_dump(mode="json"),
         request=resolved.hyperparameters.model_dump(mode="json")
-        | {"integrations": [entry.model_dump(mode="json") for entry in integrations]},
+        | {"integrations": [entry.model_dump(mode="json") for entry in integrations]}
+        | {BASE_MODEL_KEY: start.base.id},
         suffix=request.suffix,
         seed=resolved.spec.seed,
         job_metadata=request.metadata,
