@@ -455,7 +455,9 @@ class EvalRunModel(SQLModel, table=True):
     resolved: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     """What creation resolved, for the executor: `alignd.evals.models.ResolvedRun` dump (the model's
     base and adapter job, each preference grader's reference, the file's row count)."""
-    run_metadata: dict[str, str] | None = Field(default=None, sa_column=Column("metadata", JSON, nullable=True))
+    run_metadata: dict[str, str] | None = Field(
+        default=None, sa_column=Column("metadata", JSON, nullable=True)
+    )
     error: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     """{"code", "message"} once failed."""
     result_counts: dict[str, int] | None = Field(default=None, sa_type=JSON)
