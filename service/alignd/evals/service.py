@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from sqlalchemy import delete, func, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from alignd.config import Settings
@@ -366,9 +367,9 @@ def mark_in_progress(session: Session, run: EvalRunModel) -> bool:
 def record_output_items(session: Session, run: EvalRunModel, items: Sequence[OutputItem]) -> None:
     """Store graded items of an in-progress run. Idempotent by `datasource_item_id`: an item reported
     again (a retried attempt) replaces the earlier one. Conflict (409) once the run has finished."""
-    current = _reloaded(session, run.id)
-    if EvalRunStatus(current.status) is not EvalRunStatus.in_progress:
-        raise Conflict(f"run {run.id} is {current.status}; it takes output items only while in_progress")
+    status, _ = _current(session, run.id)
+    if status != EvalRunStatus.in_progress.value:
+        raise Conflict(f"run {run.id} is {status}; it takes output items only while in_progress")
     names = {grader.name for grader in eval_criteria(session.get_one(EvalModel, run.eval_id))}
     for item in items:
         unknown = [r.name for r in item.results if r.name not in names]
@@ -436,6 +437,9 @@ def finish_run(
     run was not in progress at the caller's `lock_token`. `error`: {"code", "message"} for a failure."""
     if not status.is_terminal:
         raise ValueError(f"finish_run needs a final status, not {status}")
+    if _current(session, run.id) != (EvalRunStatus.in_progress.value, run.lock_token):
+        session.commit()
+        return False  # already moved: leave the winner's report alone
     evaluation = session.get_one(EvalModel, run.eval_id)
     names = [grader.name for grader in eval_criteria(evaluation)]
     items = stored_items(session, run.id)
@@ -504,9 +508,21 @@ def _move(
     if commit:
         session.commit()
     if moved:
+        # As committed values: the row in memory must not turn into a later, unguarded UPDATE.
         for name, value in values.items():
-            setattr(run, name, value)
+            set_committed_value(run, name, value)
     return moved
+
+
+def _current(session: Session, run_id: str) -> tuple[str, str]:
+    """The run's status and lock token in the database now (a Core read: the caller's loaded row, which
+    may be the session's own copy, keeps the values it was loaded with)."""
+    row = session.execute(
+        select(col(EvalRunModel.status), col(EvalRunModel.lock_token)).where(col(EvalRunModel.id) == run_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no run with id {run_id!r}", param="run_id")
+    return str(row[0]), str(row[1])
 
 
 def _reloaded(session: Session, run_id: str) -> EvalRunModel:
