@@ -165,7 +165,7 @@ def create_run(
             eval_id=evaluation.id,
             project_id=project.id,
             name=request.name or f"{evaluation.name or evaluation.id} run",
-            status=EvalRunStatus.queued.value,
+            status=EvalRunStatus.queued,
             model=(source.model or "") if isinstance(source, CompletionsDataSource) else "",
             data_source=source.model_dump(mode="json"),
             resolved=resolved.model_dump(mode="json"),
@@ -488,7 +488,7 @@ def _move(
     """Compare-and-set `from_` -> `to` at the run's loaded `lock_token`; True when this call moved it.
     On success `run` is updated in memory too, with the new `lock_token`."""
     now = unix_now()
-    values: dict[str, object] = {"status": to.value, "lock_token": new_lock_token(), "updated_at": now}
+    values: dict[str, object] = {"status": to, "lock_token": new_lock_token(), "updated_at": now}
     if started:
         values["started_at"] = now
     if finished:
