@@ -5,6 +5,7 @@ the report through the SDK."""
 import json
 
 import openai
+import pytest
 from sqlmodel import Session
 
 from alignd.contract.eval_items import (
@@ -16,6 +17,7 @@ from alignd.contract.eval_items import (
     SampleUsage,
 )
 from alignd.deps import AppState
+from alignd.errors import Conflict, InvalidRequest
 from alignd.evals import service
 from alignd.evals.status import EvalRunStatus
 from alignd.models import EvalRunModel
@@ -107,6 +109,18 @@ def test_recorded_items_are_listed_and_counted(
         for i in sdk.evals.runs.output_items.list(run.id, eval_id=eval_id, order="desc").data
     ] == [2, 1, 0]
 
+    # Items are the data source's: an index past its end, or a result for no criterion, is refused.
+    with pytest.raises(InvalidRequest, match="has 3 items"):
+        service.record_output_items(
+            session,
+            run,
+            [graded(0, says_please=True, prefers=True).model_copy(update={"datasource_item_id": 3})],
+        )
+    stray = graded(0, says_please=True, prefers=True)
+    stray.results.append(GraderResult(name="unknown", type="string_check", passed=True, score=1.0))
+    with pytest.raises(InvalidRequest, match="not testing criteria"):
+        service.record_output_items(session, run, [stray])
+
     assert service.finish_run(session=session, store=state.store, run=run, status=EvalRunStatus.completed)
     assert not service.finish_run(session=session, store=state.store, run=run, status=EvalRunStatus.failed)
 
@@ -145,12 +159,8 @@ def test_recorded_items_are_listed_and_counted(
     assert file.bytes == len(sdk.files.content(report_id).content)
 
     # A finished run takes no more items.
-    try:
+    with pytest.raises(Conflict, match="completed"):
         service.record_output_items(session, run, [graded(0, says_please=False, prefers=False)])
-    except Exception as exc:
-        assert "completed" in str(exc)
-    else:
-        raise AssertionError("a finished run took output items")
 
 
 def test_cancel_in_progress_waits_for_the_executor(

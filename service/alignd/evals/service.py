@@ -371,7 +371,13 @@ def record_output_items(session: Session, run: EvalRunModel, items: Sequence[Out
     if status != EvalRunStatus.in_progress.value:
         raise Conflict(f"run {run.id} is {status}; it takes output items only while in_progress")
     names = {grader.name for grader in eval_criteria(session.get_one(EvalModel, run.eval_id))}
+    size = ResolvedRun.model_validate(run.resolved).items
     for item in items:
+        if item.datasource_item_id >= size:
+            raise InvalidRequest(
+                f"item {item.datasource_item_id}: the run's data source has {size} items (0 to {size - 1})",
+                param="datasource_item_id",
+            )
         unknown = [r.name for r in item.results if r.name not in names]
         if unknown:
             raise InvalidRequest(
