@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from alignd.deps import AppState
 from alignd.evals import service
+from alignd.evals.resolve import ResolvedRun
 from alignd.evals.status import EvalRunStatus
 from alignd.models import EvalRunModel
 from tests.evals.conftest import (
@@ -167,22 +168,31 @@ def test_unknown_models(
     assert run_refused(sdk, eval_id, no_model).param == "data_source.model"
 
 
-def test_unknown_judge_and_reference_models(sdk: openai.OpenAI, model_id: str, pairs_file: str) -> None:
+def test_unknown_reference_model(sdk: openai.OpenAI, model_id: str, pairs_file: str) -> None:
+    reference = {"type": "preference", "name": "p", "reference_model": "nope"}
+    referenced = sdk.evals.create(**eval_body(testing_criteria=[reference])).id
+    error = run_refused(sdk, referenced, completions_source(model_id, pairs_file))
+    assert error.param == "testing_criteria.0.reference_model"
+
+
+def test_judge_models_are_the_judge_endpoints(
+    sdk: openai.OpenAI, state: AppState, model_id: str, pairs_file: str
+) -> None:
+    """A judge is named as the configured judge endpoint knows it (vLLM, OpenAI, or this server's /v1),
+    so its name is recorded for the executor rather than checked against alignd's models."""
     judge = {
         "type": "score_model",
         "name": "s",
-        "model": "judge-x",
+        "model": "gpt-4o-mini",
         "input": [{"role": "user", "content": "{{sample.output_text}}"}],
     }
     judged = sdk.evals.create(**eval_body(testing_criteria=[judge])).id
+    run = sdk.evals.runs.create(judged, data_source=completions_source(model_id, pairs_file))  # type: ignore[arg-type]
+    with state.sessions() as session:
+        resolved = ResolvedRun.model_validate(session.get_one(EvalRunModel, run.id).resolved)
+    assert resolved.judges == {"s": "gpt-4o-mini"}
     assert (
-        run_refused(sdk, judged, completions_source(model_id, pairs_file)).param == "testing_criteria.0.model"
-    )
-    reference = {"type": "preference", "name": "p", "reference_model": "nope"}
-    referenced = sdk.evals.create(**eval_body(testing_criteria=[reference])).id
-    assert (
-        run_refused(sdk, referenced, completions_source(model_id, pairs_file)).param
-        == "testing_criteria.0.reference_model"
+        resolved.model is not None and resolved.model.base_model == model_id and resolved.items == len(PAIRS)
     )
 
 

@@ -218,10 +218,7 @@ def _check_run(
             references[grader.name] = resolve_model(
                 session, project, grader.reference_model, param=f"testing_criteria.{index}.reference_model"
             )
-    judges = {
-        grader.name: resolve_model(session, project, grader.model, param=f"testing_criteria.{index}.model")
-        for index, grader in checks.judge_graders(graders)
-    }
+    judges = {grader.name: grader.model for _, grader in checks.judge_graders(graders)}
     rows, count, file = _source_rows(session, store, project, source.source, preference=bool(preference))
     checks.check_rows_have(rows, fields)
     if not generates and checks.reads_sample(graders):
