@@ -38,7 +38,7 @@ from alignd.evals.schemas import (
 )
 from alignd.evals.status import EvalRunStatus, OutputItemStatus
 from alignd.evals.wire import criteria as eval_criteria
-from alignd.files import PURPOSE, get_file
+from alignd.files import EVALS_PURPOSE, PURPOSE, UPLOAD_PURPOSES, get_file
 from alignd.jobs.quotas import lock_project
 from alignd.models import (
     EvalModel,
@@ -259,10 +259,10 @@ def _source_rows(
             param=param,
             code="file_not_found",
         ) from None
-    if file.purpose != PURPOSE:
+    if file.purpose not in UPLOAD_PURPOSES:
         raise InvalidRequest(
             f"file {file.id} has purpose {file.purpose!r}; a data source is a file uploaded with purpose "
-            f"'{PURPOSE}'",
+            f"'{EVALS_PURPOSE}' (items) or '{PURPOSE}' (preference pairs)",
             param=param,
             code="invalid_file_purpose",
         )
