@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, text
 from sqlmodel import Session, col, select
@@ -300,3 +301,25 @@ def test_a_previous_release_database_reads_polls_and_resumes(settings: Settings,
         cancelled = client.get("/v1/fine_tuning/jobs/ftjob-running", headers=user).json()
         assert cancelled["status"] == "cancelled"
         assert stopped is not None and stopped.end_reason is RunEndReason.cancelled
+
+
+def test_a_downgrade_puts_the_latest_attempt_back_on_its_job(db_url: str) -> None:
+    _previous_release_database(db_url)
+    engine = db.make_engine(db_url)
+    db.upgrade(engine)
+
+    with engine.begin() as connection:
+        command.downgrade(db.alembic_config(connection), PREVIOUS)
+
+    assert db.current_revision(engine) == PREVIOUS
+    with engine.connect() as connection:
+        row = connection.execute(
+            text(
+                "SELECT launcher_ref, token_hash, last_heartbeat_at, run_start_step, run_start_at "
+                "FROM jobs WHERE id = 'ftjob-running'"
+            )
+        ).one()
+        assert tuple(row) == ("999999999", _sha256(TOKEN), T0 + 30, 0, T0 + 12)
+        events = connection.execute(text("SELECT count(*) FROM job_events")).scalar_one()
+        assert events == 6, "no event went with the jobs table's change"
+    engine.dispose()
