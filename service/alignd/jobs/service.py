@@ -22,7 +22,7 @@ from alignd.integrations.runs import add_runs, check_integrations
 from alignd.jobs.events import add_events
 from alignd.jobs.lifecycle import JobStatus
 from alignd.jobs.quotas import check_job_quota, lock_project
-from alignd.jobs.spec import resolve_job
+from alignd.jobs.spec import ResolvedJob, resolve_job
 from alignd.jobs.state import transition
 from alignd.launchers import registry as launchers
 from alignd.models import (
@@ -77,24 +77,14 @@ def _create_locked(
         if existing is not None:
             session.commit()
             return existing
-    training = _data_file(session, project, request.training_file, "training_file")
-    if request.validation_file is not None:
-        _data_file(session, project, request.validation_file, "validation_file")
-    base = session.get(BaseModelModel, request.model)
-    if base is None:
-        raise InvalidRequest(
-            f"unknown model {request.model!r}; GET /v1/models lists the base models",
-            param="model",
-            code="model_not_found",
-        )
     job_id = new_id("ftjob-")
-    resolved = resolve_job(request, job_id=job_id, model_location=base.location, training_rows=training.rows)
+    resolved = check_request(
+        session=session, settings=settings, project=project, request=request, job_id=job_id
+    )
     resources = resolved.spec.resources
-    launchers.check_resources(settings, resources)
     gpus = resources.gpus * resources.nodes
     check_job_quota(session, settings, project, gpus=gpus)
     integrations = request.integrations or []
-    check_integrations(session, settings, project, integrations)
     now_us = unix_now_us()
     job = JobModel(
         id=job_id,
@@ -125,6 +115,29 @@ def _create_locked(
     session.commit()
     session.refresh(job)
     return job
+
+
+def check_request(
+    *, session: Session, settings: Settings, project: ProjectModel, request: JobCreate, job_id: str
+) -> ResolvedJob:
+    """Everything job creation checks about the request itself, and its resolved spec: the files, the
+    model, the hyperparameters, the resources and the integrations (not the quota, which is about the
+    project's other jobs). The estimate (`alignd.estimates`) calls it too, so both refuse the same input
+    with the same error."""
+    training = _data_file(session, project, request.training_file, "training_file")
+    if request.validation_file is not None:
+        _data_file(session, project, request.validation_file, "validation_file")
+    base = session.get(BaseModelModel, request.model)
+    if base is None:
+        raise InvalidRequest(
+            f"unknown model {request.model!r}; GET /v1/models lists the base models",
+            param="model",
+            code="model_not_found",
+        )
+    resolved = resolve_job(request, job_id=job_id, model_location=base.location, training_rows=training.rows)
+    launchers.check_resources(settings, resolved.spec.resources)
+    check_integrations(session, settings, project, request.integrations or [])
+    return resolved
 
 
 def _data_file(session: Session, project: ProjectModel, file_id: str, param: str) -> FileModel:
