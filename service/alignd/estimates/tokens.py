@@ -7,7 +7,6 @@ needs them, not at server start, so an API server installed without the extra st
 else and answers estimates with 501 naming the extra.
 """
 
-import importlib.util
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,19 +27,23 @@ one estimate tokenizes at a time per process."""
 
 
 def trainer_installed() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
+    try:
+        _trainer()
+    except NotInstalled:
+        return False
+    return True
 
 
 def _trainer() -> tuple[ModuleType, ModuleType]:
     """`alignd_trainer.data` and `alignd_trainer.model`, or NotInstalled (501) naming the extra."""
-    if not trainer_installed():
+    try:
+        # Imported here, not at the top: torch and transformers load only on a server that estimates.
+        from alignd_trainer import data, model
+    except ImportError as exc:
         raise NotInstalled(
             "estimates tokenize with the model's tokenizer, which needs the trainer extra on the API "
-            f"server: {TRAINER_EXTRA}"
-        )
-    # Imported here, not at the top: torch and transformers load only on a server that estimates.
-    from alignd_trainer import data, model
-
+            f"server ({exc}): {TRAINER_EXTRA}"
+        ) from None
     return data, model
 
 
