@@ -314,11 +314,14 @@ def test_a_created_job_fills_the_truncation_share_and_reports_the_overlap(live: 
 def test_without_the_trainer_packages_the_estimate_is_501_naming_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A server whose Python cannot import torch (a package that refuses to import shadows it, as on an
-    API image installed without the trainer extra) still checks the request, then answers 501."""
+    """A server whose Python cannot import torch or alignd_trainer (packages that refuse to import shadow
+    them: the API server image has neither) still checks the request, then answers 501."""
     hidden = tmp_path / "hidden"
-    (hidden / "torch").mkdir(parents=True)
-    (hidden / "torch" / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
+    for package in ("torch", "alignd_trainer"):  # the API image has neither
+        (hidden / package).mkdir(parents=True)
+        (hidden / package / "__init__.py").write_text(
+            f"raise ImportError('{package} is not installed here')\n"
+        )
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hidden), os.environ.get("PYTHONPATH", "")]))
     port = free_port()
     url = f"http://127.0.0.1:{port}"

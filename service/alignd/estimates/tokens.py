@@ -2,9 +2,10 @@
 (`alignd_trainer.model.load_tokenizer`, `alignd_trainer.data.tokenize_examples`), so an estimate counts
 what a run would.
 
-Those modules need the `trainer` extra (torch, transformers); they are imported when the first estimate
-needs them, not at server start, so an API server installed without the extra still runs everything
-else and answers estimates with 501 naming the extra.
+Those modules need the `trainer` extra (torch, transformers), and the API server image does not even
+hold the `alignd_trainer` package; they are imported when the first estimate needs them, not at server
+start, so a server installed without them still runs everything else and answers estimates with 501
+naming the extra.
 """
 
 import threading
@@ -16,7 +17,6 @@ from typing import Any
 
 from alignd.contract import PreferenceExample, TruncationMode
 from alignd.errors import InvalidRequest, NotInstalled
-from alignd_trainer.errors import BadInputError
 
 TRAINER_EXTRA = "pip install 'alignd[trainer]'"
 BATCH_ROWS = 1024
@@ -75,7 +75,7 @@ def _cached_tokenizer(location: str) -> Any:
     _, model = _trainer()
     try:
         return model.load_tokenizer(location)
-    except BadInputError as exc:
+    except model.BadInputError as exc:  # alignd_trainer.errors's, imported there
         raise InvalidRequest(str(exc), param="model") from None
 
 
