@@ -353,3 +353,38 @@ def test_without_the_trainer_packages_the_estimate_is_501_naming_the_extra(
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=60)
+
+
+def test_conversational_rows_are_counted_through_the_chat_template(live: Live) -> None:
+    client = live.client()
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Name fruit number {i}."}],
+            "chosen": [{"role": "assistant", "content": "An apple." * (1 + i)}],
+            "rejected": [{"role": "assistant", "content": "A dog."}],
+        }
+        for i in range(5)
+    ]
+    training = upload(client, rows, "chat.jsonl")
+
+    answer = estimate(client, job_body(training))
+
+    tokenizer = AutoTokenizer.from_pretrained(live.tiny_model_dir)
+
+    def ids(messages: list[dict[str, str]], **kwargs: Any) -> list[int]:
+        return list(
+            tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"]
+        )
+
+    totals = np.zeros(3, dtype=int)
+    for row in rows:
+        prompt = ids(row["prompt"], add_generation_prompt=True)
+        full = [ids(row["prompt"] + row[side]) for side in ("chosen", "rejected")]
+        start = min(
+            next((i for i, (x, y) in enumerate(zip(prompt, seq, strict=False)) if x != y), len(prompt))
+            for seq in full
+        )
+        totals += [start, len(full[0]) - start, len(full[1]) - start]
+    counted = answer["training"]["tokens"]
+    assert [counted[name]["total"] for name in ("prompt", "chosen", "rejected")] == totals.tolist()
+    assert answer["training"]["usable_pairs"] == 5
