@@ -235,7 +235,7 @@ def test_dry_run_answers_the_estimate_and_creates_no_job(live: Live) -> None:
         extra_body={"alignd": {"dry_run": True, "resources": {"gpus": 0}}},
     )
 
-    dry_run = json.loads(raw.text)
+    dry_run = raw.http_response.json()  # as the README reads it
     assert dry_run["object"] == "fine_tuning.job.estimate"
     assert dry_run == estimate(client, job_body(training, max_length=MAX_LENGTH))
     assert client.fine_tuning.jobs.list().data == []
