@@ -23,11 +23,11 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
 from alignd.config import Settings
-from alignd.contract import EventLevel, JobSpec
+from alignd.contract import EventLevel, JobSpec, RowError
 from alignd.contract.steps import pairs_per_epoch, steps_per_epoch, total_steps
 from alignd.datasets.overlap import Overlap, find_overlap
 from alignd.datasets.report import TruncationReport, count_truncated
-from alignd.errors import AligndError
+from alignd.errors import AligndError, InvalidRequest
 from alignd.estimates import tokens
 from alignd.estimates.scan import FileScan, scan_file
 from alignd.estimates.throughput import CPU_PROFILE
@@ -73,8 +73,8 @@ def estimate_job(
     )
     session.rollback()  # nothing stays open while the files are read and tokenized
     tokenizer = tokens.load_tokenizer(spec.model)
-    train_scan = _scan(store, settings, training)
-    val_scan = _scan(store, settings, validation) if validation else None
+    train_scan = _scan(store, settings, training, "training_file")
+    val_scan = _scan(store, settings, validation, "validation_file") if validation else None
     train_estimate = _file_estimate(training, train_scan, spec, tokenizer)
     val_estimate = _file_estimate(validation, val_scan, spec, tokenizer) if validation and val_scan else None
     overlap = find_overlap(train_scan.keys, val_scan.keys) if val_scan else None
@@ -118,7 +118,7 @@ def _analyse_created_job(
             rows.append(session.get(FileModel, spec.validation_file))
         files = [_stored(row) for row in rows if row is not None]
     tokenizer = _tokenizer_if_possible(spec.model, job_id)
-    scans = [_scan(store, settings, file) for file in files]
+    scans = [_scan(store, settings, file, "training_file") for file in files]
     with sessions() as session:
         if tokenizer is not None:
             for file, scan in zip(files, scans, strict=True):
@@ -151,13 +151,19 @@ def _stored(row: FileModel) -> StoredFile:
     return StoredFile(id=row.id, key=row.storage_key, rows=row.rows)
 
 
-def _scan(store: ObjectStore, settings: Settings, file: StoredFile) -> FileScan:
-    return scan_file(
-        store.iter_bytes(file.key),
-        rows=file.rows,
-        max_rows=settings.estimate_max_rows,
-        max_line_bytes=settings.max_line_bytes,
-    )
+def _scan(store: ObjectStore, settings: Settings, file: StoredFile, param: str) -> FileScan:
+    """Reads the whole file: about the CPU its upload's validation took."""
+    try:
+        return scan_file(
+            store.iter_bytes(file.key),
+            rows=file.rows,
+            max_rows=settings.estimate_max_rows,
+            max_line_bytes=settings.max_line_bytes,
+        )
+    except RowError as error:
+        raise InvalidRequest(
+            f"file {file.id} is not preference data, which estimates count: {error}", param=param
+        ) from None
 
 
 def _file_estimate(file: StoredFile, scan: FileScan, spec: JobSpec, tokenizer: Any) -> FileEstimate:
