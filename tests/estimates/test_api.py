@@ -3,6 +3,7 @@
 with the tiny model's tokenizer; the truncation share stored on the files' reports; the overlap event of
 a created job; the same 400s as job creation; and 501 on a server without the trainer's packages."""
 
+import io
 import json
 import os
 import signal
@@ -19,7 +20,11 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignd.config import Settings
+from alignd.contract import JobSpec
 from alignd.server import BackgroundServer, free_port, start_serve
+from alignd_trainer.distributed import DistInfo
+from alignd_trainer.loop import DPORecipe
+from alignd_trainer.report import StdoutReporter
 from tests.api.conftest import ADMIN_KEY, bearer
 
 MODEL = "tiny-estimate"
@@ -388,3 +393,59 @@ def test_conversational_rows_are_counted_through_the_chat_template(live: Live) -
     counted = answer["training"]["tokens"]
     assert [counted[name]["total"] for name in ("prompt", "chosen", "rejected")] == totals.tolist()
     assert answer["training"]["usable_pairs"] == 5
+
+
+def test_usable_pairs_and_steps_are_what_the_trainer_sets_up(live: Live, tmp_path: Path) -> None:
+    """The trainer's own setup on the same rows and spec: the pairs it keeps after its drop rules, and its
+    schedule, where a last partial batch smaller than the micro-batch count does not run."""
+    normal = [{"prompt": f"Q{i}: name a fruit.", "chosen": " Apple.", "rejected": " Dog."} for i in range(11)]
+    long_prompts = [{"prompt": "fill " * 80, "chosen": " Yes.", "rejected": " No."} for _ in range(2)]
+    disputed = [
+        {"prompt": f"Q{i}: a colour?", "chosen": " Red.", "rejected": " Dog.", "agreement": 0.2}
+        for i in range(2)
+    ]
+    rows = normal + long_prompts + disputed
+    hyperparameters = {
+        "batch_size": 5,
+        "n_epochs": 2,
+        "gradient_accumulation_steps": 2,
+        "max_length": MAX_LENGTH,
+    }
+    client = live.client()
+    training = upload(client, rows, "train.jsonl")
+
+    answer = estimate(
+        client,
+        job_body(training, **hyperparameters)
+        | {"alignd": {"resources": {"gpus": 0}, "agreement_threshold": 0.5}},
+    )
+
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    spec = JobSpec(
+        model=str(live.tiny_model_dir),
+        training_file=str(path),
+        output_dir=str(tmp_path / "out"),
+        agreement_threshold=0.5,
+        resources={"gpus": 0},
+        hyperparameters=hyperparameters,
+    )
+    recipe = DPORecipe(spec, StdoutReporter(io.StringIO()), DistInfo())
+    recipe.setup()
+    assert len(recipe.train_data.pairs) == answer["training"]["usable_pairs"] == 11
+    assert (
+        recipe.train_data.dropped_prompt_too_long
+        == answer["training"]["truncation"]["prompt_fills_max_length"]
+        == 2
+    )
+    assert recipe.train_data.dropped_low_agreement == answer["training"]["dropped_low_agreement"] == 2
+    assert (recipe.steps_per_epoch, recipe.total_steps) == (
+        answer["steps"]["per_epoch"],
+        answer["steps"]["total"],
+    )
+    assert (
+        answer["steps"]["per_epoch"] == 2
+    )  # 11 pairs in batches of 5: the last pair alone cannot feed 2 shards
+    assert (
+        answer["training"]["truncation"]["truncated_pairs"] == 2
+    )  # the two dropped pairs count as truncated
