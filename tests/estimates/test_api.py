@@ -18,7 +18,9 @@ import numpy as np
 import openai
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
 
+from alignd.cli import app
 from alignd.config import Settings
 from alignd.contract import JobSpec
 from alignd.server import BackgroundServer, free_port, start_serve
@@ -449,3 +451,25 @@ def test_usable_pairs_and_steps_are_what_the_trainer_sets_up(live: Live, tmp_pat
     assert (
         answer["training"]["truncation"]["truncated_pairs"] == 2
     )  # the two dropped pairs count as truncated
+
+
+def test_the_cli_estimates_with_the_arguments_of_jobs_create(live: Live) -> None:
+    client = live.client()
+    training = upload(client, TRAINING, "train.jsonl")
+    hyperparameters = {"max_length": MAX_LENGTH}
+
+    options = [
+        "--hyperparameters",
+        json.dumps(hyperparameters),
+        "--alignd",
+        json.dumps({"resources": {"gpus": 0}}),
+    ]
+    result = CliRunner().invoke(
+        app,
+        ["jobs", "estimate", MODEL, training, *options],
+        env={"ALIGND_API_URL": live.url, "ALIGND_API_KEY": client.api_key},
+    )
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == estimate(client, job_body(training, **hyperparameters))
+    assert client.fine_tuning.jobs.list().data == []
