@@ -473,3 +473,18 @@ def test_the_cli_estimates_with_the_arguments_of_jobs_create(live: Live) -> None
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == estimate(client, job_body(training, **hyperparameters))
     assert client.fine_tuning.jobs.list().data == []
+
+
+def test_a_model_without_a_usable_tokenizer_is_a_400_naming_it(live: Live, tmp_path: Path) -> None:
+    model_dir = tmp_path / "no-tokenizer"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")  # registration accepts it; nothing here can tokenize
+    live.admin("/v1/models", {"id": "no-tokenizer", "source": str(model_dir)})
+    client = live.client()
+    training = upload(client, TRAINING, "train.jsonl")
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        estimate(client, job_body(training) | {"model": "no-tokenizer"})
+
+    assert caught.value.body["param"] == "model"  # type: ignore[index]
+    assert f"cannot load the tokenizer of {model_dir}" in caught.value.message

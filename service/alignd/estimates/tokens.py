@@ -77,6 +77,10 @@ def _cached_tokenizer(location: str) -> Any:
         return model.load_tokenizer(location)
     except model.BadInputError as exc:  # alignd_trainer.errors's, imported there
         raise InvalidRequest(str(exc), param="model") from None
+    except Exception as exc:  # transformers raises ValueError, KeyError, ... for a directory it cannot read
+        raise InvalidRequest(
+            f"cannot load the tokenizer of {location}: {str(exc).strip().splitlines()[0]}", param="model"
+        ) from None
 
 
 def count_tokens(
