@@ -81,7 +81,7 @@ def estimate_job(
     for file_estimate in (train_estimate, val_estimate):
         if file_estimate is not None:
             _record_truncation(session, request.model, file_estimate)
-    estimate = _job_estimate(
+    return _job_estimate(
         settings,
         spec,
         model=request.model,
@@ -90,7 +90,6 @@ def estimate_job(
         overlap=overlap,
         hyperparameters=resolved.hyperparameters,
     )
-    return estimate
 
 
 def analyse_created_job(
@@ -113,18 +112,17 @@ def _analyse_created_job(
             return
         spec = JobSpec.model_validate(job.spec)
         model = job.model
-        rows = [session.get(FileModel, spec.training_file)]
-        if spec.validation_file:
-            rows.append(session.get(FileModel, spec.validation_file))
-        files = [_stored(row) for row in rows if row is not None]
+        named = {"training_file": spec.training_file, "validation_file": spec.validation_file}
+        rows = {param: session.get(FileModel, file_id) for param, file_id in named.items() if file_id}
+        files = {param: _stored(row) for param, row in rows.items() if row is not None}
     tokenizer = _tokenizer_if_possible(spec.model, job_id)
-    scans = [_scan(store, settings, file, "training_file") for file in files]
+    scans = {param: _scan(store, settings, file, param) for param, file in files.items()}
     with sessions() as session:
         if tokenizer is not None:
-            for file, scan in zip(files, scans, strict=True):
-                _record_truncation(session, model, _file_estimate(file, scan, spec, tokenizer))
+            for param, scan in scans.items():
+                _record_truncation(session, model, _file_estimate(files[param], scan, spec, tokenizer))
         if len(scans) == 2:
-            overlap = find_overlap(scans[0].keys, scans[1].keys)
+            overlap = find_overlap(scans["training_file"].keys, scans["validation_file"].keys)
             if overlap.found:
                 event = JobEventModel(
                     job_id=job_id,
