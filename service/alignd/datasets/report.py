@@ -55,7 +55,7 @@ class LengthStats(BaseModel):
 
 class Lengths(BaseModel):
     """Lengths in characters (Unicode code points). For message lists, the sum of the messages'
-    `content` lengths."""
+    `content` lengths, a tool call counting as its function's name plus its arguments string."""
 
     prompt: LengthStats
     chosen: LengthStats
@@ -144,6 +144,10 @@ class QualityReport(BaseModel):
     agreement: AgreementStats
     weights: WeightStats | None
     """Null when no row sets a weight other than 1.0."""
+    tools: LineSample = Field(default_factory=LineSample)
+    """Rows that use function calling: they offer tools (OpenAI's `input.tools`) or a turn calls one
+    (`tool_calls`). Training on them needs a base model whose chat template renders tools. Two rows
+    that differ only in their tools are not exact duplicates."""
     truncation: TruncationReport | None = None
     """Null at upload: validation knows no tokenizer. Filled in when a job or an estimate
     (`POST /v1/fine_tuning/jobs/estimate`) names a model, with its tokenizer and the job's `max_length`;
@@ -179,11 +183,14 @@ def prompt_texts(rows: Rows) -> Sequence[str]:
 
 
 def duplicate_keys(rows: Rows, prompts: Sequence[str] | None = None) -> tuple[Hashes, Hashes]:
-    """Per row, the two keys duplicates are found by: the hash of the whole pair (exact duplicates) and
-    the hash of the normalised prompt (near duplicates). `prompts` is `prompt_texts(rows)` if the caller
-    has it already. Python's string hashes are salted per process: compare keys within one process."""
+    """Per row, the two keys duplicates are found by: the hash of the whole pair, tools included (exact
+    duplicates), and the hash of the normalised prompt (near duplicates). `prompts` is
+    `prompt_texts(rows)` if the caller has it already. Python's string hashes are salted per process:
+    compare keys within one process."""
     prompts = prompt_texts(rows) if prompts is None else prompts
     row_hashes = map(hash, zip(rows.prompts, rows.chosen, rows.rejected, strict=True))
+    if rows.tools is not None:
+        row_hashes = map(_with_tools, zip(row_hashes, rows.tools, strict=True))
     prompt_hashes = map(hash, normalise_many(prompts))
     return _hashes(row_hashes, len(rows)), _hashes(prompt_hashes, len(rows))
 
@@ -210,6 +217,7 @@ class QualityReportBuilder:
         self._empty_responses = _Finding()
         self._empty_prompts = _Finding()
         self._below_threshold = _Finding()
+        self._tools = _Finding()
         self._length_min = np.full(4, np.iinfo(np.int64).max)
         self._length_max = np.zeros(4, dtype=np.int64)
         self._length_total = [0, 0, 0, 0]
@@ -238,6 +246,8 @@ class QualityReportBuilder:
         else:
             # Strings with nothing but whitespace fail validation, so only message lists can hold one.
             columns = [cast(Sequence[Turns], column) for column in (rows.prompts, rows.chosen, rows.rejected)]
+            if rows.tool_lines is not None:
+                self._tools.add_many(rows.tool_lines)
             stats = [_turn_stats(column) for column in columns]
             size_columns = [lengths for lengths, _ in stats]
             self._empty_responses.add_many(lines[stats[1][1] | stats[2][1]])
@@ -323,6 +333,7 @@ class QualityReportBuilder:
                 mean=self._agreement.mean if self._agreement.count else None,
             ),
             weights=self._weight_stats(),
+            tools=self._tools.model(),
         )
 
     def _weight_stats(self) -> WeightStats | None:
@@ -400,6 +411,12 @@ class _Moments:
     @property
     def mean(self) -> float:
         return self.total / self.count
+
+
+def _with_tools(row: tuple[int, str | None]) -> int:
+    """A row's hash, told apart from the same messages offered with other tools (or none)."""
+    row_hash, tools = row
+    return row_hash if tools is None else hash((row_hash, tools))
 
 
 def _hashes(values: Iterable[int], count: int) -> Hashes:

@@ -75,8 +75,12 @@ def estimate_job(
     tokenizer = tokens.load_tokenizer(spec.model)
     train_scan = _scan(store, settings, training, "training_file")
     val_scan = _scan(store, settings, validation, "validation_file") if validation else None
-    train_estimate = _file_estimate(training, train_scan, spec, tokenizer)
-    val_estimate = _file_estimate(validation, val_scan, spec, tokenizer) if validation and val_scan else None
+    train_estimate = _file_estimate(training, train_scan, spec, tokenizer, "training_file")
+    val_estimate = (
+        _file_estimate(validation, val_scan, spec, tokenizer, "validation_file")
+        if validation and val_scan
+        else None
+    )
     overlap = find_overlap(train_scan.keys, val_scan.keys) if val_scan else None
     for file_estimate in (train_estimate, val_estimate):
         if file_estimate is not None:
@@ -120,7 +124,7 @@ def _analyse_created_job(
     with sessions() as session:
         if tokenizer is not None:
             for param, scan in scans.items():
-                _record_truncation(session, model, _file_estimate(files[param], scan, spec, tokenizer))
+                _record_truncation(session, model, _file_estimate(files[param], scan, spec, tokenizer, param))
         if len(scans) == 2:
             overlap = find_overlap(scans["training_file"].keys, scans["validation_file"].keys)
             if overlap.found:
@@ -164,7 +168,9 @@ def _scan(store: ObjectStore, settings: Settings, file: StoredFile, param: str) 
         ) from None
 
 
-def _file_estimate(file: StoredFile, scan: FileScan, spec: JobSpec, tokenizer: Any) -> FileEstimate:
+def _file_estimate(
+    file: StoredFile, scan: FileScan, spec: JobSpec, tokenizer: Any, param: str
+) -> FileEstimate:
     hp = spec.hyperparameters
     counts = tokens.count_tokens(
         tokenizer,
@@ -172,6 +178,7 @@ def _file_estimate(file: StoredFile, scan: FileScan, spec: JobSpec, tokenizer: A
         max_length=hp.max_length,
         truncation_mode=hp.truncation_mode,
         agreement_threshold=spec.agreement_threshold,
+        param=param,
     )
     scale = scan.rows / len(scan.examples) if scan.examples else 0.0
     prompt, chosen, rejected = (

@@ -90,6 +90,7 @@ def count_tokens(
     max_length: int,
     truncation_mode: TruncationMode,
     agreement_threshold: float | None,
+    param: str = "training_file",
 ) -> TokenCounts:
     """Tokenize like the trainer (`tokenize_examples`), a batch of rows at a time: their plain texts go
     to the tokenizer in one call first (`_Prefetched`), the trainer's code then runs on the results."""
@@ -100,13 +101,16 @@ def count_tokens(
     too_long = low_agreement = 0
     with _LOCK:
         for chunk in _chunks(examples, BATCH_ROWS):
-            tokenized = data.tokenize_examples(
-                _Prefetched(tokenizer, chunk),
-                chunk,
-                max_length=max_length,
-                truncation_mode=truncation_mode,
-                agreement_threshold=agreement_threshold,
-            )
+            try:
+                tokenized = data.tokenize_examples(
+                    _Prefetched(tokenizer, chunk),
+                    chunk,
+                    max_length=max_length,
+                    truncation_mode=truncation_mode,
+                    agreement_threshold=agreement_threshold,
+                )
+            except data.BadInputError as exc:  # a row the chat template cannot render, as the trainer says
+                raise InvalidRequest(f"{param}: {exc}", param=param) from None
             for pair in tokenized.pairs:
                 prompt.append(len(pair.prompt_ids))
                 chosen.append(len(pair.chosen_ids))

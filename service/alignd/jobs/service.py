@@ -24,6 +24,7 @@ from alignd.jobs.lifecycle import JobStatus
 from alignd.jobs.quotas import check_job_quota, lock_project
 from alignd.jobs.spec import ResolvedJob, resolve_job
 from alignd.jobs.state import transition
+from alignd.jobs.tools_check import check_tools_rendered
 from alignd.launchers import registry as launchers
 from alignd.models import (
     BaseModelModel,
@@ -125,8 +126,10 @@ def check_request(
     project's other jobs). The estimate (`alignd.estimates`) calls it too, so both refuse the same input
     with the same error."""
     training = _data_file(session, project, request.training_file, "training_file")
+    data_files = [("training_file", training)]
     if request.validation_file is not None:
-        _data_file(session, project, request.validation_file, "validation_file")
+        validation = _data_file(session, project, request.validation_file, "validation_file")
+        data_files.append(("validation_file", validation))
     base = session.get(BaseModelModel, request.model)
     if base is None:
         raise InvalidRequest(
@@ -134,6 +137,7 @@ def check_request(
             param="model",
             code="model_not_found",
         )
+    check_tools_rendered(model=request.model, location=base.location, files=data_files)
     resolved = resolve_job(request, job_id=job_id, model_location=base.location, training_rows=training.rows)
     launchers.check_resources(settings, resolved.spec.resources)
     check_integrations(session, settings, project, request.integrations or [])
