@@ -22,11 +22,14 @@ from typer.testing import CliRunner
 
 from alignd.cli import app
 from alignd.config import Settings
-from alignd.contract import JobSpec
+from alignd.contract import JobSpec, TruncationMode, parse_preference_line
 from alignd.server import BackgroundServer, free_port, start_serve
+from alignd_trainer.data import tokenize_examples
 from alignd_trainer.distributed import DistInfo
 from alignd_trainer.loop import DPORecipe
+from alignd_trainer.model import load_tokenizer
 from alignd_trainer.report import StdoutReporter
+from alignd_trainer.synthetic import preference_rows, tool_rows
 from tests.api.conftest import ADMIN_KEY, bearer
 
 MODEL = "tiny-estimate"
@@ -488,3 +491,40 @@ def test_a_model_without_a_usable_tokenizer_is_a_400_naming_it(live: Live, tmp_p
 
     assert caught.value.body["param"] == "model"  # type: ignore[index]
     assert f"cannot load the tokenizer of {model_dir}" in caught.value.message
+
+
+def test_tool_rows_are_counted_as_the_trainer_renders_them(live: Live, tools_model_dir: Path) -> None:
+    """Rows with tools go through the chat template with their tools; a model whose template cannot
+    render them gets job creation's 400."""
+    live.admin("/v1/models", {"id": "tiny-tools-estimate", "source": str(tools_model_dir)})
+    client = live.client()
+    rows = preference_rows(4, seed=2, fmt="openai") + tool_rows(6, seed=2)
+    training = upload(client, rows, "tools.jsonl")
+    body = job_body(training) | {"model": "tiny-tools-estimate"}
+
+    answer = estimate(client, body)
+
+    examples = [parse_preference_line(json.dumps(row), line) for line, row in enumerate(rows, 1)]
+    trainer = tokenize_examples(
+        load_tokenizer(str(tools_model_dir)),
+        examples,
+        max_length=1024,
+        truncation_mode=TruncationMode.keep_start,
+    )
+    counted = answer["training"]["tokens"]
+    for name, side in (("prompt", "prompt_ids"), ("chosen", "chosen_ids"), ("rejected", "rejected_ids")):
+        assert counted[name]["total"] == sum(len(getattr(pair, side)) for pair in trainer.pairs), name
+    assert answer["training"]["usable_pairs"] == len(trainer.pairs) == 10
+
+    errors = []
+    for call in (
+        lambda: client.fine_tuning.jobs.create(
+            model=MODEL, training_file=training, extra_body={"alignd": {"resources": {"gpus": 0}}}
+        ),
+        lambda: estimate(client, job_body(training)),
+    ):
+        with pytest.raises(openai.BadRequestError) as caught:
+            call()
+        errors.append(caught.value.body)
+    assert errors[0] == errors[1]
+    assert MODEL in errors[0]["message"]  # type: ignore[index]
