@@ -167,6 +167,7 @@ def model_parameters(location: str) -> int | None:
 
 @lru_cache(maxsize=16)
 def _cached_parameters(location: str) -> int | None:
+    # The trainer extra's packages, which `model_parameters` has checked are there (see `_trainer`).
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
