@@ -139,10 +139,35 @@ class DpoMethodIn(_Request):
     hyperparameters: DpoHyperparametersIn = Field(default_factory=DpoHyperparametersIn)
 
 
+class SupervisedHyperparametersIn(_Request):
+    """OpenAI's supervised hyperparameters ("auto" allowed) plus the extensions that apply to SFT (the
+    DPO-only ones, such as beta and loss_type, are refused)."""
+
+    batch_size: Int | Auto = "auto"
+    learning_rate_multiplier: Number | Auto = "auto"
+    n_epochs: Int | Auto = "auto"
+    learning_rate: Number | None = None
+    warmup_ratio: Number | None = None
+    lr_scheduler: LRScheduler | None = None
+    weight_decay: Number | None = None
+    max_grad_norm: Number | None = None
+    gradient_accumulation_steps: Int | None = None
+    max_length: Int | None = None
+    truncation_mode: TruncationMode | None = None
+    eval_steps: Int | None = None
+    save_steps: Int | None = None
+    gradient_checkpointing: Flag | None = None
+    max_steps: Int | None = None
+
+
+class SupervisedMethodIn(_Request):
+    hyperparameters: SupervisedHyperparametersIn = Field(default_factory=SupervisedHyperparametersIn)
+
+
 class MethodIn(_Request):
     type: Literal["dpo", "supervised", "reinforcement"]
     dpo: DpoMethodIn | None = None
-    supervised: dict[str, Any] | None = None
+    supervised: SupervisedMethodIn | None = None
     reinforcement: dict[str, Any] | None = None
 
 
@@ -154,6 +179,14 @@ class AligndJobOptions(_Request):
     max_runtime_seconds: Int | None = Field(None, ge=1)
     priority: Int = Field(0, ge=-100, le=100, description="Higher runs first among queued jobs.")
     agreement_threshold: Number | None = Field(None, ge=0, le=1)
+    init_from_checkpoint: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Start from this checkpoint (`ftckpt-...`, from GET .../checkpoints) of one of the "
+        "project's jobs instead of from the model's weights; `model` must name that job's base model or "
+        "`model`.",
+    )
     merged_weights: Flag | None = Field(
         None,
         description="LoRA jobs: also store the base model with the adapter merged into it, served at "
@@ -272,13 +305,24 @@ class DpoHyperparametersOut(BaseModel):
     n_epochs: int
 
 
+class SupervisedHyperparametersOut(BaseModel):
+    batch_size: int
+    learning_rate_multiplier: float
+    n_epochs: int
+
+
 class DpoMethodOut(BaseModel):
     hyperparameters: DpoHyperparametersOut
 
 
+class SupervisedMethodOut(BaseModel):
+    hyperparameters: SupervisedHyperparametersOut
+
+
 class MethodOut(BaseModel):
-    type: Literal["dpo"] = "dpo"
-    dpo: DpoMethodOut
+    type: Literal["dpo", "supervised"] = "dpo"
+    dpo: DpoMethodOut | None = None
+    supervised: SupervisedMethodOut | None = None
 
 
 class JobAligndInfo(BaseModel):
@@ -302,8 +346,9 @@ class JobObject(BaseModel):
     error: JobError | None = None
     fine_tuned_model: str | None = None
     finished_at: int | None = None
-    hyperparameters: DpoHyperparametersOut
+    hyperparameters: DpoHyperparametersOut | SupervisedHyperparametersOut
     model: str
+    """What the job was created with: a base model, or an `ft:` model it continues from."""
     organization_id: str
     result_files: list[str] = Field(default_factory=list)
     seed: int

@@ -26,6 +26,7 @@ TABLES = {
     "webhook_attempts",
     "integration_credentials",
     "integration_runs",
+    "runs",
 }
 
 
@@ -41,7 +42,7 @@ def test_first_start_migrates_an_empty_database(db_url: str) -> None:
 
     db.check_schema(engine)
 
-    assert db.current_revision(engine) == db.head_revision() == "0002"
+    assert db.current_revision(engine) == db.head_revision() == "0003_runs"
     assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
     engine.dispose()
 
@@ -84,13 +85,13 @@ def test_refuses_an_older_revision_until_upgraded(
     newer = tmp_path / "migrations"
     shutil.copytree(db.MIGRATIONS_DIR, newer, ignore=shutil.ignore_patterns("__pycache__"))
     (newer / "versions" / "0099_next.py").write_text(
-        'revision = "0099"\ndown_revision = "0002"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        'revision = "0099"\ndown_revision = "0003_runs"\nbranch_labels = None\ndepends_on = None\n\n\n'
         "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
     )
     monkeypatch.setattr(db, "MIGRATIONS_DIR", newer)
 
     with pytest.raises(
-        db.SchemaError, match=r"revision 0002, older than this alignd's 0099: run `alignd db upgrade`"
+        db.SchemaError, match=r"revision 0003_runs, older than this alignd's 0099: run `alignd db upgrade`"
     ):
         db.check_schema(engine)
 

@@ -83,6 +83,9 @@ def micro_batches(indices: Sequence[int], *, world: int, accumulation: int, rank
 
 
 class DPORecipe:
+    method_name = "DPO"
+    """How events name what the recipe trains."""
+
     def __init__(
         self,
         spec: JobSpec,
@@ -114,7 +117,8 @@ class DPORecipe:
         self.device = resolve_device(self.dist.local_rank)
         self._event(
             "status",
-            f"loading {self.spec.model} for {self.spec.training_type} DPO on {self.device}",
+            f"loading {self.spec.model}{self._init_note} for {self.spec.training_type} "
+            f"{self.method_name} on {self.device}",
             data={"spec": self.spec.model_dump(mode="json"), "world_size": self.dist.world_size},
         )
         self.model, self.tokenizer, self.dtype = build_policy(self.spec, self.device)
@@ -144,6 +148,14 @@ class DPORecipe:
         scorer = SequenceScorer(self.model)
         self.scorer: nn.Module = DistributedDataParallel(scorer) if self.dist.enabled else scorer
         self._resume()
+
+    @property
+    def _init_note(self) -> str:
+        init = self.spec.init
+        return f" starting from {init.source} ({len(init.layers)} weight layers)" if init else ""
+
+    def _new_sums(self) -> MetricSums:
+        return MetricSums(self.device)
 
     def _packing_works(self) -> bool:
         reason = packing_unsupported(self.model, pad_token_id=self.tokenizer.pad_token_id)
@@ -262,7 +274,7 @@ class DPORecipe:
                 self.save_checkpoint()
                 raise Terminated(f"stopped at step {self.step} on SIGTERM; checkpoint saved")
             started = time.monotonic()
-            sums = MetricSums(self.device)
+            sums = self._new_sums()
             micro = micro_batches(
                 self._global_batch(self.step),
                 world=self.dist.world_size,
@@ -384,7 +396,7 @@ class DPORecipe:
         assert self.val_data is not None
         was_training = self.model.training
         self.model.eval()
-        sums = MetricSums(self.device)
+        sums = self._new_sums()
         mine = self.val_data.pairs[self.dist.rank :: self.dist.world_size]
         inner = self.scorer.module if isinstance(self.scorer, DistributedDataParallel) else self.scorer
         for chunk in in_chunks(mine, self._micro_size):

@@ -57,6 +57,27 @@ def preference_rows(
     return rows
 
 
+def chat_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
+    """Chat rows (OpenAI's SFT format) teaching the same rule: the answer names a thing of the asked
+    category, ended the way the corpus ends it ("I like the <thing>.")."""
+    rng = random.Random(seed)
+    names = list(CATEGORIES)
+    rows: list[dict[str, Any]] = []
+    for _ in range(n):
+        category = rng.choice(names)
+        word = rng.choice(CATEGORIES[category])
+        prompt = rng.choice(TEMPLATES).format(c=category)
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": f"{word}. I like the {word}."},
+                ]
+            }
+        )
+    return rows
+
+
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     out = Path(path)
     out.write_text("".join(json.dumps(row) + "\n" for row in rows))

@@ -8,6 +8,7 @@ from alignd import files
 from alignd.api.responses import PROJECT, binary, errors
 from alignd.api.storable import check_text
 from alignd.api.upload_form import UploadForm
+from alignd.datasets.chat_report import ChatQualityReport
 from alignd.datasets.report import QualityReport
 from alignd.deps import ProjectDep, SessionDep, SettingsDep, StateDep, StoreDep
 from alignd.errors import InvalidRequest
@@ -130,6 +131,6 @@ def content(file_id: str, session: SessionDep, store: StoreDep, project: Project
     )
 
 
-@router.get("/{file_id}/report", response_model=QualityReport, responses=errors(*PROJECT))
+@router.get("/{file_id}/report", response_model=QualityReport | ChatQualityReport, responses=errors(*PROJECT))
 def report(file_id: str, session: SessionDep, project: ProjectDep) -> dict[str, object]:
     return files.get_file(session, project, file_id).report or {}

@@ -23,7 +23,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
 from alignd.config import Settings
-from alignd.contract import EventLevel, JobSpec, RowError
+from alignd.contract import EventLevel, JobSpec, RowError, TrainingMethod
 from alignd.contract.steps import pairs_per_epoch, steps_per_epoch, total_steps
 from alignd.datasets.overlap import Overlap, find_overlap
 from alignd.datasets.report import TruncationReport, count_truncated
@@ -65,8 +65,15 @@ def estimate_job(
 ) -> JobEstimate:
     resolved = check_request(
         session=session, settings=settings, project=project, request=request, job_id=ESTIMATE_JOB_ID
-    )
+    ).resolved
     spec = resolved.spec
+    hyperparameters = resolved.hyperparameters
+    if spec.method is not TrainingMethod.dpo or not isinstance(hyperparameters, DpoHyperparametersOut):
+        raise InvalidRequest(
+            f"estimates cover DPO jobs; a {spec.method} job is checked here but not estimated yet: "
+            "create it, or use method.type 'dpo'",
+            param="method.type",
+        )
     training = _stored(get_file(session, project, request.training_file))
     validation = (
         _stored(get_file(session, project, request.validation_file)) if request.validation_file else None
@@ -92,7 +99,7 @@ def estimate_job(
         training=train_estimate,
         validation=val_estimate,
         overlap=overlap,
-        hyperparameters=resolved.hyperparameters,
+        hyperparameters=hyperparameters,
     )
 
 
@@ -115,6 +122,8 @@ def _analyse_created_job(
         if job is None:
             return
         spec = JobSpec.model_validate(job.spec)
+        if spec.method is not TrainingMethod.dpo:
+            return  # its files hold SFT conversations, which this analysis does not read yet
         model = job.model
         named = {"training_file": spec.training_file, "validation_file": spec.validation_file}
         rows = {param: session.get(FileModel, file_id) for param, file_id in named.items() if file_id}
