@@ -260,8 +260,18 @@ def test_dry_run_answers_the_estimate_and_creates_no_job(live: Live) -> None:
         {"validation_file": "file-missing"},
         {"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": -1}}}},
         {"alignd": {"resources": {"gpus": 0}, "training_type": "full", "merged_weights": True}},
+        {"model": "ft:tiny-estimate:proj:x:ftjob-none"},
+        {"method": {"type": "supervised"}},  # a preference file where SFT needs chat rows
     ],
-    ids=["unknown-model", "missing-training-file", "missing-validation-file", "bad-beta", "merged-full"],
+    ids=[
+        "unknown-model",
+        "missing-training-file",
+        "missing-validation-file",
+        "bad-beta",
+        "merged-full",
+        "unknown-ft-model",
+        "sft-on-pairs",
+    ],
 )
 def test_bad_input_gets_the_same_error_as_job_creation(live: Live, change: dict[str, Any]) -> None:
     client = live.client()
@@ -528,3 +538,23 @@ def test_tool_rows_are_counted_as_the_trainer_renders_them(live: Live, tools_mod
         errors.append(caught.value.body)
     assert errors[0] == errors[1]
     assert MODEL in errors[0]["message"]  # type: ignore[index]
+
+
+def test_a_supervised_job_is_checked_but_not_estimated_yet(live: Live) -> None:
+    client = live.client()
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Name fruit {i}."},
+                {"role": "assistant", "content": "Pear."},
+            ]
+        }
+        for i in range(4)
+    ]
+    training = upload(client, rows, "sft.jsonl")
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        estimate(client, job_body(training) | {"method": {"type": "supervised"}})
+
+    assert caught.value.body["param"] == "method.type"  # type: ignore[index]
+    assert "estimates cover DPO jobs" in caught.value.message
