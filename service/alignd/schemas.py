@@ -196,6 +196,11 @@ class AligndJobOptions(_Request):
         "the base). Full fine-tuning already yields full weights (`artifacts/adapter`); true is refused "
         "there.",
     )
+    dry_run: Flag | None = Field(
+        None,
+        description="true: create nothing and answer with the job's estimate (fine_tuning.job.estimate), as "
+        "POST /v1/fine_tuning/jobs/estimate does.",
+    )
 
 
 class WandbOptions(_Request):

@@ -22,6 +22,7 @@ from alignd.contract import (
     TrainerEvent,
     TrainingType,
 )
+from alignd.contract.steps import steps_per_epoch, total_steps
 from alignd_trainer import checkpoint as ckpt
 from alignd_trainer.artifacts import ArtifactSink, LocalSink
 from alignd_trainer.data import (
@@ -127,9 +128,9 @@ class DPORecipe:
             self._load_data(self.spec.validation_file, "validation") if self.spec.validation_file else None
         )
         self.steps_per_epoch = self._steps_per_epoch(len(self.train_data.pairs))
-        self.total_steps = self.steps_per_epoch * self.hp.n_epochs
-        if self.hp.max_steps is not None:
-            self.total_steps = min(self.total_steps, self.hp.max_steps)
+        self.total_steps = total_steps(
+            self.steps_per_epoch, n_epochs=self.hp.n_epochs, max_steps=self.hp.max_steps
+        )
         self.reference = self._reference()
         self.ref_cache = self._precompute_reference() if self._precompute else None
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -207,8 +208,7 @@ class DPORecipe:
 
     def _steps_per_epoch(self, pairs: int) -> int:
         """A final partial batch counts only if every rank and micro-step gets at least one pair."""
-        full, rest = divmod(pairs, self.hp.batch_size)
-        steps = full + (1 if rest >= self.shards else 0)
+        steps = steps_per_epoch(pairs, batch_size=self.hp.batch_size, shards=self.shards)
         if steps == 0:
             raise BadInputError(
                 f"the training file has {pairs} usable pairs, too few for one step split "
