@@ -58,6 +58,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
+@pytest.fixture(scope="session")
+def tools_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a Qwen2.5-style chat template that renders tools (`TOOLS_CHAT_TEMPLATE`); the
+    tiny model's own template does not. Read-only for tests, like `tiny_model_dir`."""
+    from alignd_trainer.tiny_model import TOOLS_CHAT_TEMPLATE, with_chat_template
+
+    return with_chat_template(tiny_model_dir, tmp_path_factory.mktemp("tools_model"), TOOLS_CHAT_TEMPLATE)
+
+
 @pytest.fixture
 def closed_port() -> Iterator[int]:
     """A loopback port that refuses connections for the whole test. The socket stays bound without

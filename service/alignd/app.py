@@ -8,7 +8,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from alignd import __version__, auth
-from alignd.api import admin, errors, files, health, integrations, internal, jobs, models, storage, webhooks
+from alignd.api import (
+    admin,
+    errors,
+    evals,
+    files,
+    health,
+    integrations,
+    internal,
+    jobs,
+    models,
+    storage,
+    webhooks,
+)
 from alignd.api.access_log import redact_signatures
 from alignd.api.fast_path import JobStatusFastPath
 from alignd.api.limits import RequestLimits
@@ -131,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         storage.router,
         webhooks.router,
         integrations.router,
+        evals.router,
     ):
         app.include_router(router)
     return app

@@ -183,17 +183,45 @@ def jobs_create(
     model: str,
     training_file: str,
     validation_file: str | None = None,
+    hyperparameters: Annotated[str, typer.Option(help="JSON object of the method's hyperparameters.")] = "{}",
+    alignd: Annotated[str, typer.Option(help="JSON object of alignd options (lora, resources, ...).")] = "{}",
+    method: Annotated[
+        str, typer.Option(help="dpo (preference pairs) or supervised (chat rows); model may be an ft: model.")
+    ] = "dpo",
+) -> None:
+    body = _job_body(model, training_file, validation_file, hyperparameters, alignd, method)
+    _show(_call(lambda c: c.call("POST", "/v1/fine_tuning/jobs", json=body)))
+
+
+@jobs_app.command("estimate")
+def jobs_estimate(
+    model: str,
+    training_file: str,
+    validation_file: str | None = None,
     hyperparameters: Annotated[str, typer.Option(help="JSON object of DPO hyperparameters.")] = "{}",
     alignd: Annotated[str, typer.Option(help="JSON object of alignd options (lora, resources, ...).")] = "{}",
 ) -> None:
-    body = {
+    """What `jobs create` with the same arguments would do (tokens, steps, truncation, overlap, durations),
+    without creating the job. DPO jobs only, for now."""
+    body = _job_body(model, training_file, validation_file, hyperparameters, alignd, "dpo")
+    _show(_call(lambda c: c.call("POST", "/v1/fine_tuning/jobs/estimate", json=body)))
+
+
+def _job_body(
+    model: str,
+    training_file: str,
+    validation_file: str | None,
+    hyperparameters: str,
+    alignd: str,
+    method: str,
+) -> dict[str, Any]:
+    return {
         "model": model,
         "training_file": training_file,
         "validation_file": validation_file,
-        "method": {"type": "dpo", "dpo": {"hyperparameters": json.loads(hyperparameters)}},
+        "method": {"type": method, method: {"hyperparameters": json.loads(hyperparameters)}},
         "alignd": json.loads(alignd),
     }
-    _show(_call(lambda c: c.call("POST", "/v1/fine_tuning/jobs", json=body)))
 
 
 @jobs_app.command("list")

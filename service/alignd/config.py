@@ -12,6 +12,8 @@ from cryptography.fernet import Fernet
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from alignd.estimates.throughput import Throughput, default_throughput
+
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 
@@ -328,6 +330,20 @@ class Settings(BaseSettings):
     )
     upload_spool_dir: Path | None = Field(
         None, description="Where uploads wait while they are received; default the system's temp dir."
+    )
+
+    # estimates before training (alignd.estimates): the duration table and how much of a file is tokenized
+    estimate_throughput: dict[str, Throughput] = Field(
+        default_factory=default_throughput,
+        description="GPU profile (resources.gpu_type, or `cpu`) -> tokens/s per device for LoRA and full "
+        "training of a model of `params` parameters (JSON); estimates scale it to the job's model. "
+        "Default: alignd.estimates.throughput.default_throughput (CPU measured, GPUs derived).",
+    )
+    estimate_max_rows: int = Field(
+        20_000,
+        ge=1,
+        description="Rows an estimate tokenizes per file at most; a larger file is sampled evenly and its "
+        "token totals extrapolated (the estimate says so).",
     )
 
     def resolved_data_dir(self) -> Path:

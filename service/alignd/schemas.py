@@ -62,6 +62,8 @@ class FileAligndInfo(BaseModel):
     format: str
     rows: int
     sha256: str
+    purpose: str = "fine-tune"
+    """The purpose as alignd stores it: `evals` where the SDK-facing `purpose` says "user_data"."""
 
 
 class FileObject(BaseModel):
@@ -93,7 +95,7 @@ class FileObject(BaseModel):
     bytes: int
     created_at: int
     filename: str
-    purpose: Literal["fine-tune", "fine-tune-results"] = "fine-tune"
+    purpose: Literal["fine-tune", "fine-tune-results", "user_data"] = "fine-tune"
     """fine-tune: uploaded preference data; fine-tune-results: a succeeded job's metrics CSV."""
     status: Literal["uploaded", "processed", "error"] = "processed"
     status_details: str | None = None
@@ -139,10 +141,35 @@ class DpoMethodIn(_Request):
     hyperparameters: DpoHyperparametersIn = Field(default_factory=DpoHyperparametersIn)
 
 
+class SupervisedHyperparametersIn(_Request):
+    """OpenAI's supervised hyperparameters ("auto" allowed) plus the extensions that apply to SFT (the
+    DPO-only ones, such as beta and loss_type, are refused)."""
+
+    batch_size: Int | Auto = "auto"
+    learning_rate_multiplier: Number | Auto = "auto"
+    n_epochs: Int | Auto = "auto"
+    learning_rate: Number | None = None
+    warmup_ratio: Number | None = None
+    lr_scheduler: LRScheduler | None = None
+    weight_decay: Number | None = None
+    max_grad_norm: Number | None = None
+    gradient_accumulation_steps: Int | None = None
+    max_length: Int | None = None
+    truncation_mode: TruncationMode | None = None
+    eval_steps: Int | None = None
+    save_steps: Int | None = None
+    gradient_checkpointing: Flag | None = None
+    max_steps: Int | None = None
+
+
+class SupervisedMethodIn(_Request):
+    hyperparameters: SupervisedHyperparametersIn = Field(default_factory=SupervisedHyperparametersIn)
+
+
 class MethodIn(_Request):
     type: Literal["dpo", "supervised", "reinforcement"]
     dpo: DpoMethodIn | None = None
-    supervised: dict[str, Any] | None = None
+    supervised: SupervisedMethodIn | None = None
     reinforcement: dict[str, Any] | None = None
 
 
@@ -154,12 +181,25 @@ class AligndJobOptions(_Request):
     max_runtime_seconds: Int | None = Field(None, ge=1)
     priority: Int = Field(0, ge=-100, le=100, description="Higher runs first among queued jobs.")
     agreement_threshold: Number | None = Field(None, ge=0, le=1)
+    init_from_checkpoint: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Start from this checkpoint (`ftckpt-...`, from GET .../checkpoints) of one of the "
+        "project's jobs instead of from the model's weights; `model` must name that job's base model or "
+        "`model`.",
+    )
     merged_weights: Flag | None = Field(
         None,
         description="LoRA jobs: also store the base model with the adapter merged into it, served at "
         "`artifacts/merged` (default true; set false for big models, whose merged copy is as large as "
         "the base). Full fine-tuning already yields full weights (`artifacts/adapter`); true is refused "
         "there.",
+    )
+    dry_run: Flag | None = Field(
+        None,
+        description="true: create nothing and answer with the job's estimate (fine_tuning.job.estimate), as "
+        "POST /v1/fine_tuning/jobs/estimate does.",
     )
 
 
@@ -267,13 +307,24 @@ class DpoHyperparametersOut(BaseModel):
     n_epochs: int
 
 
+class SupervisedHyperparametersOut(BaseModel):
+    batch_size: int
+    learning_rate_multiplier: float
+    n_epochs: int
+
+
 class DpoMethodOut(BaseModel):
     hyperparameters: DpoHyperparametersOut
 
 
+class SupervisedMethodOut(BaseModel):
+    hyperparameters: SupervisedHyperparametersOut
+
+
 class MethodOut(BaseModel):
-    type: Literal["dpo"] = "dpo"
-    dpo: DpoMethodOut
+    type: Literal["dpo", "supervised"] = "dpo"
+    dpo: DpoMethodOut | None = None
+    supervised: SupervisedMethodOut | None = None
 
 
 class JobAligndInfo(BaseModel):
@@ -297,8 +348,9 @@ class JobObject(BaseModel):
     error: JobError | None = None
     fine_tuned_model: str | None = None
     finished_at: int | None = None
-    hyperparameters: DpoHyperparametersOut
+    hyperparameters: DpoHyperparametersOut | SupervisedHyperparametersOut
     model: str
+    """What the job was created with: a base model, or an `ft:` model it continues from."""
     organization_id: str
     result_files: list[str] = Field(default_factory=list)
     seed: int

@@ -19,7 +19,7 @@ from alignd import auth
 from alignd.config import Settings
 from alignd.db import make_engine
 from alignd.jobs.state import JobStatus, transition
-from alignd.models import CheckpointModel
+from alignd.models import CheckpointModel, JobModel
 from alignd.server import BackgroundServer, free_port
 from alignd.storage import ObjectStore, store_from_settings
 from alignd_trainer.synthetic import preference_rows
@@ -209,3 +209,62 @@ def test_rows_stored_outside_the_job_are_never_presigned_nor_archived(world: Wor
         assert refused.status_code == 404, refused.text
         assert SECRET not in refused.content
         assert "outside the job's storage" in refused.json()["error"]["message"]
+
+
+def _start_running(world: World, owner: httpx.Client, body: dict[str, Any]) -> Job:
+    job = owner.post("/v1/fine_tuning/jobs", json=body)
+    assert job.is_success, job.text
+    job_id = job.json()["id"]
+    engine = make_engine(world.settings.resolved_database_url())
+    with Session(engine) as session:
+        assert transition(session, job_id, to=JobStatus.running, event="started by the test")
+        token = auth.issue_job_token(session, job_id)
+    engine.dispose()
+    trainer = httpx.Client(
+        base_url=f"{world.api.base_url}/internal/v1/jobs/{job_id}", headers=bearer(token), timeout=30
+    )
+    return Job(job_id, token, owner, trainer)
+
+
+def test_starting_weights_are_served_only_from_the_project_s_own_jobs(world: World) -> None:
+    """A job started from a checkpoint gets presigned URLs for that checkpoint's weights (not its optimizer
+    state); a spec naming another project's job gets a 404 and nothing presigned."""
+    mine, theirs = world.mine, world.theirs
+    weights = {
+        "adapter/adapter_config.json": b"{}",
+        "adapter/adapter_model.safetensors": b"w",
+        "optimizer.pt": b"o",
+    }
+    _upload_checkpoint(mine, 3, weights)
+    _upload_checkpoint(theirs, 3, {"adapter/adapter_model.safetensors": SECRET})
+    assert mine.trainer.get("/init_files").status_code == 404, "a job started from its base has no layers"
+    [checkpoint] = mine.owner.get(f"/v1/fine_tuning/jobs/{mine.id}/checkpoints").json()["data"]
+    training_file = mine.owner.get("/v1/files").json()["data"][0]["id"]
+    body = {
+        "model": "m",
+        "training_file": training_file,
+        "alignd": {"resources": {"gpus": 0}, "init_from_checkpoint": checkpoint["id"]},
+    }
+    chained = _start_running(world, mine.owner, body)
+    try:
+        listing = chained.trainer.get("/init_files", params={"layer": 0})
+        assert listing.status_code == 200, listing.text
+        assert listing.json()["location"] == f"jobs/{mine.id}/checkpoints/step-00000003/adapter"
+        files = {item["path"]: httpx.get(item["url"]).content for item in listing.json()["files"]}
+        assert files == {"adapter_config.json": b"{}", "adapter_model.safetensors": b"w"}
+        assert chained.trainer.get("/init_files", params={"layer": 1}).status_code == 404
+
+        engine = make_engine(world.settings.resolved_database_url())
+        with Session(engine) as session:
+            row = session.get(JobModel, chained.id)
+            assert row is not None
+            foreign = {"kind": "adapter", "location": f"jobs/{theirs.id}/checkpoints/step-00000003/adapter"}
+            row.spec = row.spec | {"init": {"source": "x", "layers": [foreign]}}
+            session.add(row)
+            session.commit()
+        engine.dispose()
+        refused = chained.trainer.get("/init_files", params={"layer": 0})
+        assert refused.status_code == 404 and "cannot read" in refused.json()["error"]["message"]
+        assert SECRET.decode() not in refused.text and "X-Amz" not in refused.text
+    finally:
+        chained.trainer.close()

@@ -178,6 +178,73 @@ CONVERSATIONAL[2].extend(
     ]
 )
 OPENAI = _message_rows(_openai)
+# OpenAI's tool turns name the call they answer, which this one does not.
+OPENAI[2].append(OPENAI[0].pop(5))
+
+TOOL = {"type": "function", "function": {"name": "find", "description": "Finds.", "parameters": {}}}
+CALL = {
+    "role": "assistant",
+    "content": None,
+    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "find", "arguments": "{}"}}],
+}
+ANSWER = _turn("tool", "found", tool_call_id="c1")
+
+
+def _with_call(**function: object) -> list[dict[str, object]]:
+    call = {"id": "c1", "type": "function", "function": {"name": "find", "arguments": "{}", **function}}
+    return [CALL | {"tool_calls": [call]}]
+
+
+# Rows with tools and tool calls are good, but only the row-by-row parser reads them.
+CONVERSATIONAL[1].extend(
+    [
+        _conversation((USER,), [CALL], tools=[TOOL]),
+        _conversation((USER, CALL, _turn("tool", "found", name="find")), A, tools=[TOOL]),
+    ]
+)
+CONVERSATIONAL[2].append(_conversation((USER,), A, tools={"find": TOOL}))
+OPENAI[1].extend(
+    [
+        json.dumps(
+            {
+                "input": {"messages": [USER], "tools": [TOOL]},
+                "preferred_output": A,
+                "non_preferred_output": [CALL],
+            }
+        ).encode(),
+        _openai((USER, CALL, ANSWER), A, B),
+        _openai((USER,), [CALL | {"content": "Let me look."}]),  # content and a call
+    ]
+)
+OPENAI[2].extend(
+    [
+        _openai((USER, CALL, _turn("tool", "found", tool_call_id="c2")), A),  # answers no call
+        _openai((USER, _turn("tool", "found", tool_call_id="c1")), A),  # before the call
+        _openai((USER,), _with_call(arguments={"q": 1})),  # arguments as an object, not a string
+        _openai((USER,), _with_call(arguments="{not json")),
+        _openai((USER,), _with_call(arguments="[1]")),
+        _openai((USER,), _with_call(name="has space")),
+        _openai((USER,), [CALL | {"tool_calls": []}]),
+        _openai((_turn("user", "hi", tool_calls=CALL["tool_calls"]),), A),  # a user turn calling
+        json.dumps(
+            {"input": {"messages": [USER], "tools": TOOL}, "preferred_output": A, "non_preferred_output": B}
+        ).encode(),
+        json.dumps(
+            {
+                "input": {"messages": [USER], "tools": [{"type": "function"}]},
+                "preferred_output": A,
+                "non_preferred_output": B,
+            }
+        ).encode(),
+        json.dumps(
+            {
+                "input": {"messages": [USER], "parallel_tool_calls": "yes"},
+                "preferred_output": A,
+                "non_preferred_output": B,
+            }
+        ).encode(),
+    ]
+)
 OPENAI[0].append(
     json.dumps(  # as OpenAI's guide writes it
         {

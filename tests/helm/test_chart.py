@@ -4,9 +4,7 @@ the places where the chart must agree with the code (settings names, images, pro
 
 import base64
 import inspect
-import os
 import re
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -24,52 +22,15 @@ from alignd.launchers.base import LaunchRequest
 from alignd.launchers.k8s_manifests import CACHE_DIR, QUEUE_LABEL, build, selector
 from alignd.launchers.registry import launcher_class
 from alignd.secretbox import generate_key
-from tests.helm.helm_binary import helm_binary
+from tests.helm.chart import CHART, NAMESPACE, RELEASE, api_container, only, render, run, template
 from tests.k8s.helpers import LAUNCHER_RULES
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "alignd"
 PRODUCTION = CHART / "examples" / "production.yaml"
 QUICKSTART = CHART / "examples" / "quickstart.yaml"
 GPU_CLUSTER = CHART / "examples" / "gpu-cluster.yaml"
-RELEASE, NAMESPACE = "alignd", "ml-platform"
 KUBERNETES_VERSIONS = ("1.31.0", "1.35.0")
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
-
-
-@pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """The helm command line prefix, with helm's config/cache/data homes in a temporary directory."""
-    binary = helm_binary()
-    homes = tmp_path_factory.mktemp("helm-home")
-    env = {f"HELM_{kind}_HOME": str(homes / kind.lower()) for kind in ("CACHE", "CONFIG", "DATA")}
-    return ["env", *(f"{key}={value}" for key, value in env.items()), str(binary)]
-
-
-def run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-
-
-def template(helm: list[str], *args: str) -> subprocess.CompletedProcess[str]:
-    return run([*helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args])
-
-
-def render(helm: list[str], *args: str) -> list[dict[str, Any]]:
-    result = template(helm, *args)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def only(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [m for m in manifests if m["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, found {[m['metadata']['name'] for m in found]}"
-    return found[0]
-
-
-def api_container(manifests: list[dict[str, Any]]) -> dict[str, Any]:
-    containers = only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
-    assert [c["name"] for c in containers] == ["api"]
-    return containers[0]
 
 
 VALUE_SETS = {
@@ -314,13 +275,6 @@ def test_trainer_service_account_has_no_rbac_and_no_token(helm: list[str]) -> No
     assert accounts[api["serviceAccountName"]]["automountServiceAccountToken"] is False
 
 
-@pytest.fixture
-def clean_alignd_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in [n for n in os.environ if n.startswith("ALIGND_")]:
-        monkeypatch.delenv(name)
-    return monkeypatch
-
-
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
 def test_every_rendered_setting_is_a_settings_field_and_parses(
     helm: list[str], values: list[str], clean_alignd_env: pytest.MonkeyPatch
@@ -551,7 +505,7 @@ def test_gpu_cluster_trainer_jobs_pass_strict_validation_and_carry_the_cluster_s
     settings = settings_from(render(helm, "-f", str(GPU_CLUSTER)), clean_alignd_env)
     spec = JobSpec(model="s3://b/m", training_file="f", resources={"gpus": 8, "nodes": 2, "gpu_type": "h100"})
     env = {"ALIGND_JOB_ID": "ftjob-1", "ALIGND_API_URL": "http://alignd:8000", "ALIGND_JOB_TOKEN": "t"}
-    trainer = build(LaunchRequest("ftjob-1", 1, spec, env), settings, NAMESPACE)
+    trainer = build(LaunchRequest("ftjob-1", 1, spec, env, run_id="run-1"), settings, NAMESPACE)
     pod = trainer.job["spec"]["template"]["spec"]
     container = pod["containers"][0]
 

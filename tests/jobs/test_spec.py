@@ -2,7 +2,7 @@
 
 import pytest
 
-from alignd.contract import LossType, TrainingType
+from alignd.contract import LossType, TrainingMethod, TrainingType
 from alignd.errors import InvalidRequest
 from alignd.jobs.spec import auto_epochs, resolve_job
 from alignd.schemas import JobCreate
@@ -54,7 +54,12 @@ def test_extensions_pass_through_to_the_spec() -> None:
             },
             "method.dpo.hyperparameters",
         ),
-        ({"method": {"type": "supervised"}}, "method.type"),
+        ({"method": {"type": "reinforcement"}}, "method.type"),
+        ({"method": {"type": "supervised", "dpo": {}}}, "method.dpo"),
+        (
+            {"method": {"type": "supervised", "supervised": {"hyperparameters": {"max_length": 2}}}},
+            "method.supervised.hyperparameters.max_length",
+        ),
     ],
 )
 def test_bad_hyperparameters_name_the_field(body: dict[str, object], param: str) -> None:
@@ -62,6 +67,18 @@ def test_bad_hyperparameters_name_the_field(body: dict[str, object], param: str)
         _resolve(body)
     assert caught.value.param is not None and caught.value.param.startswith(param)
     assert caught.value.status_code == 400
+
+
+def test_supervised_resolves_without_dpo_fields_and_with_sft_rates() -> None:
+    hp = {"n_epochs": 2, "learning_rate_multiplier": 0.5, "max_length": 256}
+    resolved = _resolve({"method": {"type": "supervised", "supervised": {"hyperparameters": hp}}}, rows=20)
+    spec = resolved.spec  # type: ignore[attr-defined]
+    assert spec.method is TrainingMethod.supervised and spec.init is None
+    assert (spec.hyperparameters.n_epochs, spec.hyperparameters.batch_size) == (2, 8)
+    assert spec.hyperparameters.learning_rate == pytest.approx(0.5 * 2e-4)
+    assert spec.hyperparameters.max_length == 256
+    echoed = resolved.hyperparameters.model_dump()  # type: ignore[attr-defined]
+    assert echoed == {"batch_size": 8, "learning_rate_multiplier": 0.5, "n_epochs": 2}
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from alignd_trainer.data import TokenizedPair, collate, read_examples, tokenize_
 from alignd_trainer.logps import SequenceLogps, packed_logps, sequence_logps
 from alignd_trainer.model import packing_unsupported
 from alignd_trainer.packing import PackedBatch, layout_pair, pack
-from alignd_trainer.synthetic import write_jsonl
+from alignd_trainer.synthetic import tool_rows, write_jsonl
 from alignd_trainer.tiny_model import tiny_llama_config
 from tests.trainer.parity_rows import FORMATS, LORA_TARGETS, MAX_LENGTH, MODES, rows_for
 
@@ -134,10 +134,51 @@ def test_packed_logps_and_gradients_equal_the_padded_ones(
     tmp_path: Path,
 ) -> None:
     pairs = _pairs(tokenizer, fmt, mode, tmp_path)
-    padded = collate(pairs, pad_token_id=tokenizer.pad_token_id, max_length=MAX_LENGTH, truncation_mode=mode)
-    rows = pack(pairs, max_length=MAX_LENGTH, truncation_mode=mode, token_budget=BUDGET)
+    _check_packed_equals_padded(
+        pairs, base_model, training, tokenizer.pad_token_id, mode, max_length=MAX_LENGTH, budget=BUDGET
+    )
+
+
+TOOLS_MAX_LENGTH = 600
+"""No pair is cut: cut at the start, every completion keeps only the tool call's opening, the same in all
+pairs, and the nearly identical sequences' gradients cancel down to float32 rounding noise."""
+TOOLS_BUDGET = 1100
+
+
+@pytest.mark.parametrize("training", ["lora", "full"])
+@pytest.mark.parametrize("mode", MODES, ids=str)
+def test_packed_rows_with_tools_equal_the_padded_ones(
+    mode: TruncationMode, training: str, base_model: nn.Module, tools_model_dir: Path, tmp_path: Path
+) -> None:
+    """Prompts holding tool definitions (the tiny model with a template that renders tools; same vocab)."""
+    tokenizer = AutoTokenizer.from_pretrained(tools_model_dir)
+    examples = read_examples(write_jsonl(tmp_path / "rows.jsonl", tool_rows(6, seed=3)))
+    pairs = tokenize_examples(tokenizer, examples, max_length=TOOLS_MAX_LENGTH, truncation_mode=mode).pairs
+    _check_packed_equals_padded(
+        pairs,
+        base_model,
+        training,
+        tokenizer.pad_token_id,
+        mode,
+        max_length=TOOLS_MAX_LENGTH,
+        budget=TOOLS_BUDGET,
+    )
+
+
+def _check_packed_equals_padded(
+    pairs: list[TokenizedPair],
+    base_model: nn.Module,
+    training: str,
+    pad_token_id: int,
+    mode: TruncationMode,
+    *,
+    max_length: int,
+    budget: int,
+) -> None:
+    padded = collate(pairs, pad_token_id=pad_token_id, max_length=max_length, truncation_mode=mode)
+    rows = pack(pairs, max_length=max_length, truncation_mode=mode, token_budget=budget)
     assert len(rows) > 1 and max(row.pairs for row in rows) > 1, "several rows, some holding several pairs"
-    assert all(row.input_ids.shape[1] <= BUDGET or row.pairs == 1 for row in rows)
+    assert all(row.input_ids.shape[1] <= budget or row.pairs == 1 for row in rows)
     assert sum(row.input_ids.numel() for row in rows) < padded.num_tokens, "each shared prompt runs once"
     assert sum(row.num_tokens for row in rows) == padded.num_tokens, "throughput counts the unpacked tokens"
     model = _with_lora(base_model) if training == "lora" else copy.deepcopy(base_model)

@@ -8,11 +8,15 @@
     reference taken with the adapter disabled, `preference_loss` gives TRL's loss, `rewards/*`, `logps/*` and
     `logits/*`, and the same gradients on the adapter.
 
+(d) rows with tools: TRL passes a row's `tools` to the chat template as we do, on the tiny model with a
+    Qwen2.5-style template that renders tools.
+
 TRL has no OpenAI preference format, so it gets the conversational equivalent of our OpenAI rows. Everything
 runs on CPU in fp32 from a local directory; nothing is downloaded.
 """
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -27,7 +31,7 @@ from alignd.contract import LossType, TruncationMode
 from alignd_trainer.data import Batch, TokenizedData, collate, read_examples, tokenize_examples
 from alignd_trainer.logps import sequence_logps
 from alignd_trainer.losses import PairLogps, preference_loss
-from alignd_trainer.synthetic import write_jsonl
+from alignd_trainer.synthetic import tool_rows, write_jsonl
 from tests.trainer.parity_rows import FORMATS, LORA_TARGETS, MAX_LENGTH, MODES, Row, rows_for
 
 BETA = 0.1
@@ -47,15 +51,24 @@ def tokenizer(tiny_model_dir: Path) -> PreTrainedTokenizerBase:
 
 
 def ours_tokenized(
-    tokenizer: PreTrainedTokenizerBase, rows: list[Row], tmp_path: Path, mode: TruncationMode
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[Row],
+    tmp_path: Path,
+    mode: TruncationMode,
+    max_length: int = MAX_LENGTH,
 ) -> TokenizedData:
     examples = read_examples(write_jsonl(tmp_path / "train.jsonl", rows))
-    return tokenize_examples(tokenizer, examples, max_length=MAX_LENGTH, truncation_mode=mode)
+    return tokenize_examples(tokenizer, examples, max_length=max_length, truncation_mode=mode)
 
 
-def ours_batch(tokenizer: PreTrainedTokenizerBase, data: TokenizedData, mode: TruncationMode) -> Batch:
+def ours_batch(
+    tokenizer: PreTrainedTokenizerBase,
+    data: TokenizedData,
+    mode: TruncationMode,
+    max_length: int = MAX_LENGTH,
+) -> Batch:
     return collate(
-        data.pairs, pad_token_id=tokenizer.pad_token_id, max_length=MAX_LENGTH, truncation_mode=mode
+        data.pairs, pad_token_id=tokenizer.pad_token_id, max_length=max_length, truncation_mode=mode
     )
 
 
@@ -70,11 +83,12 @@ def trl_trainer(
     loss_types: tuple[LossType, ...] = (LossType.sigmoid,),
     loss_weights: tuple[float, ...] | None = None,
     label_smoothing: float = 0.0,
+    max_length: int = MAX_LENGTH,
 ) -> DPOTrainer:
     args = DPOConfig(
         output_dir=str(tmp_path / "trl"),
         report_to=[],
-        max_length=MAX_LENGTH,
+        max_length=max_length,
         truncation_mode=mode.value,
         per_device_train_batch_size=len(rows),
         bf16=False,
@@ -376,3 +390,76 @@ def test_keep_end_ipo_differs_only_in_token_count(
 
     assert_close(ipo(trl_chosen, trl_rejected), their_loss, rtol=1e-5, atol=1e-5)
     assert (ipo(scored_chosen, scored_rejected) - their_loss).abs().item() > 1e-4
+
+
+# --- (d) rows with tools ------------------------------------------------------------------------------------
+
+TOOLS_MAX_LENGTH = 420
+"""Tool definitions make long prompts: at this length the rows whose prompt holds a tool answer are dropped
+under keep_start, and the rows whose completion is a tool call are truncated."""
+
+
+def _hf_turn(message: Row) -> Row:
+    """An OpenAI message as Hugging Face's chat templates take it (TRL passes messages through as they are):
+    tool-call arguments as an object, content a string."""
+    turn = {"role": message["role"], "content": message.get("content") or ""}
+    if message.get("tool_calls"):
+        turn["tool_calls"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": call["function"]["name"],
+                    "arguments": json.loads(call["function"]["arguments"]),
+                },
+            }
+            for call in message["tool_calls"]
+        ]
+    if "tool_call_id" in message:
+        turn["tool_call_id"] = message["tool_call_id"]
+    return turn
+
+
+def tools_rows() -> tuple[list[Row], list[Row]]:
+    """(OpenAI rows with tools we read, TRL's conversational rows with a `tools` column). The column holds
+    JSON text, which TRL decodes, so Arrow does not merge the tools' schemas across rows."""
+    ours = tool_rows(6, seed=3)
+    theirs = [
+        {
+            "prompt": [_hf_turn(m) for m in row["input"]["messages"]],
+            "chosen": [_hf_turn(m) for m in row["preferred_output"]],
+            "rejected": [_hf_turn(m) for m in row["non_preferred_output"]],
+            "tools": json.dumps(row["input"]["tools"]),
+        }
+        for row in ours
+    ]
+    return ours, theirs
+
+
+@pytest.fixture(scope="module")
+def tools_tokenizer(tools_model_dir: Path) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(tools_model_dir)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=str)
+def test_rows_with_tools_tokenize_and_collate_like_trl(
+    mode: TruncationMode, tools_model_dir: Path, tools_tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
+    ours_rows, trl_rows = tools_rows()
+    data = ours_tokenized(tools_tokenizer, ours_rows, tmp_path, mode, TOOLS_MAX_LENGTH)
+    trainer = trl_trainer(
+        tools_model_dir, tools_tokenizer, trl_rows, tmp_path, mode=mode, max_length=TOOLS_MAX_LENGTH
+    )
+    theirs = [(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in trl_dataset(trainer)]
+    ours = [(p.prompt_ids, p.chosen_ids, p.rejected_ids) for p in data.pairs]
+    assert ours == theirs
+    assert all("find_thing" in tools_tokenizer.decode(prompt) for prompt, _, _ in ours)
+    if mode is TruncationMode.keep_start:
+        assert data.dropped_prompt_too_long == len(trl_rows) - len(theirs) >= 1
+    else:
+        assert data.dropped_prompt_too_long == 0
+
+    batch = ours_batch(tools_tokenizer, data, mode, TOOLS_MAX_LENGTH)
+    their_batch = trl_batch(trainer)
+    assert torch.equal(batch.input_ids, their_batch["input_ids"])
+    assert torch.equal(batch.completion_mask, their_batch["completion_mask"])
+    assert batch.input_ids.shape[1] == TOOLS_MAX_LENGTH  # some rows are truncated

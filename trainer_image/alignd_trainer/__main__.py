@@ -28,7 +28,7 @@ from alignd.contract import EventLevel, ExitCode, JobSpec, TerminationSummary, T
 from alignd_trainer.artifacts import sink_from_env
 from alignd_trainer.distributed import init_distributed, shutdown
 from alignd_trainer.errors import BadInputError, OutOfMemory, TrainerError
-from alignd_trainer.loop import DPORecipe
+from alignd_trainer.init_weights import localize_init
 from alignd_trainer.managed import MANAGED_ENV, managed_job
 from alignd_trainer.merge import publish_merged, wants_merged
 from alignd_trainer.remote import (
@@ -40,6 +40,7 @@ from alignd_trainer.remote import (
 )
 from alignd_trainer.report import Reporter, reporter_from_env, write_termination_message
 from alignd_trainer.score import score_to_path
+from alignd_trainer.sft import recipe_class
 from alignd_trainer.synthetic import preference_rows, write_jsonl
 from alignd_trainer.tiny_model import build_tiny_model
 
@@ -50,7 +51,7 @@ SHUTDOWN_REPORT_SECONDS = 10.0
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m alignd_trainer", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
-    train = sub.add_parser("train", help="run DPO training (the default command)")
+    train = sub.add_parser("train", help="run DPO or SFT training (the default command)")
     train.add_argument(
         "--spec", help="JobSpec JSON file (offline); managed runs fetch it from ALIGND_API_URL"
     )
@@ -81,6 +82,7 @@ def load_spec(path: str | None) -> JobSpec:
         if job is None:
             raise BadInputError(f"no --spec given and none of {', '.join(MANAGED_ENV)} is set")
         spec = localize_model(localize_data(fetch_spec(job.api_url, job.job_id, job.token)), job, cache)
+        spec = localize_init(spec, job, cache)
         localize_checkpoint(spec, job)
         return spec
     try:
@@ -90,14 +92,15 @@ def load_spec(path: str | None) -> JobSpec:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
         raise BadInputError(f"invalid job spec {path}: {problems}") from None
-    return localize_model(spec, None, cache)
+    return localize_init(localize_model(spec, None, cache), None, cache)
 
 
 def run_training(spec_path: str | None, reporter: Reporter) -> int:
     stop = STOP
     dist_info = init_distributed()
     try:
-        recipe = DPORecipe(load_spec(spec_path), reporter, dist_info, stop, sink_from_env(os.environ))
+        spec = load_spec(spec_path)
+        recipe = recipe_class(spec)(spec, reporter, dist_info, stop, sink_from_env(os.environ))
         try:
             recipe.setup()
             recipe.train()

@@ -3,7 +3,9 @@
 Tokenization follows TRL 1.16's DPOTrainer exactly, so results compare one to one: prompt
 and prompt+completion are tokenized jointly and the completion starts where the two token
 sequences diverge; string completions get the EOS token appended; truncation to max_length
-happens per sequence in the collator.
+happens per sequence in the collator. A row's tools go to the chat template with every render
+(`apply_chat_template(..., tools=...)`, as TRL passes a row's `tools` column), and OpenAI tool
+calls are converted to the template's shape (`contract.tools.template_messages`).
 """
 
 from collections.abc import Iterator, Sequence
@@ -11,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import jinja2
 import torch
 
 from alignd.contract import DataFormat, PreferenceExample, RowError, TruncationMode, parse_preference_line
+from alignd.contract.tools import PROBE_MESSAGES, PROBE_TOOL, renders_probe, template_messages, uses_tools
 from alignd_trainer.errors import BadInputError
 
 T = TypeVar("T")
@@ -81,11 +85,24 @@ def _encode(tokenizer: Any, text: Any, **template_kwargs: Any) -> list[int]:
 
 
 def tokenize_example(tokenizer: Any, example: PreferenceExample, index: int) -> TokenizedPair:
+    try:
+        return _tokenize_example(tokenizer, example, index)
+    except jinja2.TemplateError as exc:  # `raise_exception` in a template, or what it cannot render
+        model = getattr(tokenizer, "name_or_path", "") or "the base model"
+        raise BadInputError(
+            f"line {example.line}: the chat template of {model} cannot render this row: {exc}"
+        ) from None
+
+
+def _tokenize_example(tokenizer: Any, example: PreferenceExample, index: int) -> TokenizedPair:
     prompt, chosen, rejected = example.prompt, example.chosen, example.rejected
     if isinstance(prompt, list):
-        prompt_ids = _encode(tokenizer, prompt, add_generation_prompt=True)
-        chosen_full = _encode(tokenizer, prompt + list(chosen))
-        rejected_full = _encode(tokenizer, prompt + list(rejected))
+        assert isinstance(chosen, list) and isinstance(rejected, list)
+        prompt, chosen, rejected = map(template_messages, (prompt, chosen, rejected))
+        tools = example.tools
+        prompt_ids = _encode(tokenizer, prompt, add_generation_prompt=True, tools=tools)
+        chosen_full = _encode(tokenizer, prompt + chosen, tools=tools)
+        rejected_full = _encode(tokenizer, prompt + rejected, tools=tools)
     else:
         eos = tokenizer.eos_token
         assert isinstance(chosen, str) and isinstance(rejected, str)
@@ -106,6 +123,34 @@ def tokenize_example(tokenizer: Any, example: PreferenceExample, index: int) -> 
     )
 
 
+class ToolsNotRendered(BadInputError):
+    reason = "ToolsNotSupported"
+
+
+def check_renders_tools(tokenizer: Any, examples: Sequence[PreferenceExample]) -> None:
+    """Refuse rows with tools when the chat template would drop the tool definitions (the job would
+    train on prompts other than the ones the rows describe). The control plane runs the same probe
+    at job creation where it can read the template; this covers every other model location."""
+    first = next((e for e in examples if uses_tools(e.tools, e.prompt, e.chosen, e.rejected)), None)
+    if first is None:
+        return
+    try:
+        rendered = tokenizer.apply_chat_template(
+            PROBE_MESSAGES, tools=[PROBE_TOOL], tokenize=False, add_generation_prompt=True
+        )
+    except Exception as exc:  # a template error of any kind means the same: no tools
+        problem = f"raises {type(exc).__name__}: {exc}"
+    else:
+        if renders_probe(rendered):
+            return
+        problem = "leaves tool definitions, calls or answers out"
+    model = getattr(tokenizer, "name_or_path", "") or "the base model"
+    raise ToolsNotRendered(
+        f"line {first.line} uses tools, but the chat template of {model} {problem}; train on a model "
+        "whose chat template renders tools, or remove the tools from the rows"
+    )
+
+
 @dataclass(frozen=True)
 class TokenizedData:
     pairs: list[TokenizedPair]
@@ -123,6 +168,7 @@ def tokenize_examples(
 ) -> TokenizedData:
     """Tokenize all rows, dropping those whose prompt alone fills max_length (keep_start) or whose
     annotator agreement is below the threshold; the counts are reported as warnings."""
+    check_renders_tools(tokenizer, examples)
     pairs: list[TokenizedPair] = []
     too_long = low_agreement = 0
     for index, example in enumerate(examples):

@@ -22,6 +22,7 @@ from alignd.contract import (
     TrainerEvent,
     TrainingType,
 )
+from alignd.contract.steps import steps_per_epoch, total_steps
 from alignd_trainer import checkpoint as ckpt
 from alignd_trainer.artifacts import ArtifactSink, LocalSink
 from alignd_trainer.data import (
@@ -82,6 +83,9 @@ def micro_batches(indices: Sequence[int], *, world: int, accumulation: int, rank
 
 
 class DPORecipe:
+    method_name = "DPO"
+    """How events name what the recipe trains."""
+
     def __init__(
         self,
         spec: JobSpec,
@@ -113,7 +117,8 @@ class DPORecipe:
         self.device = resolve_device(self.dist.local_rank)
         self._event(
             "status",
-            f"loading {self.spec.model} for {self.spec.training_type} DPO on {self.device}",
+            f"loading {self.spec.model}{self._init_note} for {self.spec.training_type} "
+            f"{self.method_name} on {self.device}",
             data={"spec": self.spec.model_dump(mode="json"), "world_size": self.dist.world_size},
         )
         self.model, self.tokenizer, self.dtype = build_policy(self.spec, self.device)
@@ -123,9 +128,9 @@ class DPORecipe:
             self._load_data(self.spec.validation_file, "validation") if self.spec.validation_file else None
         )
         self.steps_per_epoch = self._steps_per_epoch(len(self.train_data.pairs))
-        self.total_steps = self.steps_per_epoch * self.hp.n_epochs
-        if self.hp.max_steps is not None:
-            self.total_steps = min(self.total_steps, self.hp.max_steps)
+        self.total_steps = total_steps(
+            self.steps_per_epoch, n_epochs=self.hp.n_epochs, max_steps=self.hp.max_steps
+        )
         self.reference = self._reference()
         self.ref_cache = self._precompute_reference() if self._precompute else None
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -143,6 +148,14 @@ class DPORecipe:
         scorer = SequenceScorer(self.model)
         self.scorer: nn.Module = DistributedDataParallel(scorer) if self.dist.enabled else scorer
         self._resume()
+
+    @property
+    def _init_note(self) -> str:
+        init = self.spec.init
+        return f" starting from {init.source} ({len(init.layers)} weight layers)" if init else ""
+
+    def _new_sums(self) -> MetricSums:
+        return MetricSums(self.device)
 
     def _packing_works(self) -> bool:
         reason = packing_unsupported(self.model, pad_token_id=self.tokenizer.pad_token_id)
@@ -195,8 +208,7 @@ class DPORecipe:
 
     def _steps_per_epoch(self, pairs: int) -> int:
         """A final partial batch counts only if every rank and micro-step gets at least one pair."""
-        full, rest = divmod(pairs, self.hp.batch_size)
-        steps = full + (1 if rest >= self.shards else 0)
+        steps = steps_per_epoch(pairs, batch_size=self.hp.batch_size, shards=self.shards)
         if steps == 0:
             raise BadInputError(
                 f"the training file has {pairs} usable pairs, too few for one step split "
@@ -262,7 +274,7 @@ class DPORecipe:
                 self.save_checkpoint()
                 raise Terminated(f"stopped at step {self.step} on SIGTERM; checkpoint saved")
             started = time.monotonic()
-            sums = MetricSums(self.device)
+            sums = self._new_sums()
             micro = micro_batches(
                 self._global_batch(self.step),
                 world=self.dist.world_size,
@@ -384,7 +396,7 @@ class DPORecipe:
         assert self.val_data is not None
         was_training = self.model.training
         self.model.eval()
-        sums = MetricSums(self.device)
+        sums = self._new_sums()
         mine = self.val_data.pairs[self.dist.rank :: self.dist.world_size]
         inner = self.scorer.module if isinstance(self.scorer, DistributedDataParallel) else self.scorer
         for chunk in in_chunks(mine, self._micro_size):

@@ -99,6 +99,15 @@ def sft_loss(x: PairLogps, beta: float, label_smoothing: float) -> torch.Tensor:
     return nll.expand(x.policy_chosen.shape[0])
 
 
+def supervised_token_losses(logps: torch.Tensor, total_tokens: int) -> torch.Tensor:
+    """Cross-entropy on trained assistant tokens, per sequence: −log π(y_i|x_i) / N, where log π(y_i|x_i)
+    sums the log-probs of row i's trained tokens and N counts the trained tokens of the whole (global)
+    batch. Their sum is the batch's mean negative log-likelihood per trained token, as TRL's SFTTrainer
+    and transformers' Trainer reduce it (every token counts once, whichever row it is in).
+    `logps` (B,), N ≥ 1; returns (B,)."""
+    return -logps / max(total_tokens, 1)
+
+
 LOSSES: dict[LossType, LossFn] = {
     LossType.sigmoid: sigmoid_loss,
     LossType.hinge: hinge_loss,

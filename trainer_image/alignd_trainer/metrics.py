@@ -55,3 +55,28 @@ class MetricSums:
     @property
     def attention_tokens(self) -> int:
         return int(self.tensor[FIELDS.index("tokens/attention")].item())
+
+
+SUPERVISED_FIELDS = ("sequences", "nll", "tokens/trained", "tokens/attention")
+
+
+class SupervisedMetricSums(MetricSums):
+    """SFT's sums: the negative log-likelihood of trained tokens and their count, so `loss` is the mean
+    per trained token over the step (or eval pass), as TRL's SFTTrainer reports it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.tensor = torch.zeros(len(SUPERVISED_FIELDS), dtype=torch.float64, device=device)
+
+    def add_sequences(self, logps: torch.Tensor, tokens: torch.Tensor, attention_tokens: int) -> None:
+        values = [float(logps.numel()), -logps.detach().sum(), tokens.sum(), float(attention_tokens)]
+        self.tensor += torch.stack(
+            [torch.as_tensor(v, dtype=torch.float64, device=self.tensor.device) for v in values]
+        )
+
+    def averages(self, prefix: str = "") -> dict[str, float]:
+        s = dict(zip(SUPERVISED_FIELDS, self.tensor.tolist(), strict=True))
+        return {prefix + "loss": s["nll"] / max(s["tokens/trained"], 1.0)}
+
+    @property
+    def attention_tokens(self) -> int:
+        return int(self.tensor[SUPERVISED_FIELDS.index("tokens/attention")].item())

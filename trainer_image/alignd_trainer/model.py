@@ -10,7 +10,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignd.contract import JobSpec, LoraSpec, Precision, TruncationMode
+from alignd.contract import JobSpec, LoraSpec, Precision, TruncationMode, WeightsKind
 from alignd_trainer.data import Batch, TokenizedPair, collate
 from alignd_trainer.errors import BadInputError
 from alignd_trainer.logps import SequenceLogps, batch_logps, causal_lm_of, packed_logps, sequence_logps
@@ -62,6 +62,26 @@ def load_causal_lm(
         raise BadInputError(f"cannot load the base model {path}: {exc}") from None
     disable_dropout(model)
     model.to(device)  # type: ignore[arg-type]
+    return model
+
+
+def load_start_model(spec: JobSpec, *, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    """The weights training starts from: the base, or (`spec.init`) the base with each layer applied in
+    order: full weights replace the model, a LoRA adapter is merged into it (W + (alpha/r)·B·A)."""
+    layers = spec.init.layers if spec.init is not None else []
+    full = [i for i, layer in enumerate(layers) if layer.kind is WeightsKind.full]
+    start = full[-1] if full else -1
+    path = layers[start].location if full else spec.model
+    model = load_causal_lm(path, dtype=dtype, device=device, trust_remote_code=spec.trust_remote_code)
+    for layer in layers[start + 1 :]:
+        if not (Path(layer.location) / "adapter_config.json").exists():
+            raise BadInputError(f"the starting adapter {layer.location} has no adapter_config.json")
+        try:
+            model = PeftModel.from_pretrained(model, layer.location).merge_and_unload()
+        except (ValueError, OSError, KeyError) as exc:
+            raise BadInputError(
+                f"cannot apply the starting adapter {layer.location} to {path}: {exc}"
+            ) from None
     return model
 
 
@@ -129,7 +149,7 @@ def build_policy(spec: JobSpec, device: torch.device) -> tuple[nn.Module, Any, t
     """The trainable model (LoRA-wrapped or full), its tokenizer and compute dtype."""
     dtype = resolve_dtype(spec.precision, device)
     tokenizer = load_tokenizer(spec.model, trust_remote_code=spec.trust_remote_code)
-    model = load_causal_lm(spec.model, dtype=dtype, device=device, trust_remote_code=spec.trust_remote_code)
+    model = load_start_model(spec, dtype=dtype, device=device)
     if spec.hyperparameters.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if spec.training_type == "lora":

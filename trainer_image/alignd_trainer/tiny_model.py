@@ -4,6 +4,7 @@ Tests, the demo and CPU benchmarks use it so nothing is ever downloaded: the dir
 writes loads with `AutoModelForCausalLM` / `AutoTokenizer` like any hub checkpoint.
 """
 
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,6 +20,39 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
+TOOLS_CHAT_TEMPLATE = (
+    # Qwen2.5's layout: tools as JSON lines inside <tools> in the system turn, calls as <tool_call> JSON,
+    # tool answers as <tool_response> blocks in a user turn, the arguments rendered as a JSON object.
+    # Newlines are written as {{ nl }}: transformers renders with trim_blocks, which eats one after a tag.
+    "{% set nl = '\\n' %}{{ bos_token }}"
+    "{% if tools %}<|system|>{{ nl }}"
+    "{% if messages[0].role == 'system' %}{{ messages[0].content }}{{ nl }}{{ nl }}{% endif %}"
+    "# Tools{{ nl }}{{ nl }}You may call one or more functions to assist with the user query.{{ nl }}<tools>"
+    "{% for tool in tools %}{{ nl }}{{ tool | tojson }}{% endfor %}{{ nl }}</tools>{{ nl }}"
+    "For each call, return a JSON object with the function name and arguments within "
+    "<tool_call></tool_call> tags.{{ eos_token }}{{ nl }}"
+    "{% elif messages[0].role == 'system' %}"
+    "<|system|>{{ nl }}{{ messages[0].content }}{{ eos_token }}{{ nl }}"
+    "{% endif %}"
+    "{% for m in messages %}"
+    "{% if m.role == 'user' or (m.role == 'system' and not loop.first) %}"
+    "<|{{ m.role }}|>{{ nl }}{{ m.content }}{{ eos_token }}{{ nl }}"
+    "{% elif m.role == 'assistant' %}<|assistant|>{{ nl }}{% if m.content %}{{ m.content }}{% endif %}"
+    "{% for call in m.tool_calls or [] %}"
+    "{% if m.content or not loop.first %}{{ nl }}{% endif %}"
+    '<tool_call>{{ nl }}{"name": "{{ call.function.name }}", '
+    '"arguments": {{ call.function.arguments | tojson }}}'
+    "{{ nl }}</tool_call>"
+    "{% endfor %}{{ eos_token }}{{ nl }}"
+    "{% elif m.role == 'tool' %}"
+    "{% if loop.first or messages[loop.index0 - 1].role != 'tool' %}<|user|>{% endif %}"
+    "{{ nl }}<tool_response>{{ nl }}{{ m.content }}{{ nl }}</tool_response>"
+    "{% if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{ eos_token }}{{ nl }}{% endif %}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{{ nl }}{% endif %}"
+)
+"""A chat template that renders tools, for tests of function-calling rows on the tiny model."""
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 
@@ -66,5 +100,15 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, hidden: int = 64, la
     torch.manual_seed(seed)
     model = LlamaForCausalLM(tiny_llama_config(len(tokenizer), hidden=hidden, layers=layers))
     model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def with_chat_template(model_dir: str | Path, out_dir: str | Path, chat_template: str) -> Path:
+    """A copy of the model at `model_dir` in `out_dir` whose tokenizer has `chat_template` instead."""
+    out = Path(out_dir)
+    shutil.copytree(model_dir, out, dirs_exist_ok=True)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
+    tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(out)
     return out

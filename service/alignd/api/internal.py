@@ -13,7 +13,7 @@ from alignd.contract import (
     UploadUrlsResponse,
 )
 from alignd.deps import RunningJobDep, SessionDep, StoreDep
-from alignd.jobs import artifacts
+from alignd.jobs import artifacts, start
 from alignd.jobs.progress import apply_report
 
 router = APIRouter(prefix="/internal/v1/jobs", tags=["internal"])
@@ -36,6 +36,15 @@ def report(batch: ReportBatch, job: RunningJobDep, session: SessionDep) -> dict[
 def model_files(job: RunningJobDep, store: StoreDep) -> ModelFilesResponse:
     """Presigned download URLs for every file of the job's base model, when it lives under s3://."""
     return registry.model_files(store, JobSpec.model_validate(job.spec).model, expires_seconds=URL_SECONDS)
+
+
+@router.get("/{job_id}/init_files", response_model=ModelFilesResponse, responses=errors(400, 401, 404))
+def init_files(
+    job: RunningJobDep, session: SessionDep, store: StoreDep, layer: int = 0
+) -> ModelFilesResponse:
+    """Presigned download URLs for one layer of the weights the job starts from (`spec.init.layers`): the
+    adapter or full weights of an `ft:` model or a checkpoint of a job in the same project."""
+    return start.init_files(session, store, job, layer, expires_seconds=URL_SECONDS)
 
 
 @router.get("/{job_id}/resume", response_model=ResumeCheckpoint, responses=errors(400, 401))

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, get_args
 
+from alignd.contract.row_error import RowError
+from alignd.contract.tools import check_tool_answers, check_tool_calls, check_tools, has_tool_calls
+
 MAX_LINE_BYTES = 8 * 1024 * 1024
 MAX_JSON_DEPTH = 32
 Role = Literal["system", "user", "assistant", "tool", "developer"]
@@ -23,24 +26,12 @@ class DataFormat(StrEnum):
     conversational = "conversational"
     """{"prompt": [messages], "chosen": [messages], "rejected": [messages]}, prompt optional."""
     openai = "openai"
-    """{"input": {"messages": [...]}, "preferred_output": [msg], "non_preferred_output": [msg]}"""
+    """{"input": {"messages": [...], "tools"?: [...]}, "preferred_output": [msg],
+    "non_preferred_output": [msg]}"""
 
 
 Message = dict[str, Any]
 Text = str | list[Message]
-
-
-@dataclass(frozen=True)
-class RowError(Exception):
-    """A row that cannot be used; `line` is 1-based, `field` a path like `chosen[0].content`."""
-
-    line: int
-    field: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}" + (f", field '{self.field}'" if self.field else "")
-        return f"{where}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -56,6 +47,11 @@ class PreferenceExample:
     weight: float = 1.0
     agreement: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    tools: list[dict[str, Any]] | None = None
+    """Function tools the prompt offers (OpenAI's `input.tools`, or a conversational row's `tools`);
+    None when there are none. Rendered into the prompt by the chat template."""
+    parallel_tool_calls: bool | None = None
+    """OpenAI's `input.parallel_tool_calls`, kept as given; chat templates have no use for it."""
 
 
 def parse_preference_line(
@@ -71,10 +67,13 @@ def parse_preference_line(
             f"row is in {found} format but the file started in {expected} format; use one format per file",
         )
     parts: tuple[Text, Text, Text]
+    tools: dict[str, Any] = {}
     if found is DataFormat.openai:
         parts = _openai_parts(obj, line)
+        tools = _tool_fields(obj["input"], "input.", line)
     elif found is DataFormat.conversational:
         parts = _conversational_parts(obj, line)
+        tools = _tool_fields(obj, "", line, json_text=True)
     else:
         parts = _standard_parts(obj, line)
     prompt, chosen, rejected = parts
@@ -85,7 +84,30 @@ def parse_preference_line(
         chosen=chosen,
         rejected=rejected,
         **optional_fields(obj, line),
+        **tools,
     )
+
+
+def _tool_fields(
+    source: dict[str, Any], prefix: str, line: int, *, json_text: bool = False
+) -> dict[str, Any]:
+    """`tools` (None when absent or empty) and `parallel_tool_calls`, checked. With `json_text`, `tools` may
+    also be a string of JSON, as TRL datasets keep it (Arrow cannot hold the tools' varying schemas)."""
+    out: dict[str, Any] = {}
+    if "tools" in source:
+        tools = source["tools"]
+        if json_text and isinstance(tools, str):
+            try:
+                tools = json.loads(tools)
+            except (ValueError, RecursionError):
+                raise RowError(line, f"{prefix}tools", "not valid JSON: give a list of tools") from None
+        out["tools"] = check_tools(tools, f"{prefix}tools", line) or None
+    if "parallel_tool_calls" in source:
+        value = source["parallel_tool_calls"]
+        if not isinstance(value, bool):
+            raise RowError(line, f"{prefix}parallel_tool_calls", "expected true or false")
+        out["parallel_tool_calls"] = value
+    return out
 
 
 OPENAI_FIELDS = ("input", "preferred_output", "non_preferred_output")
@@ -213,6 +235,8 @@ def _openai_parts(obj: dict[str, Any], line: int) -> tuple[list[Message], list[M
     chosen = _messages(obj["preferred_output"], "preferred_output", line)
     rejected = _messages(obj["non_preferred_output"], "non_preferred_output", line)
     _check_prompt(prompt, "input.messages", line)
+    # OpenAI's rule; conversational (Hugging Face) rows often name the tool instead of the call.
+    check_tool_answers([(f"input.messages[{i}]", message) for i, message in enumerate(prompt)], line)
     _check_completion(chosen, "preferred_output", line)
     _check_completion(rejected, "non_preferred_output", line)
     return prompt, chosen, rejected
@@ -229,7 +253,12 @@ def _messages(value: Any, name: str, line: int) -> list[Message]:
         if role not in ROLES:
             raise RowError(line, f"{where}.role", f"role {role!r} is not one of {', '.join(ROLES)}")
         content = message.get("content")
-        if not isinstance(content, str):
+        if message.get("tool_calls") is not None:
+            check_tool_calls(message, where, line)
+            if content is not None and not isinstance(content, str):
+                got = type(content).__name__
+                raise RowError(line, f"{where}.content", f"expected a string or null, got {got}")
+        elif not isinstance(content, str):
             raise RowError(line, f"{where}.content", f"expected a string, got {type(content).__name__}")
     return value
 
@@ -253,8 +282,8 @@ def _check_completion(messages: list[Message], name: str, line: int) -> None:
             raise RowError(
                 line, f"{name}[{i}].role", f"completion turns must be 'assistant', got {message['role']!r}"
             )
-    if not any(m["content"].strip() for m in messages):
-        raise RowError(line, f"{name}[0].content", "empty completion")
+    if not any((m.get("content") or "").strip() or has_tool_calls(m) for m in messages):
+        raise RowError(line, f"{name}[0].content", "empty completion: give content or tool_calls")
 
 
 def optional_fields(obj: dict[str, Any], line: int) -> dict[str, Any]:

@@ -35,6 +35,20 @@ class LRScheduler(StrEnum):
     constant = "constant"
 
 
+class TrainingMethod(StrEnum):
+    """What the job optimises: DPO on preference pairs, or supervised fine-tuning (SFT) on chat rows."""
+
+    dpo = "dpo"
+    supervised = "supervised"
+
+
+class WeightsKind(StrEnum):
+    adapter = "adapter"
+    """A LoRA adapter directory (`adapter_config.json` + safetensors), merged into the weights below it."""
+    full = "full"
+    """A full model directory loadable with `from_pretrained`; replaces everything below it."""
+
+
 class TrainingType(StrEnum):
     lora = "lora"
     full = "full"
@@ -52,6 +66,8 @@ class _Strict(BaseModel):
 
 
 DEFAULT_LEARNING_RATE = {TrainingType.lora: 5e-5, TrainingType.full: 1e-6}
+DEFAULT_SFT_LEARNING_RATE = {TrainingType.lora: 2e-4, TrainingType.full: 1e-5}
+"""SFT moves further from the base than DPO does: typical LoRA and full fine-tuning rates."""
 
 
 class LoraSpec(_Strict):
@@ -123,6 +139,33 @@ class Resources(_Strict):
     )
 
 
+class InitLayer(_Strict):
+    """One step from the base model to the weights a job starts from."""
+
+    kind: WeightsKind
+    location: str = Field(
+        ...,
+        min_length=1,
+        description="A local directory, or (managed runs) the storage prefix the trainer downloads through "
+        "GET /internal/v1/jobs/{id}/init_files",
+    )
+
+
+class InitWeights(_Strict):
+    """Where a job starts other than from its base model: an `ft:` model or a checkpoint of another job.
+
+    The trainer loads the base (`JobSpec.model`), then applies `layers` in order: a `full` layer replaces
+    the weights, an `adapter` layer is merged into them. The result is the starting point of training and,
+    for DPO, the reference model: a DPO job started from an SFT model is regularised towards that model,
+    not towards the raw base. A LoRA job trains a fresh adapter on top of the merged result.
+    """
+
+    source: str = Field(
+        ..., min_length=1, description="What the user named: an ft: model or a checkpoint id."
+    )
+    layers: list[InitLayer] = Field(..., min_length=1, max_length=64)
+
+
 class JobSpec(_Strict):
     job_id: str = Field("local", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
     model: str = Field(..., min_length=1, description="Base model directory (or a cached hub id).")
@@ -130,6 +173,8 @@ class JobSpec(_Strict):
     validation_file: str | None = None
     output_dir: str = "output"
     seed: int = Field(42, ge=0, le=2**32 - 1)
+    method: TrainingMethod = TrainingMethod.dpo
+    init: InitWeights | None = Field(None, description="Start from these weights instead of the base's.")
     training_type: TrainingType = TrainingType.lora
     lora: LoraSpec = Field(default_factory=LoraSpec)
     precision: Precision = Precision.auto
@@ -149,4 +194,9 @@ class JobSpec(_Strict):
     @property
     def learning_rate(self) -> float:
         lr = self.hyperparameters.learning_rate
-        return lr if lr is not None else DEFAULT_LEARNING_RATE[self.training_type]
+        if lr is not None:
+            return lr
+        defaults = (
+            DEFAULT_SFT_LEARNING_RATE if self.method is TrainingMethod.supervised else DEFAULT_LEARNING_RATE
+        )
+        return defaults[self.training_type]

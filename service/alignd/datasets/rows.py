@@ -14,6 +14,7 @@ import msgspec
 
 from alignd.contract import PreferenceExample
 from alignd.contract.preference import Role
+from alignd.contract.tools import uses_tools
 
 
 class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -53,6 +54,11 @@ class Rows:
     """None when every row weighs 1.0."""
     agreement: list[float | None] | None = None
     """None when no row carries agreement."""
+    tools: list[str | None] | None = None
+    """Each row's tool definitions as canonical JSON (None for a row without tools); None when no row
+    offers tools."""
+    tool_lines: list[int] | None = None
+    """Lines of the rows that use function calling (`contract.tools.uses_tools`); None when none does."""
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -61,6 +67,8 @@ class Rows:
     def from_examples(cls, examples: list[PreferenceExample], line_bytes: list[int]) -> "Rows":
         weights = [example.weight for example in examples]
         agreement = [example.agreement for example in examples]
+        tools = [None if e.tools is None else _CANONICAL_JSON.encode(e.tools) for e in examples]
+        tool_lines = [e.line for e in examples if uses_tools(e.tools, e.prompt, e.chosen, e.rejected)]
         return cls(
             lines=[example.line for example in examples],
             prompts=[_text(example.prompt) for example in examples],
@@ -70,6 +78,8 @@ class Rows:
             strings=all(type(example.prompt) is str for example in examples),
             weights=weights if any(weight != 1.0 for weight in weights) else None,
             agreement=agreement if any(value is not None for value in agreement) else None,
+            tools=tools if any(value is not None for value in tools) else None,
+            tool_lines=tool_lines or None,
         )
 
 
@@ -81,9 +91,13 @@ def _text(text: str | list[dict[str, Any]]) -> Text:
 
 
 def _message(message: dict[str, Any]) -> Message:
-    """A parsed message (role and content already checked) as a `Message`."""
-    role, content = message["role"], message["content"]
-    if len(message) == 2:
+    """A parsed message (role and content already checked) as a `Message`. A tool call counts as content:
+    its function's name and arguments are what the model writes, so the report measures them."""
+    role, content = message["role"], message.get("content")
+    if len(message) == 2 and isinstance(content, str):
         return Message(role, content)
+    text = content if isinstance(content, str) else ""
+    for call in message.get("tool_calls") or ():
+        text += call["function"]["name"] + call["function"]["arguments"]
     extra = {name: value for name, value in message.items() if name not in ("role", "content")}
-    return ExtendedMessage(role, content, _CANONICAL_JSON.encode(extra))
+    return ExtendedMessage(role, text, _CANONICAL_JSON.encode(extra))

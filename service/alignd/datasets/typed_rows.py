@@ -6,7 +6,7 @@ message with fields beyond role and content, another format, a bad row, JSON tha
 strictly than Python's `json`, such as NaN or a lone surrogate) it answers None and the caller
 parses the batch row by row, which gives the trainer's exact verdict and messages. Each format has
 a strict decoder (no unknown fields) and, for batches with fields outside the format (a `source`
-column, OpenAI's `input.tools`), a lenient one that skips them, which only runs where `_skippable`
+column), a lenient one that skips them, which only runs where `_skippable`
 says that skipping cannot hide an error.
 Optional fields go through the trainer's own checks (`optional_fields`), so there is one definition
 of each rule; the message-list rules are restated here as plain predicates, and
@@ -19,7 +19,7 @@ import json
 import operator
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -49,6 +49,11 @@ class _Row(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_only=True):
 _OPTIONAL = _Row.__struct_fields__
 
 
+NoTools = Annotated[list[Any], msgspec.Meta(max_length=0)]
+"""OpenAI's `"tools": []`: no tools. A row that offers tools fails typed decoding and goes row by row, where
+their rules (`contract.tools`) are checked."""
+
+
 class _StandardRow(_Row, kw_only=True):
     prompt: str
     chosen: str
@@ -59,10 +64,14 @@ class _ConversationalRow(_Row, kw_only=True):
     chosen: Turns
     rejected: Turns
     prompt: Turns | msgspec.UnsetType = msgspec.UNSET
+    tools: NoTools | msgspec.UnsetType = msgspec.UNSET
+    parallel_tool_calls: bool | msgspec.UnsetType = msgspec.UNSET
 
 
-class _OpenAIInput(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+class _OpenAIInput(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_only=True):
     messages: Turns
+    tools: NoTools | msgspec.UnsetType = msgspec.UNSET
+    parallel_tool_calls: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class _OpenAIRow(_Row, kw_only=True):
@@ -102,6 +111,8 @@ def _split_prompt(row: _ConversationalRow) -> tuple[Turns, Turns, Turns]:
 
 def _openai_columns(rows: list[_OpenAIRow]) -> Columns | None:
     prompts = [row.input.messages for row in rows]
+    if any(message.role == "tool" for prompt in prompts for message in prompt):
+        return None  # a tool turn without the `tool_call_id` OpenAI requires (it would be an extra field)
     chosen = [row.preferred_output for row in rows]
     rejected = [row.non_preferred_output for row in rows]
     return _checked(prompts, chosen, rejected)
@@ -139,7 +150,7 @@ def _lenient(row_type: type[_Row], *fields: tuple[str, Any, Any]) -> type[msgspe
 
 
 _LenientOpenAIInput = msgspec.defstruct(
-    "_LenientOpenAIInput", [], bases=(_OpenAIInput,), forbid_unknown_fields=False, gc=False
+    "_LenientOpenAIInput", [], bases=(_OpenAIInput,), forbid_unknown_fields=False, gc=False, kw_only=True
 )
 _STEERING = [(name, Any, msgspec.UNSET) for name in OPENAI_FIELDS]
 

@@ -1,4 +1,6 @@
-"""Validate a preference file while it streams: rows, format, size, checksum and quality report.
+"""Validate a preference or chat (SFT) file while it streams: rows, format, size, checksum and quality
+report. The first row decides the kind: a chat row (`{"messages": [...]}`) makes it a chat file, whose
+rows go through `alignd.contract.chat` and `ChatReportBuilder` one by one.
 
 The row rules are the trainer's (`alignd.contract.parse_preference_line`), so a file accepted
 here trains. Batches are decoded by msgspec first (`typed_rows`), which accepts only what that
@@ -10,10 +12,12 @@ a size limit stops it early.
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 from alignd.contract import DataFormat, PreferenceExample, RowError, parse_preference_line
+from alignd.contract.chat import CHAT_FORMAT, is_chat_line, parse_chat_line
 from alignd.contract.preference import MAX_LINE_BYTES
+from alignd.datasets.chat_report import ChatQualityReport, ChatReportBuilder
 from alignd.datasets.lines import LineBatch, LineSplitter, LineTooLong
 from alignd.datasets.report import QualityReport, QualityReportBuilder
 from alignd.datasets.rows import Rows
@@ -27,11 +31,11 @@ MAX_ERRORS = 10
 class DatasetSummary:
     """A valid file: its one format, row count, size, SHA-256 (hex) and quality report."""
 
-    format: DataFormat
+    format: DataFormat | Literal["chat"]
     rows: int
     bytes: int
     sha256: str
-    report: QualityReport
+    report: QualityReport | ChatQualityReport
 
 
 class DatasetValidator:
@@ -63,6 +67,9 @@ class DatasetValidator:
         self._lines = LineSplitter(max_line_bytes=max_line_bytes, max_total_bytes=max_total_bytes)
         self._sha256 = hashlib.sha256()
         self._report = QualityReportBuilder(agreement_threshold=agreement_threshold)
+        self._chat: ChatReportBuilder | None = None
+        """Set when the first row is a chat row: the file is SFT data."""
+        self._kind_known = False
         self._errors: list[RowError] = []
         self._error_count = 0
         self._failed: AligndError | None = None
@@ -91,6 +98,8 @@ class DatasetValidator:
         if self._error_count:
             self._failed = _invalid(self._errors, self._error_count)
             raise self._failed
+        if self._chat is not None:
+            return self._chat_summary(self._chat)
         if self.format is None:
             self._failed = InvalidFile("the file has no rows")
             raise self._failed
@@ -102,8 +111,32 @@ class DatasetValidator:
             report=self._report.build(),
         )
 
+    def _chat_summary(self, chat: ChatReportBuilder) -> DatasetSummary:
+        if not chat.trainable_rows:
+            self._failed = InvalidFile(
+                "no row has an assistant turn to train on (every row lacks one or gives each weight 0)",
+                param="messages",
+            )
+            raise self._failed
+        return DatasetSummary(
+            format=CHAT_FORMAT,
+            rows=self.rows,
+            bytes=self._lines.total_bytes,
+            sha256=self._sha256.hexdigest(),
+            report=chat.build(),
+        )
+
     def _batch(self, batch: LineBatch) -> None:
         """Rows take the typed batch decoder; whatever it can't vouch for, row by row."""
+        if not self._kind_known:
+            first = next((raw for raw in batch.lines if raw.strip()), None)
+            if first is None:
+                return
+            self._kind_known = True
+            self._chat = ChatReportBuilder() if is_chat_line(first) else None
+        if self._chat is not None:
+            self._chat_rows(batch, self._chat)
+            return
         decoded = None if self.row_by_row else decode_rows(batch, self.format)
         if decoded is None:
             self._rows_one_by_one(batch)
@@ -132,6 +165,21 @@ class DatasetValidator:
             sizes.append(len(raw))
         if examples and not self._error_count:
             self._report.add(Rows.from_examples(examples, sizes))
+
+    def _chat_rows(self, batch: LineBatch, chat: ChatReportBuilder) -> None:
+        for line, raw in enumerate(batch.lines, batch.first):
+            if not raw.strip():
+                continue
+            try:
+                example = parse_chat_line(raw, line)
+            except RowError as error:
+                self._error_count += 1
+                if len(self._errors) < self.max_errors:
+                    self._errors.append(error)
+                continue
+            self.rows += 1
+            if not self._error_count:
+                chat.add(example, len(raw))
 
     def _fail_on_long_line(self, exc: LineTooLong) -> NoReturn:
         """A line over the limit stops validation; it is listed after the bad rows found before it."""

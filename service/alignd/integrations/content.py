@@ -21,6 +21,8 @@ def job_params(job: JobModel) -> dict[str, Param]:
         "seed": job.seed,
         "suffix": job.suffix,
     }
+    params["method"] = spec.get("method", "dpo")
+    params["init"] = (spec.get("init") or {}).get("source")  # the ft: model or checkpoint it started from
     for key in ("training_type", "precision", "max_runtime_seconds", "agreement_threshold"):
         params[key] = spec.get(key)
     for group in ("hyperparameters", "lora", "resources"):

@@ -9,9 +9,23 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from alignd.contract import DEFAULT_LEARNING_RATE, JobSpec, TrainingType
+from alignd.contract import (
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_SFT_LEARNING_RATE,
+    InitWeights,
+    JobSpec,
+    TrainingMethod,
+    TrainingType,
+)
 from alignd.errors import InvalidRequest
-from alignd.schemas import AligndJobOptions, DpoHyperparametersIn, DpoHyperparametersOut, JobCreate
+from alignd.schemas import (
+    AligndJobOptions,
+    DpoHyperparametersIn,
+    DpoHyperparametersOut,
+    JobCreate,
+    SupervisedHyperparametersIn,
+    SupervisedHyperparametersOut,
+)
 
 AUTO_BETA = 0.1
 AUTO_BATCH_SIZE = 8
@@ -32,15 +46,44 @@ def auto_batch_size(rows: int) -> int:
 @dataclass(frozen=True)
 class ResolvedJob:
     spec: JobSpec
-    hyperparameters: DpoHyperparametersOut
+    hyperparameters: DpoHyperparametersOut | SupervisedHyperparametersOut
+
+
+def training_method(request: JobCreate) -> TrainingMethod:
+    """DPO unless `method.type` says "supervised"; reinforcement is refused."""
+    method = request.method
+    if method is None:
+        return TrainingMethod.dpo
+    if method.type == "reinforcement":
+        raise InvalidRequest(
+            "method.type 'reinforcement' is not supported: alignd trains 'dpo' and 'supervised'",
+            param="method.type",
+        )
+    other = method.supervised if method.type == "dpo" else method.dpo
+    if other is not None:
+        wrong = "supervised" if method.type == "dpo" else "dpo"
+        raise InvalidRequest(
+            f"method.{wrong} is set but method.type is {method.type!r}; put the hyperparameters under "
+            f"method.{method.type}",
+            param=f"method.{wrong}",
+        )
+    return TrainingMethod(method.type)
+
+
+def supervised_hyperparameters(request: JobCreate) -> SupervisedHyperparametersIn:
+    method = request.method
+    if method is not None and method.supervised is not None:
+        return method.supervised.hyperparameters
+    if request.hyperparameters:  # OpenAI's deprecated top-level form, which was supervised's
+        try:
+            return SupervisedHyperparametersIn.model_validate(request.hyperparameters)
+        except ValidationError as exc:
+            raise _invalid(exc, prefix="hyperparameters") from None
+    return SupervisedHyperparametersIn()
 
 
 def dpo_hyperparameters(request: JobCreate) -> DpoHyperparametersIn:
     method = request.method
-    if method is not None and method.type != "dpo":
-        raise InvalidRequest(
-            f"method.type {method.type!r} is not supported: alignd trains DPO; use 'dpo'", param="method.type"
-        )
     if method is not None and method.dpo is not None:
         return method.dpo.hyperparameters
     if request.hyperparameters:
@@ -66,27 +109,46 @@ def merged_weights(options: AligndJobOptions) -> bool:
 
 
 def resolve_job(
-    request: JobCreate, *, job_id: str, model_location: str, training_rows: int, output_dir: str = "output"
+    request: JobCreate,
+    *,
+    job_id: str,
+    model_location: str,
+    training_rows: int,
+    output_dir: str = "output",
+    init: InitWeights | None = None,
 ) -> ResolvedJob:
-    given = dpo_hyperparameters(request)
+    method = training_method(request)
+    given: DpoHyperparametersIn | SupervisedHyperparametersIn
     options = request.alignd
-    out = DpoHyperparametersOut(
-        beta=AUTO_BETA if given.beta == "auto" else given.beta,
-        batch_size=auto_batch_size(training_rows) if given.batch_size == "auto" else given.batch_size,
-        learning_rate_multiplier=AUTO_LEARNING_RATE_MULTIPLIER
+    common = {}
+    if method is TrainingMethod.supervised:
+        given = supervised_hyperparameters(request)
+        defaults = DEFAULT_SFT_LEARNING_RATE
+    else:
+        given = dpo_hyperparameters(request)
+        defaults = DEFAULT_LEARNING_RATE
+        common["beta"] = AUTO_BETA if given.beta == "auto" else given.beta
+    common |= {
+        "batch_size": auto_batch_size(training_rows) if given.batch_size == "auto" else given.batch_size,
+        "learning_rate_multiplier": AUTO_LEARNING_RATE_MULTIPLIER
         if given.learning_rate_multiplier == "auto"
         else given.learning_rate_multiplier,
-        n_epochs=auto_epochs(training_rows) if given.n_epochs == "auto" else given.n_epochs,
+        "n_epochs": auto_epochs(training_rows) if given.n_epochs == "auto" else given.n_epochs,
+    }
+    out: DpoHyperparametersOut | SupervisedHyperparametersOut = (
+        SupervisedHyperparametersOut.model_validate(common)
+        if method is TrainingMethod.supervised
+        else DpoHyperparametersOut.model_validate(common)
     )
-    learning_rate = (
-        given.learning_rate or out.learning_rate_multiplier * DEFAULT_LEARNING_RATE[options.training_type]
-    )
+    learning_rate = given.learning_rate or out.learning_rate_multiplier * defaults[options.training_type]
     extensions = given.model_dump(
         exclude={"beta", "batch_size", "learning_rate_multiplier", "n_epochs", "learning_rate"},
         exclude_none=True,
     )
     raw: dict[str, Any] = {
         "job_id": job_id,
+        "method": method,
+        "init": init,
         "model": model_location,
         "training_file": request.training_file,
         "validation_file": request.validation_file,
@@ -100,17 +162,13 @@ def resolve_job(
         "agreement_threshold": options.agreement_threshold,
         "merged_weights": merged_weights(options),
         "hyperparameters": extensions
-        | {
-            "beta": out.beta,
-            "batch_size": out.batch_size,
-            "n_epochs": out.n_epochs,
-            "learning_rate": learning_rate,
-        },
+        | {key: value for key, value in common.items() if key != "learning_rate_multiplier"}
+        | {"learning_rate": learning_rate},
     }
     try:
         spec = JobSpec.model_validate(raw)
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise _invalid(exc, method=method) from None
     return ResolvedJob(spec=spec, hyperparameters=out)
 
 
@@ -126,10 +184,13 @@ WIRE_NAMES = {
 }
 
 
-def _invalid(exc: ValidationError, prefix: str | None = None) -> InvalidRequest:
+def _invalid(
+    exc: ValidationError, prefix: str | None = None, method: TrainingMethod = TrainingMethod.dpo
+) -> InvalidRequest:
     """The first validation error, named by the request field the user wrote."""
     first = exc.errors()[0]
     loc = [str(part) for part in first["loc"]]
-    head = f"{prefix}.{loc[0]}" if prefix else WIRE_NAMES.get(loc[0], loc[0])
+    names = WIRE_NAMES | {"hyperparameters": f"method.{method}.hyperparameters"}
+    head = f"{prefix}.{loc[0]}" if prefix else names.get(loc[0], loc[0])
     param = ".".join([head, *loc[1:]])
     return InvalidRequest(f"invalid {param}: {first['msg']}", param=param)

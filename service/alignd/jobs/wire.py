@@ -3,6 +3,7 @@ else that answers with a `fine_tuning.job` or its events and checkpoints build t
 
 from pydantic import TypeAdapter
 
+from alignd.contract import TrainingMethod
 from alignd.models import CheckpointModel, JobEventModel, JobModel
 from alignd.schemas import (
     CheckpointMetrics,
@@ -15,14 +16,27 @@ from alignd.schemas import (
     JobEventObject,
     JobObject,
     MethodOut,
+    SupervisedHyperparametersOut,
+    SupervisedMethodOut,
     WandbIntegration,
 )
 
 INTEGRATION: TypeAdapter[Integration] = TypeAdapter(Integration)
 
 
+def method_object(job: JobModel) -> tuple[MethodOut, DpoHyperparametersOut | SupervisedHyperparametersOut]:
+    """OpenAI's `method` and its hyperparameters, from the frozen spec (jobs made before SFT have no
+    `method` there: they are DPO)."""
+    if job.spec.get("method", TrainingMethod.dpo) == TrainingMethod.supervised:
+        supervised = SupervisedHyperparametersOut.model_validate(job.request)
+        method = MethodOut(type="supervised", supervised=SupervisedMethodOut(hyperparameters=supervised))
+        return method, supervised
+    dpo = DpoHyperparametersOut.model_validate(job.request)
+    return MethodOut(dpo=DpoMethodOut(hyperparameters=dpo)), dpo
+
+
 def job_object(job: JobModel) -> JobObject:
-    hyperparameters = DpoHyperparametersOut.model_validate(job.request)
+    method, hyperparameters = method_object(job)
     integrations = [INTEGRATION.validate_python(entry) for entry in job.request.get("integrations", [])]
     wandb = [entry for entry in integrations if isinstance(entry, WandbIntegration)]
     return JobObject(
@@ -43,7 +57,7 @@ def job_object(job: JobModel) -> JobObject:
         estimated_finish=job.estimated_finish,
         integrations=wandb or None,
         metadata=job.job_metadata,
-        method=MethodOut(dpo=DpoMethodOut(hyperparameters=hyperparameters)),
+        method=method,
         alignd=JobAligndInfo(
             training_type=job.spec["training_type"],
             spec=job.spec,
