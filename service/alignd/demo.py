@@ -14,10 +14,11 @@ Two base models:
 A local model directory also works (`--model /path`), trained on the tiny demo's data.
 """
 
+import json
 import secrets
 import tarfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def tiny_plan(work: Path, model: str | None) -> DemoPlan:
     )
 
 
-SMOLLM2_STEPS = 30
+SMOLLM2_STEPS = 12
 SMOLLM2_LORA_LAYERS = range(24, 30)
 """LoRA on the attention of the top 6 of SmolLM2's 30 layers: enough to change how answers open, and
 backward passes stop there, which keeps a CPU run to minutes."""
@@ -133,6 +134,7 @@ class DemoResult:
     replies: list[Reply] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     """The job's warning events (a likelihood-displacement warning, for one)."""
+    # Also written to <data dir>/demo/summary.json, for scripts and tests.
 
 
 def run_demo(*, data_dir: Path, model: str | None, console: Console) -> DemoResult:
@@ -172,7 +174,9 @@ def run_demo(*, data_dir: Path, model: str | None, console: Console) -> DemoResu
         Reply(question=q[-1]["content"], before=b, after=a)
         for q, b, a in zip(questions, before, after, strict=True)
     ]
-    return DemoResult(job["id"], base_score.accuracy, tuned_score.accuracy, adapter, replies, warnings)
+    result = DemoResult(job["id"], base_score.accuracy, tuned_score.accuracy, adapter, replies, warnings)
+    (work / "summary.json").write_text(json.dumps(asdict(result), default=str, indent=2))
+    return result
 
 
 def _project_client(url: str, admin_key: str) -> Client:
