@@ -23,7 +23,7 @@ def test_demo_trains_and_reports_accuracy_before_and_after(tmp_path: Path) -> No
         # OMP_NUM_THREADS passes through: under pytest-xdist, tests/conftest.py sets it to this worker's
         # share of the CPUs.
         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}
-        | {name: os.environ[name] for name in ("OMP_NUM_THREADS",) if name in os.environ},
+        | {name: os.environ[name] for name in ("OMP_NUM_THREADS", "PYTHONPATH") if name in os.environ},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # One measure in both columns: the base's and the tuned model's own sequence log-probs.
@@ -48,7 +48,9 @@ def test_smollm2_demo_teaches_a_greeting_that_shows_in_greedy_replies(
         timeout=1200,
         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "COLUMNS": "160"}
         | {"ALIGND_CACHE_DIR": str(smollm2_dir.parent.parent)}
-        | {name: os.environ[name] for name in ("OMP_NUM_THREADS", "HOME") if name in os.environ},
+        | {
+            name: os.environ[name] for name in ("OMP_NUM_THREADS", "HOME", "PYTHONPATH") if name in os.environ
+        },
     )
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
