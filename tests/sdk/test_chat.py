@@ -15,7 +15,7 @@ from openai.types.fine_tuning import FineTuningJob
 
 from alignd.server import free_port, start_serve
 from alignd_trainer.generation import ChatGenerator, Sampling
-from tests.api.conftest import ADMIN_KEY, bearer
+from tests.api.helpers import ADMIN_KEY, bearer
 from tests.sdk.conftest import MODEL, TERMINAL, Server, until
 
 SMOLLM2 = "smollm2-chat"
