@@ -410,3 +410,87 @@ class IntegrationRunModel(SQLModel, table=True):
     lock_token: str = Field(default_factory=new_lock_token)
     created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
     updated_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+
+
+# ---- evals (OpenAI's Evals API; `alignd.evals`) ---------------------------------------------------------
+
+
+class EvalModel(SQLModel, table=True):
+    """An eval: the shape of its items and its testing criteria, as validated at creation (the
+    `alignd.evals.schemas.EvalCreate` dump). Runs of it are `EvalRunModel` rows."""
+
+    __tablename__ = "evals"
+
+    id: str = Field(default_factory=lambda: new_id("eval_"), primary_key=True)
+    project_id: str = Field(foreign_key="projects.id", index=True)
+    name: str
+    eval_metadata: dict[str, str] | None = Field(
+        default=None, sa_column=Column("metadata", JSON, nullable=True)
+    )
+    data_source_config: dict[str, Any] = Field(sa_type=JSON)
+    """`CustomDataSourceConfig` dump: the item schema and whether graders read a sample."""
+    testing_criteria: list[dict[str, Any]] = Field(sa_type=JSON)
+    """The graders (`schemas.Grader` dumps, `preference` in its own shape), in request order."""
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    created_at_us: int = Field(default_factory=unix_now_us, sa_type=BigInteger)
+    """List order (`unix_now_us`)."""
+    updated_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+
+
+class EvalRunModel(SQLModel, table=True):
+    """One run of an eval over a data source, with a model. `status` is an `EvalRunStatus` value and
+    changes only through `alignd.evals.service` (compare-and-set on `lock_token`)."""
+
+    __tablename__ = "eval_runs"
+
+    id: str = Field(default_factory=lambda: new_id("evalrun_"), primary_key=True)
+    eval_id: str = Field(foreign_key="evals.id", ondelete="CASCADE", index=True)
+    project_id: str = Field(foreign_key="projects.id", index=True)
+    name: str
+    status: str = Field(index=True)
+    model: str = ""
+    """The model under evaluation as the user named it; "" for a jsonl source."""
+    data_source: dict[str, Any] = Field(sa_type=JSON)
+    """The `RunDataSource` dump, as echoed to users."""
+    resolved: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    """What creation resolved, for the executor: `alignd.evals.models.ResolvedRun` dump (the model's
+    base and adapter job, each preference grader's reference, the file's row count)."""
+    run_metadata: dict[str, str] | None = Field(
+        default=None, sa_column=Column("metadata", JSON, nullable=True)
+    )
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    """{"code", "message"} once failed."""
+    result_counts: dict[str, int] | None = Field(default=None, sa_type=JSON)
+    per_testing_criteria_results: list[dict[str, Any]] | None = Field(default=None, sa_type=JSON)
+    per_model_usage: list[dict[str, Any]] | None = Field(default=None, sa_type=JSON)
+    report_file_id: str | None = None
+    desired: str | None = None
+    """A pending request the controller acts on: "cancel"."""
+    lock_token: str = Field(default_factory=new_lock_token)
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    created_at_us: int = Field(default_factory=unix_now_us, sa_type=BigInteger)
+    """List order (`unix_now_us`)."""
+    started_at: int | None = Field(default=None, sa_type=BigInteger)
+    finished_at: int | None = Field(default=None, sa_type=BigInteger)
+    updated_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+
+
+class EvalOutputItemModel(SQLModel, table=True):
+    """One graded item of a run; one per (run, datasource_item_id), so a retried attempt that reports an
+    item again replaces it rather than adding a second."""
+
+    __tablename__ = "eval_output_items"
+    __table_args__ = (UniqueConstraint("run_id", "datasource_item_id"),)
+
+    id: str = Field(default_factory=lambda: new_id("outputitem_"), primary_key=True)
+    run_id: str = Field(foreign_key="eval_runs.id", ondelete="CASCADE")
+    eval_id: str
+    datasource_item_id: int
+    status: str
+    """An `OutputItemStatus` value: pass, fail or error."""
+    datasource_item: dict[str, Any] = Field(sa_type=JSON)
+    results: list[dict[str, Any]] = Field(sa_type=JSON)
+    """`contract.eval_items.GraderResult` dumps, one per testing criterion."""
+    sample: dict[str, Any] = Field(sa_type=JSON)
+    """A `contract.eval_items.Sample` dump."""
+    created_at: int = Field(default_factory=unix_now, sa_type=BigInteger)

@@ -26,6 +26,9 @@ TABLES = {
     "webhook_attempts",
     "integration_credentials",
     "integration_runs",
+    "evals",
+    "eval_runs",
+    "eval_output_items",
 }
 
 
@@ -41,7 +44,7 @@ def test_first_start_migrates_an_empty_database(db_url: str) -> None:
 
     db.check_schema(engine)
 
-    assert db.current_revision(engine) == db.head_revision() == "0002"
+    assert db.current_revision(engine) == db.head_revision() == "0004_evals"
     assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
     engine.dispose()
 
@@ -80,17 +83,18 @@ def test_refuses_an_older_revision_until_upgraded(
 ) -> None:
     engine = db.make_engine(db_url)
     db.upgrade(engine)
+    head = db.head_revision()
     # A newer alignd: the same migrations plus a revision 0099 this database has not had.
     newer = tmp_path / "migrations"
     shutil.copytree(db.MIGRATIONS_DIR, newer, ignore=shutil.ignore_patterns("__pycache__"))
     (newer / "versions" / "0099_next.py").write_text(
-        'revision = "0099"\ndown_revision = "0002"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        f'revision = "0099"\ndown_revision = "{head}"\nbranch_labels = None\ndepends_on = None\n\n\n'
         "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
     )
     monkeypatch.setattr(db, "MIGRATIONS_DIR", newer)
 
     with pytest.raises(
-        db.SchemaError, match=r"revision 0002, older than this alignd's 0099: run `alignd db upgrade`"
+        db.SchemaError, match=rf"revision {head}, older than this alignd's 0099: run `alignd db upgrade`"
     ):
         db.check_schema(engine)
 
