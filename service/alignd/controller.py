@@ -25,12 +25,12 @@ from alignd.config import Settings
 from alignd.contract import ExitCode, JobSpec
 from alignd.errors import AligndError
 from alignd.jobs import quotas
-from alignd.jobs.lifecycle import JobStatus, RunEndReason, error_code
+from alignd.jobs.lifecycle import JobStatus, RunEndReason, RunKind, error_code
 from alignd.jobs.results import results_csv, store_results_file
 from alignd.jobs.state import record_event, transition
 from alignd.launchers import Launcher, LaunchRequest, RunState, RunStatus
 from alignd.leader import Lease
-from alignd.models import JobModel, ProjectModel
+from alignd.models import JobModel, ProjectModel, RunModel
 from alignd.storage import ObjectStore
 from alignd.sweeper import Sweeper
 
@@ -99,6 +99,8 @@ class Controller:
     def _start(self, job: JobModel) -> bool:
         token, token_hash = auth.new_job_token()
         attempt = job.attempt + 1
+        run = RunModel(kind=RunKind.train, job_id=job.id, attempt=attempt, token_hash=token_hash)
+        run_id = run.id
         with self.sessions() as session:
             started = transition(
                 session,
@@ -113,6 +115,7 @@ class Controller:
                     "last_heartbeat_at": int(self.clock()),
                     "desired": None,
                 },
+                rows=[run],
             )
         if started is None:
             return False
@@ -122,7 +125,8 @@ class Controller:
             "ALIGND_JOB_TOKEN": token,
         }
         try:
-            ref = self.launcher.launch(LaunchRequest(job.id, attempt, JobSpec.model_validate(job.spec), env))
+            spec = JobSpec.model_validate(job.spec)
+            ref = self.launcher.launch(LaunchRequest(job.id, attempt, spec, env, run_id=run_id))
         except Exception as exc:
             log.exception("launch of %s failed", job.id)
             self._finish(

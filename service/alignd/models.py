@@ -17,7 +17,7 @@ import secrets
 import threading
 import time
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-from alignd.jobs.lifecycle import JobStatus
+from alignd.jobs.lifecycle import JobStatus, RunEndReason, RunKind
 
 # Deterministic constraint names: Alembic's batch mode (SQLite) needs named constraints to alter them.
 SQLModel.metadata.naming_convention = {
@@ -87,6 +87,27 @@ class JobStatusType(TypeDecorator[JobStatus]):
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> JobStatus | None:
         return None if value is None else JobStatus(value)
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class StrEnumType(TypeDecorator[E]):
+    """A `StrEnum` column stored as its value in a plain string column (`RunModel.kind`, `.end_reason`):
+    reads come back as members, and binding a string no member has fails before the database sees it."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
 
 
 unix_now_us = _MonotonicMicros()
@@ -215,25 +236,62 @@ class JobModel(SQLModel, table=True):
     lock_token: str = Field(default_factory=new_lock_token)
     """Changes on every status transition; reconcile steps apply results only while it is unchanged."""
     launcher_ref: str | None = None
-    """The launcher's handle on the current run (a pid, a Kubernetes Job name)."""
+    token_hash: str | None = None
+    last_heartbeat_at: int | None = Field(default=None, sa_type=BigInteger)
+    step: int | None = None
+    total_steps: int | None = None
+    run_start_step: int | None = None
+    run_start_at: int | None = Field(default=None, sa_type=BigInteger)
+    # MOVING-TO-RUNS (the columns above move to RunModel with migration 0003_runs)
     attempt: int = 0
+    """The latest run's attempt number (0 before the first start); that run is the `RunModel` with this
+    job id and attempt, and holds the launcher ref, token, heartbeat and progress of the attempt."""
     retries: int = 0
     """Automatic re-launches after a retriable failure; pauses and resumes do not count."""
-    token_hash: str | None = None
-    """SHA-256 hex of the current run's job token."""
-    last_heartbeat_at: int | None = Field(default=None, sa_type=BigInteger)
     desired: str | None = None
     """A pending request the controller acts on: "cancel" or "pause"."""
     event_seq: int = Field(default=0, sa_type=BigInteger)
     """The last `JobEventModel.job_seq` handed out; bumped under this row's lock (`jobs.events`)."""
+
+
+class RunModel(SQLModel, table=True):
+    """One attempt of a run: what one launch started and how it ended. Every start inserts a row; a row
+    is never reused for a later attempt.
+
+    `kind` says whose run it is: a training run belongs to a job (`job_id`), an evaluation run to an
+    evaluation (`eval_run_id`, no foreign key: evaluations live in their own tables). `ended_at` is set
+    once, by a write guarded on it still being None, so two controllers cannot end a run twice.
+    """
+
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("job_id", "attempt"),)
+
+    id: str = Field(default_factory=lambda: new_id("run-"), primary_key=True)
+    kind: RunKind = Field(sa_column=Column(StrEnumType(RunKind), nullable=False))
+    job_id: str | None = Field(default=None, foreign_key="jobs.id", ondelete="CASCADE", index=True)
+    eval_run_id: str | None = Field(default=None, index=True)
+    attempt: int
+    """1 for the first run of its owner; the job's `attempt` names its latest."""
+    launcher_ref: str | None = None
+    """The launcher's handle on the run (a pid, a Kubernetes Job name); None until the launch returned."""
+    token_hash: str | None = None
+    """SHA-256 hex of the run's trainer token; None once the run ended, so the token stops working."""
+    last_heartbeat_at: int | None = Field(default=None, sa_type=BigInteger)
+    """The trainer's last report (or, while the run waits to be placed, the controller's hold)."""
+    exit_code: int | None = None
+    end_reason: RunEndReason | None = Field(default=None, sa_column=Column(StrEnumType(RunEndReason)))
+    logs_key: str | None = None
+    """Where the run's output was kept in the object store, once it was."""
     step: int | None = None
     """The last optimizer step the trainer reported."""
     total_steps: int | None = None
     """Steps the trainer will run in all, as it announced when its training loop started."""
     run_start_step: int | None = None
     run_start_at: int | None = Field(default=None, sa_type=BigInteger)
-    """Step and unix time the current run's training loop started from (after a resume, the checkpoint's
-    step): the base of the pace behind `estimated_finish`."""
+    """Step and unix time this run's training loop started from (after a resume, the checkpoint's step):
+    the base of the pace behind the job's `estimated_finish`."""
+    started_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
+    ended_at: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class JobEventModel(SQLModel, table=True):

@@ -26,6 +26,7 @@ TABLES = {
     "webhook_attempts",
     "integration_credentials",
     "integration_runs",
+    "runs",
     "evals",
     "eval_runs",
     "eval_output_items",

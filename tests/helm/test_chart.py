@@ -558,7 +558,7 @@ def test_gpu_cluster_trainer_jobs_pass_strict_validation_and_carry_the_cluster_s
     settings = settings_from(render(helm, "-f", str(GPU_CLUSTER)), clean_alignd_env)
     spec = JobSpec(model="s3://b/m", training_file="f", resources={"gpus": 8, "nodes": 2, "gpu_type": "h100"})
     env = {"ALIGND_JOB_ID": "ftjob-1", "ALIGND_API_URL": "http://alignd:8000", "ALIGND_JOB_TOKEN": "t"}
-    trainer = build(LaunchRequest("ftjob-1", 1, spec, env), settings, NAMESPACE)
+    trainer = build(LaunchRequest("ftjob-1", 1, spec, env, run_id="run-1"), settings, NAMESPACE)
     pod = trainer.job["spec"]["template"]["spec"]
     container = pod["containers"][0]
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from alignd.config import GpuProfile, PodTemplate, Settings
 from alignd.contract import ExitCode, JobSpec
+from alignd.jobs.lifecycle import RunKind
 from alignd.launchers.base import LaunchRequest
 from alignd.launchers.k8s_manifests import (
     CACHE_DIR,
@@ -93,7 +94,7 @@ def manifests(
     )
     env = {"ALIGND_JOB_ID": "ftjob-abc", "ALIGND_API_URL": "http://alignd:8000", "ALIGND_JOB_TOKEN": TOKEN}
     settings = SETTINGS.model_copy(update={"k8s_release": release} | settings_update)
-    return build(LaunchRequest("ftjob-abc", 3, spec, env), settings, "ml")
+    return build(LaunchRequest("ftjob-abc", 3, spec, env, run_id="run-abc"), settings, "ml")
 
 
 def objects(run: RunManifests) -> list[dict[str, Any]]:
@@ -215,6 +216,22 @@ def test_the_default_release_names_jobs_as_before() -> None:
 )
 def test_one_process_per_gpu(shape: str, command: list[str]) -> None:
     assert manifests(SHAPES[shape]).job["spec"]["template"]["spec"]["containers"][0]["command"] == command
+
+
+@pytest.mark.parametrize(
+    ("shape", "command"),
+    [
+        ("cpu", ["python", "-m", "alignd_trainer.evaluate"]),
+        ("eight-gpus", ["torchrun", "--standalone", "--nproc_per_node=8", "-m", "alignd_trainer.evaluate"]),
+    ],
+)
+def test_an_evaluation_run_starts_the_evaluator_under_the_same_names(shape: str, command: list[str]) -> None:
+    spec = JobSpec(model="/models/base", training_file="file-abc", resources=SHAPES[shape])
+    env = {"ALIGND_JOB_ID": "evalrun-abc", "ALIGND_API_URL": "http://alignd:8000", "ALIGND_JOB_TOKEN": TOKEN}
+    request = LaunchRequest("evalrun-abc", 2, spec, env, run_id="run-e", kind=RunKind.evaluate)
+    run = build(request, SETTINGS, "ml")
+    assert run.job["spec"]["template"]["spec"]["containers"][0]["command"] == command
+    assert run.name == job_name("evalrun-abc", 2, SETTINGS.k8s_release)
 
 
 def test_multi_node_is_an_indexed_job_with_rendezvous_at_index_0() -> None:

@@ -167,7 +167,7 @@ def legacy_job(job_id: str) -> dict:  # type: ignore[type-arg]
     `app.kubernetes.io/instance` the run's name, no `alignd.dev/release`."""
     spec = JobSpec.model_validate(SPEC)
     env = {"ALIGND_JOB_ID": job_id, "ALIGND_API_URL": "http://alignd:8000", "ALIGND_JOB_TOKEN": "t"}
-    job = build(LaunchRequest(job_id, 1, spec, env), LEGACY_SETTINGS, NAMESPACE).job
+    job = build(LaunchRequest(job_id, 1, spec, env, run_id="run-legacy"), LEGACY_SETTINGS, NAMESPACE).job
     name = job["metadata"]["name"]
     assert name == f"alignd-{job_id}-1"
     labels = {k: v for k, v in job["metadata"]["labels"].items() if k != RELEASE_LABEL}

@@ -150,11 +150,29 @@ def is_allowed(current: JobStatus | str, to: JobStatus | str) -> bool:
     return JobStatus(to) in ALLOWED[JobStatus(current)]
 
 
+class RunKind(StrEnum):
+    """What a run (`alignd.models.RunModel`, one row per attempt) does, and so which trainer module the
+    launchers start (`alignd.launchers.base.trainer_module`)."""
+
+    train = "train"
+    """An attempt of a fine-tuning job (`RunModel.job_id`)."""
+    evaluate = "evaluate"
+    """An attempt of an evaluation run (`RunModel.eval_run_id`)."""
+
+
 class RunEndReason(StrEnum):
     """Why a run ended or could not go on, as launchers, the trainer and the controller name it.
 
     Values are the names launchers report in `RunStatus.reason` (the trainer's termination reasons and
-    Kubernetes' own); `error_code` is what a user sees in the failed job's `error.code`."""
+    Kubernetes' own) plus the controller's own ends; `error_code` is what a user sees in the failed job's
+    `error.code`. A run row's `end_reason` is always a member: `RunEndReason.of` files a reason of a
+    launcher's own under `failed`."""
+
+    succeeded = "Succeeded"
+    failed = "Failed"
+    """Ended with a reason no member names (a Kubernetes condition, a trainer's own)."""
+    cancelled = "Cancelled"
+    """Stopped because its owner was cancelled."""
 
     lost = "Lost"
     """The launcher has no trace of the run: a node went away, the server restarted a local run."""
@@ -186,6 +204,13 @@ class RunEndReason(StrEnum):
             return None if reason is None else cls(reason)
         except ValueError:
             return None
+
+    @classmethod
+    def of(cls, *, succeeded: bool, reason: str | None) -> "RunEndReason":
+        """The member a finished run is filed under: its launcher's reason where a member names it."""
+        if succeeded:
+            return cls.succeeded
+        return cls.parse(reason) or cls.failed
 
     @property
     def error_code(self) -> str:

@@ -8,10 +8,11 @@ completion) moved the job first, zero rows match and `transition` returns None: 
 result. Nothing else assigns `JobModel.status`. The statuses and their moves are in `alignd.jobs.lifecycle`.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlmodel import Session, col
+from sqlmodel import Session, SQLModel, col
 
 from alignd.errors import Conflict, NotFound
 from alignd.jobs.events import add_events
@@ -41,6 +42,7 @@ def transition(
     level: str = "info",
     data: dict[str, Any] | None = None,
     fields: dict[str, Any] | None = None,
+    rows: Sequence[SQLModel] = (),
 ) -> JobModel | None:
     """Move job `job_id` to status `to`, record a "status" event with message `event`, commit.
 
@@ -51,7 +53,8 @@ def transition(
     `fields` are further JobModel attributes set in the same UPDATE (error, launcher_ref, attempt,
     token_hash, ...). Entering running sets `started_at` (the first start is kept across retries);
     entering a terminal status sets `finished_at`; leaving running or pausing clears
-    `estimated_finish`; explicit `fields` win. Commits the session.
+    `estimated_finish`; explicit `fields` win. `rows` (a new run, a results file) are inserted in the
+    same transaction, only when the move happens. Commits the session.
     """
     to = JobStatus(to)
     extra = dict(fields or {})
@@ -99,6 +102,7 @@ def transition(
         data={"status": to.value, "previous_status": from_status.value, **(data or {})},
     )
     add_events(session, job_id, [status_event])
+    session.add_all(rows)
     if to.is_terminal:  # the webhook outbox: deliveries commit with the status change, or not at all
         enqueue_job_event(session, job_id=job_id, status=to.value, created_at=now)
     session.commit()

@@ -6,12 +6,13 @@ database transaction.
 """
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from enum import StrEnum
-from typing import Self
+from typing import Self, assert_never
 
 from alignd.config import Settings
 from alignd.contract import JobSpec, Resources
+from alignd.jobs.lifecycle import RunKind
 
 
 class RunState(StrEnum):
@@ -40,10 +41,32 @@ class RunStatus:
 @dataclass(frozen=True)
 class LaunchRequest:
     job_id: str
+    """The run's owner: the job of a training run, the evaluation run of an evaluation. Launchers name
+    and find runs by it (with `attempt`), as they always have for jobs."""
     attempt: int
     spec: JobSpec
     env: dict[str, str]
     """ALIGND_JOB_ID, ALIGND_API_URL, ALIGND_JOB_TOKEN: the trainer's whole contract."""
+    _: KW_ONLY
+    run_id: str
+    """The `RunModel` row this launch is (`run-...`)."""
+    kind: RunKind = RunKind.train
+
+    @property
+    def module(self) -> str:
+        """The Python module the run starts (`python -m <module>`)."""
+        return trainer_module(self.kind)
+
+
+def trainer_module(kind: RunKind) -> str:
+    """What `python -m` runs for a run of this kind: the trainer, or the evaluator in the same image."""
+    match kind:
+        case RunKind.train:
+            return "alignd_trainer"
+        case RunKind.evaluate:
+            return "alignd_trainer.evaluate"
+        case _:
+            assert_never(kind)
 
 
 class Launcher(ABC):

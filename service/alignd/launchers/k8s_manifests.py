@@ -312,13 +312,14 @@ def _container(request: LaunchRequest, settings: Settings, name: str, profile: G
 
 
 def command(request: LaunchRequest, name: str) -> list[str]:
-    """`python -m alignd_trainer` for one process; torchrun for several GPUs or nodes."""
+    """`python -m alignd_trainer` (or the run kind's module) for one process; torchrun for several GPUs or
+    nodes."""
     resources = request.spec.resources
     if resources.gpus <= 1 and resources.nodes == 1:
-        return ["python", "-m", "alignd_trainer"]
+        return ["python", "-m", request.module]
     per_node = str(max(1, resources.gpus))
     if resources.nodes == 1:
-        return ["torchrun", "--standalone", f"--nproc_per_node={per_node}", "-m", "alignd_trainer"]
+        return ["torchrun", "--standalone", f"--nproc_per_node={per_node}", "-m", request.module]
     return [
         "torchrun",
         f"--nnodes={resources.nodes}",
@@ -327,7 +328,7 @@ def command(request: LaunchRequest, name: str) -> list[str]:
         f"--master_addr={name}-0.{name}",
         f"--master_port={RENDEZVOUS_PORT}",
         "-m",
-        "alignd_trainer",
+        request.module,
     ]
 
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from alignd.config import Settings
 from alignd.contract import ExitCode, TerminationSummary
@@ -67,7 +67,7 @@ class LocalLauncher(Launcher):
         )
         with open(directory / "trainer.log", "ab") as log:
             proc = subprocess.Popen(
-                [self.python, "-m", "alignd_trainer"],
+                [self.python, "-m", request.module],
                 cwd=directory,
                 env=env,
                 stdout=log,
@@ -77,7 +77,12 @@ class LocalLauncher(Launcher):
             )
         with self._lock:
             self._children[proc.pid] = proc
-        run = {"pid": proc.pid, "attempt": request.attempt, "started_at": time.time()}
+        run = {
+            "pid": proc.pid,
+            "attempt": request.attempt,
+            "run_id": request.run_id,
+            "started_at": time.time(),
+        }
         (directory / "run.json").write_text(json.dumps(run))
         return str(proc.pid)
 
@@ -117,7 +122,7 @@ class LocalLauncher(Launcher):
         path = self.run_dir(job_id) / "trainer.log"
         return path.read_bytes() if path.exists() else None
 
-    def _read_run(self, job_id: str) -> dict[str, int] | None:
+    def _read_run(self, job_id: str) -> dict[str, Any] | None:
         path = self.run_dir(job_id) / "run.json"
         try:
             return json.loads(path.read_text())
