@@ -26,9 +26,10 @@ from tests.k8s.cluster import EmulatorThread
 from alignd.config import Settings
 from alignd.controller import Controller
 from alignd.db import make_engine, session_factory, upgrade
+from alignd.jobs.lifecycle import RunKind
 from alignd.launchers.k8s_manifests import ATTEMPT_LABEL, JOB_ID_LABEL, RUN_LABEL, job_name, selector
 from alignd.launchers.kubernetes import KubernetesLauncher
-from alignd.models import JobModel, ProjectModel
+from alignd.models import JobModel, ProjectModel, RunModel
 from alignd.storage.local import LocalStore
 from alignd.storage.signing import UrlSigner
 
@@ -84,13 +85,20 @@ def populate_db(sessions: Session, n: int) -> list[str]:
             seed=0,
             attempt=1,
             started_at=now,
-            last_heartbeat_at=now + 10**6,
         )
         for _ in range(n)
     ]
-    for job in jobs:
-        job.launcher_ref = job_name(job.id, 1, RELEASE)
-    sessions.add_all(jobs)
+    runs = [
+        RunModel(
+            kind=RunKind.train,
+            job_id=job.id,
+            attempt=1,
+            launcher_ref=job_name(job.id, 1, RELEASE),
+            last_heartbeat_at=now + 10**6,
+        )
+        for job in jobs
+    ]
+    sessions.add_all([*jobs, *runs])
     sessions.commit()
     return [job.id for job in jobs]
 

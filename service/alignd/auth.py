@@ -3,7 +3,8 @@
 API keys look like `sk-alignd-<43 url-safe characters>` (256 random bits) and are stored only as their
 SHA-256; a key belongs to one project, or to none if it is an admin key. The admin key from
 `ALIGND_ADMIN_KEY` is registered at start (`ensure_admin_key`). Job tokens are what a trainer presents
-on the internal API: random, hashed on the job row, valid for that one job while it runs or pauses.
+on the internal API: random, hashed on the job's latest run row, valid for that one job while it runs or
+pauses.
 Unknown, revoked and mismatched credentials all fail the same way, so a caller learns nothing about
 which part was wrong.
 
@@ -22,14 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col
 
 from alignd.db import detached_row
 from alignd.errors import Conflict, NotFound, Unauthenticated
-from alignd.models import ApiKeyModel, JobModel, ProjectModel, unix_now
+from alignd.jobs.lifecycle import RunKind
+from alignd.models import ApiKeyModel, JobModel, ProjectModel, RunModel, unix_now
+from alignd.runs import current_run
 
 API_KEY_PREFIX = "sk-alignd-"
 JOB_TOKEN_PREFIX = "ajt-"
@@ -290,27 +293,31 @@ def new_job_token() -> tuple[str, str]:
 
 
 def issue_job_token(session: Session, job_id: str) -> str:
-    """Give job `job_id` a new token (replacing any earlier one) and return its plaintext."""
-    plaintext, token_hash = new_job_token()
-    result = session.execute(
-        update(JobModel)
-        .where(col(JobModel.id) == job_id)
-        .values(token_hash=token_hash)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
+    """Give job `job_id`'s latest run a new token (replacing any earlier one) and return its plaintext. A
+    job with no run yet gets the row of its first, as a start would make it."""
+    job = session.get(JobModel, job_id, populate_existing=True)
+    if job is None:
         raise NotFound(f"job {job_id} not found", param="job_id")
+    plaintext, token_hash = new_job_token()
+    run = current_run(session, job)
+    if run is None:
+        job.attempt = max(job.attempt, 1)
+        run = RunModel(kind=RunKind.train, job_id=job.id, attempt=job.attempt)
+    run.token_hash = token_hash
+    session.add_all([job, run])
     session.commit()
     return plaintext
 
 
 def authenticate_job_token(session: Session, job_id: str, plaintext: str) -> JobModel:
-    """The job, if `plaintext` is its current token and the job is running or pausing; Unauthenticated
-    otherwise (whatever the reason)."""
+    """The job, if `plaintext` is its latest run's token and the job is running or pausing;
+    Unauthenticated otherwise (whatever the reason)."""
     job = session.get(JobModel, job_id, populate_existing=True)
-    if job is None or job.token_hash is None or not job.status.is_active:
+    if job is None or not job.status.is_active:
         raise Unauthenticated(_BAD_JOB_TOKEN)
-    if not hmac.compare_digest(job.token_hash, hash_secret(plaintext)):
+    run = current_run(session, job)
+    if run is None or run.token_hash is None:
+        raise Unauthenticated(_BAD_JOB_TOKEN)
+    if not hmac.compare_digest(run.token_hash, hash_secret(plaintext)):
         raise Unauthenticated(_BAD_JOB_TOKEN)
     return job

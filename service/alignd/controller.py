@@ -1,11 +1,28 @@
 """The reconcile loop: queued jobs are launched within quotas, running jobs are synced with their
 launcher, cancelled ones are stopped, silent or overdue ones failed, orphans removed.
 
-Each step reads rows, acts with no transaction open (launcher, store), then writes back with a
-compare-and-set on the job's lock token; losing the race drops the result (STYLE rule 6). Each job's
-step is isolated: its exception is logged, becomes an event on that job, and the pass goes on with
-the other jobs; the step runs again on the next pass. Trainer logs that could not be kept (a store
-outage) do not hold a finished job back: they are kept on a later pass.
+One step per job status, each in three parts: load the job with its latest run (`RunModel`) → act with
+no session open (launcher, store) → a guarded write: the job's compare-and-set `transition`, with the
+run's own guarded statements (`alignd.runs`) in the same transaction; losing the race drops the result
+(STYLE rule 6).
+
+    queued                        `_start`: the run row commits with the move to running, then launch
+    running, pausing              `_sync`: poll; hold the heartbeat while pending, check deadlines
+                                  while running, `_settle` once ended (the run ends with the job's move)
+    cancelled / pausing + desired `stop_cancelled`: terminate (a cancelled job's run ends there)
+
+Each job's step is isolated: its exception is logged, becomes an event on that job, and the pass goes
+on with the other jobs; the step runs again on the next pass. Trainer logs that could not be kept (a
+store outage) do not hold a finished job back: they are kept on a later pass.
+
+A new kind of run (`RunKind.evaluate`) plugs in through its owner. The run-level work is shared and
+takes only the run row: `alignd.runs` builds the `LaunchRequest` (the launchers pick the module by
+kind), polls, files the end under a `RunEndReason`, terminates, keeps logs under `runs.logs_key`, and
+checks heartbeat and runtime deadlines. The owner brings four hooks, as the job's steps here do: a
+loader of its rows to start, sync and stop with their latest runs (and a lock to guard its writes);
+the spec and env its runs launch with; what a run's end means for it (the counterpart of `_settle`),
+written with `runs.ended` in the same transaction as its own move; and its owner ids in the set
+`reap_orphans` keeps. Its steps run in the same pass, each under `_isolated`.
 """
 
 import contextlib
@@ -16,11 +33,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import Histogram
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, Executable, update
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, SQLModel, col, select
 
-from alignd import auth
+from alignd import auth, runs
 from alignd.config import Settings
 from alignd.contract import ExitCode, JobSpec
 from alignd.errors import AligndError
@@ -28,9 +45,9 @@ from alignd.jobs import quotas
 from alignd.jobs.lifecycle import JobStatus, RunEndReason, RunKind, error_code
 from alignd.jobs.results import results_csv, store_results_file
 from alignd.jobs.state import record_event, transition
-from alignd.launchers import Launcher, LaunchRequest, RunState, RunStatus
+from alignd.launchers import Launcher, RunState, RunStatus
 from alignd.leader import Lease
-from alignd.models import JobModel, ProjectModel, RunModel
+from alignd.models import JobModel, ProjectModel, RunModel, unix_now
 from alignd.storage import ObjectStore
 from alignd.sweeper import Sweeper
 
@@ -61,11 +78,11 @@ class Controller:
     _was_leader: bool = False
     _failing: dict[tuple[str, str], str] = field(default_factory=dict)
     """(job id, step) -> the kind of error that step last failed with, so an outage is one event."""
-    _logs_owed: dict[tuple[str, int], tuple[str | None, bytes | None]] = field(default_factory=dict)
-    """(job id, attempt) -> (launcher ref, the logs once read) of ended runs whose logs the store has not
+    _logs_owed: dict[str, tuple[str, RunModel, bytes | None]] = field(default_factory=dict)
+    """Run id -> (its job's id, the run, its logs once read) of ended runs whose logs the store has not
     taken yet. The bytes are kept once read: a cluster may remove a finished run's pods meanwhile."""
-    _noticed: dict[tuple[str, int], set[str]] = field(default_factory=dict)
-    """(job id, attempt) -> launcher notices already recorded as events, so each is one event per run."""
+    _noticed: dict[str, set[str]] = field(default_factory=dict)
+    """Run id -> launcher notices already recorded as events, so each is one event per run."""
     _next_sweep: float = 0.0
 
     def reconcile_once(self) -> None:
@@ -75,7 +92,7 @@ class Controller:
         self.keep_owed_logs()
         self.reap_orphans()
 
-    # ---- scheduling ----------------------------------------------------------------------------------
+    # ---- queued: start a run -------------------------------------------------------------------------
 
     def schedule(self) -> None:
         with self.sessions() as session:
@@ -97,24 +114,23 @@ class Controller:
                     usage[job.project_id] = used.plus(job.gpus)
 
     def _start(self, job: JobModel) -> bool:
+        """A new run row commits with the move to running; then the launch, with no session open."""
         token, token_hash = auth.new_job_token()
-        attempt = job.attempt + 1
-        run = RunModel(kind=RunKind.train, job_id=job.id, attempt=attempt, token_hash=token_hash)
-        run_id = run.id
+        run = runs.new_run(
+            kind=RunKind.train,
+            job_id=job.id,
+            attempt=job.attempt + 1,
+            token_hash=token_hash,
+            now=int(self.clock()),
+        )
         with self.sessions() as session:
             started = transition(
                 session,
                 job.id,
                 to=JobStatus.running,
                 expected_lock=job.lock_token,
-                event=f"Job started (attempt {attempt})",
-                fields={
-                    "attempt": attempt,
-                    "token_hash": token_hash,
-                    "launcher_ref": None,
-                    "last_heartbeat_at": int(self.clock()),
-                    "desired": None,
-                },
+                event=f"Job started (attempt {run.attempt})",
+                fields={"attempt": run.attempt, "desired": None},
                 rows=[run],
             )
         if started is None:
@@ -125,90 +141,96 @@ class Controller:
             "ALIGND_JOB_TOKEN": token,
         }
         try:
-            spec = JobSpec.model_validate(job.spec)
-            ref = self.launcher.launch(LaunchRequest(job.id, attempt, spec, env, run_id=run_id))
+            ref = self.launcher.launch(
+                runs.launch_request(run, spec=JobSpec.model_validate(job.spec), env=env)
+            )
         except Exception as exc:
             log.exception("launch of %s failed", job.id)
             self._finish(
                 started,
+                run,
                 JobStatus.failed,
                 "Launch failed",
+                end=RunEndReason.launch_failed,
                 error={
                     "code": RunEndReason.launch_failed.error_code,
                     "message": f"the launcher could not start the run: {exc}",
                 },
             )
             return False
-        self._set(started, launcher_ref=ref)
+        self._write(runs.launched(run.id, ref))
         return True
 
-    # ---- syncing running jobs ------------------------------------------------------------------------
+    # ---- running, pausing: sync the run ---------------------------------------------------------------
 
     def sync_active(self) -> None:
         with self.sessions() as session:
-            active = list(session.exec(select(JobModel).where(col(JobModel.status).in_(JobStatus.active()))))
-        for job in active:
+            active = _with_runs(session, col(JobModel.status).in_(JobStatus.active()))
+        for job, run in active:
             with self._isolated(job.id, "sync"):
-                self._sync(job)
+                self._sync(job, run)
 
-    def _sync(self, job: JobModel) -> None:
-        status = self.launcher.poll(job.id, job.launcher_ref)
-        self._record_notices(job, status.notices)
+    def _sync(self, job: JobModel, run: RunModel) -> None:
+        status = runs.poll(self.launcher, run)
+        self._record_notices(job.id, run, status.notices)
         if status.state is RunState.pending:
-            self._hold_heartbeat(job)
+            self._hold_heartbeat(run)
         elif status.state is RunState.running:
-            self._check_deadlines(job)
+            self._check_deadlines(job, run)
         else:
-            self._settle(job, status)
-            self._noticed.pop((job.id, job.attempt), None)
+            self._settle(job, run, status)
+            self._noticed.pop(run.id, None)
 
-    def _record_notices(self, job: JobModel, notices: list[str]) -> None:
+    def _record_notices(self, job_id: str, run: RunModel, notices: list[str]) -> None:
         """Each notice becomes one job event per run, not one per pass."""
-        seen = self._noticed.setdefault((job.id, job.attempt), set())
+        seen = self._noticed.setdefault(run.id, set())
         for notice in notices:
             if notice not in seen:
-                self._event(job.id, notice, level="warn")
+                self._event(job_id, notice, level="warn")
                 seen.add(notice)
 
-    def _hold_heartbeat(self, job: JobModel) -> None:
+    def _hold_heartbeat(self, run: RunModel) -> None:
         """A run that has not started (a queue holds it, its pods wait for a node) cannot be silent: the
         launcher's pending deadline governs it, and its trainer gets a whole heartbeat window once it
         starts. The row is touched once per half window, not on every pass."""
         now = self.clock()
-        if now - (job.last_heartbeat_at or 0) > self.settings.heartbeat_timeout_seconds / 2:
-            self._set(job, last_heartbeat_at=int(now))
+        if runs.heartbeat_due(run, now=now, heartbeat_timeout=self.settings.heartbeat_timeout_seconds):
+            self._write(runs.heartbeat(run.id, int(now)))
 
-    def _check_deadlines(self, job: JobModel) -> None:
-        now = self.clock()
-        silent = now - (job.last_heartbeat_at or job.started_at or now)
+    def _check_deadlines(self, job: JobModel, run: RunModel) -> None:
         max_runtime = (
             None
             if self.launcher.enforces_max_runtime
             else JobSpec.model_validate(job.spec).max_runtime_seconds
         )
-        if silent > self.settings.heartbeat_timeout_seconds:
-            reason = (
-                f"the trainer sent nothing for {int(silent)}s (heartbeat deadline "
-                f"{int(self.settings.heartbeat_timeout_seconds)}s)"
-            )
-            code = RunEndReason.trainer_silent.error_code
-        elif max_runtime is not None and job.started_at is not None and now - job.started_at > max_runtime:
-            reason = f"the job ran past max_runtime_seconds={max_runtime}"
-            code = RunEndReason.max_runtime.error_code
-        else:
+        over = runs.overdue(
+            run,
+            now=self.clock(),
+            heartbeat_timeout=self.settings.heartbeat_timeout_seconds,
+            max_runtime=max_runtime,
+            runtime_since=job.started_at,
+        )
+        if over is None:
             return
-        self.launcher.terminate(job.id, job.launcher_ref, grace_seconds=self.settings.cancel_grace_seconds)
-        self._finish(job, JobStatus.failed, f"Job failed: {reason}", error={"code": code, "message": reason})
+        reason, message = over
+        runs.terminate(self.launcher, run, grace_seconds=self.settings.cancel_grace_seconds)
+        self._finish(
+            job,
+            run,
+            JobStatus.failed,
+            f"Job failed: {message}",
+            end=reason,
+            error={"code": reason.error_code, "message": message},
+        )
 
-    def _settle(self, job: JobModel, status: RunStatus) -> None:
+    def _settle(self, job: JobModel, run: RunModel, status: RunStatus) -> None:
         """The run ended: succeeded, paused, re-queued for a retry, or failed with its reason. A success
         waits for its results file to be stored (it is part of the success); the rest need no store."""
-        self._keep_logs(job)
-        if status.state is not RunState.succeeded and job.id in self.launcher.active_job_ids():
+        self._keep_logs(job.id, run)
+        if status.state is not RunState.succeeded and runs.holds_resources(self.launcher, run):
             # A run failed while still holding resources (pods that cannot schedule or pull): free them.
-            self.launcher.terminate(
-                job.id, job.launcher_ref, grace_seconds=self.settings.cancel_grace_seconds
-            )
+            runs.terminate(self.launcher, run, grace_seconds=self.settings.cancel_grace_seconds)
+        end = runs.end_reason(status)
         if status.state is RunState.succeeded:
             name = f"ft:{job.model}:{job.project_id}:{job.suffix or 'alignd'}:{job.id}"
             with self.sessions() as session:
@@ -216,8 +238,11 @@ class Controller:
             results = store_results_file(self.store, job, data)
             self._finish(
                 job,
+                run,
                 JobStatus.succeeded,
                 "The job has successfully completed",
+                end=end,
+                exit_code=status.exit_code,
                 fields={"fine_tuned_model": name, "result_files": [results.id]},
                 rows=[results],
             )
@@ -225,12 +250,22 @@ class Controller:
             status.exit_code == ExitCode.TERMINATED or status.reason == RunEndReason.lost
         ):
             # A run stopped before its trainer could checkpoint resumes from its last checkpoint, if any.
-            self._finish(job, JobStatus.paused, "Job paused; resume continues from the last checkpoint")
-        elif self._retriable(status) and job.retries < MAX_RETRIES and job.status is JobStatus.running:
             self._finish(
                 job,
+                run,
+                JobStatus.paused,
+                "Job paused; resume continues from the last checkpoint",
+                end=end,
+                exit_code=status.exit_code,
+            )
+        elif runs.retriable(status) and job.retries < MAX_RETRIES and job.status is JobStatus.running:
+            self._finish(
+                job,
+                run,
                 JobStatus.queued,
                 f"Run ended ({status.reason}: {status.message}); retrying from the last checkpoint",
+                end=end,
+                exit_code=status.exit_code,
                 level="warn",
                 fields={"retries": job.retries + 1},
             )
@@ -238,65 +273,60 @@ class Controller:
             message = status.message or "the run failed"
             self._finish(
                 job,
+                run,
                 JobStatus.failed,
                 f"Job failed: {message}",
+                end=end,
+                exit_code=status.exit_code,
                 error={"code": error_code(status.reason), "message": message},
             )
 
-    @staticmethod
-    def _retriable(status: RunStatus) -> bool:
-        """Lost runs and the trainer's retriable exit codes; anything unknown is not retried."""
-        reason = RunEndReason.parse(status.reason)
-        if reason is not None and reason.retriable:
-            return True
-        if status.exit_code is None:
-            return False
-        try:
-            return ExitCode(status.exit_code).retriable
-        except ValueError:
-            return False
+    # ---- logs ----------------------------------------------------------------------------------------
 
-    def _keep_logs(self, job: JobModel) -> None:
+    def _keep_logs(self, job_id: str, run: RunModel) -> None:
         """Copy the ended run's logs to the store; if that fails, owe them and keep them on a later pass
         (`keep_owed_logs`), so a store outage does not hold the job's own move back."""
-        self._logs_owed[(job.id, job.attempt)] = (job.launcher_ref, None)
-        self._keep_owed(job.id, job.attempt)
+        self._logs_owed[run.id] = (job_id, run, None)
+        self._keep_owed(run.id)
 
     def keep_owed_logs(self) -> None:
-        for job_id, attempt in list(self._logs_owed):
-            self._keep_owed(job_id, attempt)
+        for run_id in list(self._logs_owed):
+            self._keep_owed(run_id)
 
-    def _keep_owed(self, job_id: str, attempt: int) -> None:
+    def _keep_owed(self, run_id: str) -> None:
+        job_id, run, logs = self._logs_owed[run_id]
         with self._isolated(job_id, "keep_logs"):
-            ref, logs = self._logs_owed[(job_id, attempt)]
             if logs is None:
-                logs = self.launcher.logs(job_id, ref)
-                self._logs_owed[(job_id, attempt)] = (ref, logs)
+                logs = self.launcher.logs(runs.owner_id(run), run.launcher_ref)
+                self._logs_owed[run_id] = (job_id, run, logs)
             if logs is not None:
-                self.store.put_bytes(f"jobs/{job_id}/logs/attempt-{attempt}.log", logs)
-            del self._logs_owed[(job_id, attempt)]
+                key = runs.logs_key(run)
+                self.store.put_bytes(key, logs)
+                self._write(runs.logs_kept(run_id, key))
+            del self._logs_owed[run_id]
 
-    # ---- cancels and orphans -------------------------------------------------------------------------
+    # ---- cancelled, pausing: stop the run ------------------------------------------------------------
 
     def stop_cancelled(self) -> None:
         with self.sessions() as session:
-            wanted = list(
-                session.exec(
-                    select(JobModel).where(
-                        ((col(JobModel.status) == JobStatus.cancelled) & (JobModel.desired == "cancel"))
-                        | ((col(JobModel.status) == JobStatus.pausing) & (JobModel.desired == "pause"))
-                    )
-                )
+            wanted = _with_runs(
+                session,
+                ((col(JobModel.status) == JobStatus.cancelled) & (JobModel.desired == "cancel"))
+                | ((col(JobModel.status) == JobStatus.pausing) & (JobModel.desired == "pause")),
             )
-        for job in wanted:
+        for job, run in wanted:
             with self._isolated(job.id, "stop"):
-                self.launcher.terminate(
-                    job.id, job.launcher_ref, grace_seconds=self.settings.cancel_grace_seconds
-                )
+                runs.terminate(self.launcher, run, grace_seconds=self.settings.cancel_grace_seconds)
+                ended = []
                 if job.status is JobStatus.cancelled:
-                    self._keep_logs(job)
-                    self._noticed.pop((job.id, job.attempt), None)
-                self._set(job, desired=None)
+                    self._keep_logs(job.id, run)
+                    self._noticed.pop(run.id, None)
+                    ended = [
+                        runs.ended(
+                            run.id, reason=RunEndReason.cancelled, exit_code=None, now=int(self.clock())
+                        )
+                    ]
+                self._set(job, statements=ended, desired=None)
 
     def reap_orphans(self) -> None:
         """Stop live runs no active job owns. The launcher reports only this installation's runs
@@ -324,19 +354,21 @@ class Controller:
     def _finish(
         self,
         job: JobModel,
+        run: RunModel,
         to: JobStatus,
         event: str,
         *,
+        end: RunEndReason,
+        exit_code: int | None = None,
         error: dict[str, str] | None = None,
         fields: dict[str, object] | None = None,
         level: str = "info",
         rows: Sequence[SQLModel] = (),
     ) -> JobModel | None:
-        """Move the job on if nobody did since we read it; `rows` are inserted in the same transaction.
-        Returns the moved job, or None when the move was dropped."""
-        values = dict(fields or {}) | ({"error": error} if error else {}) | {"token_hash": None}
+        """Move the job on and end its run, if nobody moved the job since we read it; `rows` are inserted
+        in the same transaction. Returns the moved job, or None when the move was dropped."""
+        values = dict(fields or {}) | ({"error": error} if error else {})
         with self.sessions() as session:
-            session.add_all(rows)
             return transition(
                 session,
                 job.id,
@@ -345,16 +377,27 @@ class Controller:
                 event=event,
                 level="error" if error else level,
                 fields=values,
+                rows=rows,
+                statements=[runs.ended(run.id, reason=end, exit_code=exit_code, now=int(self.clock()))],
             )
 
-    def _set(self, job: JobModel, **fields: object) -> None:
-        """Non-status fields, only if nobody moved the job since we read it."""
+    def _set(self, job: JobModel, *, statements: Sequence[Executable] = (), **fields: object) -> None:
+        """Non-status fields (and `statements`), only if nobody moved the job since we read it."""
         with self.sessions() as session:
-            session.execute(
+            moved = session.execute(
                 update(JobModel)
                 .where(col(JobModel.id) == job.id, col(JobModel.lock_token) == job.lock_token)
                 .values(**fields)
             )
+            if moved.rowcount == 1:  # type: ignore[attr-defined]
+                for statement in statements:
+                    session.execute(statement)
+            session.commit()
+
+    def _write(self, statement: Executable) -> None:
+        """One guarded run write (`alignd.runs`), in its own short transaction."""
+        with self.sessions() as session:
+            session.execute(statement)
             session.commit()
 
     def _event(self, job_id: str, message: str, *, level: str = "info") -> None:
@@ -428,3 +471,29 @@ class Controller:
         if self.lease is not None and self._was_leader:
             self.lease.release()
         self.launcher.close()
+
+
+def _with_runs(session: Session, where: ColumnElement[bool]) -> list[tuple[JobModel, RunModel]]:
+    """The jobs matching `where`, each with its latest run. A job that has none (started by a release
+    before runs had rows, or never launched) gets a stand-in row no guarded write matches."""
+    rows = session.exec(
+        select(JobModel, RunModel)
+        .outerjoin(
+            RunModel,
+            (col(RunModel.job_id) == col(JobModel.id)) & (col(RunModel.attempt) == col(JobModel.attempt)),
+        )
+        .where(where)
+    )
+    return [
+        (
+            job,
+            run
+            or RunModel(
+                kind=RunKind.train,
+                job_id=job.id,
+                attempt=job.attempt,
+                started_at=job.started_at or unix_now(),
+            ),
+        )
+        for job, run in rows
+    ]

@@ -235,14 +235,6 @@ class JobModel(SQLModel, table=True):
     updated_at: int = Field(default_factory=unix_now, sa_type=BigInteger)
     lock_token: str = Field(default_factory=new_lock_token)
     """Changes on every status transition; reconcile steps apply results only while it is unchanged."""
-    launcher_ref: str | None = None
-    token_hash: str | None = None
-    last_heartbeat_at: int | None = Field(default=None, sa_type=BigInteger)
-    step: int | None = None
-    total_steps: int | None = None
-    run_start_step: int | None = None
-    run_start_at: int | None = Field(default=None, sa_type=BigInteger)
-    # MOVING-TO-RUNS (the columns above move to RunModel with migration 0003_runs)
     attempt: int = 0
     """The latest run's attempt number (0 before the first start); that run is the `RunModel` with this
     job id and attempt, and holds the launcher ref, token, heartbeat and progress of the attempt."""
@@ -252,6 +244,10 @@ class JobModel(SQLModel, table=True):
     """A pending request the controller acts on: "cancel" or "pause"."""
     event_seq: int = Field(default=0, sa_type=BigInteger)
     """The last `JobEventModel.job_seq` handed out; bumped under this row's lock (`jobs.events`)."""
+    step: int | None = None
+    """The last optimizer step a run of the job reported: the job's progress, as users see it."""
+    total_steps: int | None = None
+    """Steps the trainer will run in all, as it announced when its training loop last started."""
 
 
 class RunModel(SQLModel, table=True):
@@ -283,9 +279,9 @@ class RunModel(SQLModel, table=True):
     logs_key: str | None = None
     """Where the run's output was kept in the object store, once it was."""
     step: int | None = None
-    """The last optimizer step the trainer reported."""
+    """The last optimizer step this run reported (the job's `step` follows its latest run)."""
     total_steps: int | None = None
-    """Steps the trainer will run in all, as it announced when its training loop started."""
+    """Steps this run's trainer announced in all when its training loop started."""
     run_start_step: int | None = None
     run_start_at: int | None = Field(default=None, sa_type=BigInteger)
     """Step and unix time this run's training loop started from (after a resume, the checkpoint's step):

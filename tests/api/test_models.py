@@ -158,10 +158,7 @@ def _create_job(client: TestClient, key: str, model: str) -> dict[str, Any]:
 
 def _start(client: TestClient, job_id: str) -> str:
     """Move the job to running with a job token, as the controller does when it launches a run."""
-    token, token_hash = auth.new_job_token()
     with client.app.state.alignd.sessions() as session:  # type: ignore[attr-defined]
-        started = transition(
-            session, job_id, to=JobStatus.running, event="started", fields={"token_hash": token_hash}
-        )
+        started = transition(session, job_id, to=JobStatus.running, event="started")
         assert started is not None
-    return token
+        return auth.issue_job_token(session, job_id)

@@ -9,8 +9,10 @@ from sqlmodel import Session, col
 
 from alignd import auth, db
 from alignd.errors import Conflict, NotFound, Unauthenticated
+from alignd.jobs.lifecycle import RunKind
 from alignd.jobs.state import JobStatus, transition
-from alignd.models import ApiKeyModel, ProjectModel
+from alignd.models import ApiKeyModel, ProjectModel, RunModel
+from alignd.runs import current_run
 
 from .factories import make_job, make_project
 
@@ -128,15 +130,28 @@ def test_a_new_token_replaces_the_old_one(session: Session) -> None:
 
 
 def test_token_hash_can_be_set_with_the_start(session: Session) -> None:
+    """The controller's start: the run row with the token's hash commits with the move to running."""
     job = make_job(session, status=JobStatus.queued)
     plaintext, token_hash = auth.new_job_token()
+    run = RunModel(kind=RunKind.train, job_id=job.id, attempt=1, token_hash=token_hash)
 
     started = transition(
-        session, job.id, to=JobStatus.running, event="started", fields={"token_hash": token_hash}
+        session, job.id, to=JobStatus.running, event="started", fields={"attempt": 1}, rows=[run]
     )
 
-    assert started is not None and started.token_hash == token_hash != plaintext
+    assert started is not None and current_run(session, started) == run and run.token_hash != plaintext
     assert auth.authenticate_job_token(session, job.id, plaintext).id == job.id
+
+
+def test_a_start_that_loses_the_race_leaves_no_run(session: Session) -> None:
+    job = make_job(session, status=JobStatus.queued)
+    run = RunModel(kind=RunKind.train, job_id=job.id, attempt=1, token_hash="x")
+
+    moved = transition(
+        session, job.id, to=JobStatus.running, expected_lock="stale", event="started", rows=[run]
+    )
+
+    assert moved is None and session.get(RunModel, run.id) is None
 
 
 class FakeClock:

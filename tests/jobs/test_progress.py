@@ -7,6 +7,7 @@ from alignd.contract import MetricPoint, ReportBatch, TrainerEvent
 from alignd.jobs.progress import apply_report, estimate_finish
 from alignd.jobs.state import JobStatus, transition
 from alignd.models import JobModel, unix_now
+from alignd.runs import current_run
 from tests.db.factories import make_job
 
 T0 = 1_700_000_000.0
@@ -61,7 +62,9 @@ def test_a_resumed_run_is_paced_from_its_own_start(session: Session) -> None:
     resumed = T0 + 3600
     batch = ReportBatch(events=[_loop_started(100, 50, resumed)], metrics=[_step(55, resumed + 5)])
     job, before, after = _report(session, job, batch)
-    assert (job.step, job.run_start_step, job.run_start_at) == (55, 50, int(resumed))
+    run = current_run(session, job)
+    assert run is not None
+    assert (job.step, run.run_start_step, run.run_start_at) == (55, 50, int(resumed))
     # 5 steps in 5 s -> 45 s for the 45 left.
     assert job.estimated_finish is not None and before + 45 <= job.estimated_finish <= after + 45
 

@@ -1,15 +1,20 @@
-"""What trainer reports do to a job: events, metric series, checkpoints, heartbeat, progress."""
+"""What trainer reports do to a job: events, metric series, checkpoints, heartbeat, progress.
+
+The heartbeat and the pace's base (where this run's loop started) belong to the job's latest run
+(`RunModel`); the step, total steps and `estimated_finish` users see are the job's."""
 
 from typing import Any
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from alignd import runs
 from alignd.contract import EventLevel, ReportBatch
 from alignd.jobs.artifacts import check_report_paths
 from alignd.jobs.events import add_events
 from alignd.jobs.lifecycle import JobStatus
-from alignd.models import CheckpointModel, JobEventModel, JobModel, MetricModel, new_id, unix_now
+from alignd.models import CheckpointModel, JobEventModel, JobModel, MetricModel, RunModel, new_id, unix_now
+from alignd.runs import current_run
 
 SUMMARY_METRICS = ("loss", "rewards/margins", "rewards/accuracies", "learning_rate")
 
@@ -23,11 +28,15 @@ def apply_report(session: Session, job: JobModel, batch: ReportBatch) -> None:
     # First, so the job row is locked before the metric rows take their ids: per job, metric ids then
     # commit in increasing order, and a reader's cursor on `MetricModel.id` (the integrations worker's)
     # never passes one that commits later.
-    values: dict[str, object] = {"last_heartbeat_at": now}
+    session.execute(select(col(JobModel.id)).where(col(JobModel.id) == job.id).with_for_update())
+    run = current_run(session, job)
+    if run is not None:
+        session.execute(runs.heartbeat(run.id, now))
     tokens = [p.values["num_tokens"] for p in batch.metrics if "num_tokens" in p.values]
     if tokens:
-        values["trained_tokens"] = int(max(tokens))
-    session.execute(update(JobModel).where(col(JobModel.id) == job.id).values(**values))
+        session.execute(
+            update(JobModel).where(col(JobModel.id) == job.id).values(trained_tokens=int(max(tokens)))
+        )
     timed: list[tuple[float, JobEventModel]] = []
     for event in batch.events:
         level = "warn" if event.level is EventLevel.warn else event.level.value
@@ -87,17 +96,25 @@ def apply_report(session: Session, job: JobModel, batch: ReportBatch) -> None:
                     storage_prefix=checkpoint.path,
                 )
             )
-    if progress := _progress(job, batch, now=now):
+    if progress := _progress(job, run, batch, now=now):
         # Only while the run is live: a report that lands after the job ended leaves no estimate behind.
         session.execute(
             update(JobModel)
             .where(col(JobModel.id) == job.id, col(JobModel.status).in_(JobStatus.active()))
-            .values(**progress)
+            .values({k: v for k, v in progress.items() if k in _JOB_PROGRESS})
         )
+        if run is not None:
+            session.execute(
+                runs.progressed(run.id, **{k: v for k, v in progress.items() if k in _RUN_PROGRESS})
+            )
     session.commit()
 
 
-def _progress(job: JobModel, batch: ReportBatch, *, now: int) -> dict[str, Any]:
+_JOB_PROGRESS = frozenset({"step", "total_steps", "estimated_finish"})
+_RUN_PROGRESS = frozenset({"step", "total_steps", "run_start_step", "run_start_at"})
+
+
+def _progress(job: JobModel, run: RunModel | None, batch: ReportBatch, *, now: int) -> dict[str, Any]:
     """Step, total steps and `estimated_finish` after this batch, where it tells anything new.
 
     The trainer announces `total_steps` (and the step it starts from: 0, or a checkpoint's after a
@@ -122,8 +139,8 @@ def _progress(job: JobModel, batch: ReportBatch, *, now: int) -> dict[str, Any]:
     else:
         reported_at = float(values["run_start_at"])
     total = values.get("total_steps", job.total_steps)
-    start_step = values.get("run_start_step", job.run_start_step or 0)
-    start_at = values.get("run_start_at", job.run_start_at or job.started_at)
+    start_step = values.get("run_start_step", (run and run.run_start_step) or 0)
+    start_at = values.get("run_start_at", (run and run.run_start_at) or job.started_at)
     values["estimated_finish"] = estimate_finish(
         step=values["step"],
         total_steps=total,

@@ -11,7 +11,7 @@ result. Nothing else assigns `JobModel.status`. The statuses and their moves are
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Executable, func, select, update
 from sqlmodel import Session, SQLModel, col
 
 from alignd.errors import Conflict, NotFound
@@ -43,6 +43,7 @@ def transition(
     data: dict[str, Any] | None = None,
     fields: dict[str, Any] | None = None,
     rows: Sequence[SQLModel] = (),
+    statements: Sequence[Executable] = (),
 ) -> JobModel | None:
     """Move job `job_id` to status `to`, record a "status" event with message `event`, commit.
 
@@ -50,11 +51,12 @@ def transition(
     `expected_lock`, or another writer changed its status between our read and our UPDATE. Raises
     NotFound for an unknown job and Conflict when the move is not allowed from the status read.
 
-    `fields` are further JobModel attributes set in the same UPDATE (error, launcher_ref, attempt,
-    token_hash, ...). Entering running sets `started_at` (the first start is kept across retries);
+    `fields` are further JobModel attributes set in the same UPDATE (error, attempt, desired, ...).
+    Entering running sets `started_at` (the first start is kept across retries);
     entering a terminal status sets `finished_at`; leaving running or pausing clears
-    `estimated_finish`; explicit `fields` win. `rows` (a new run, a results file) are inserted in the
-    same transaction, only when the move happens. Commits the session.
+    `estimated_finish`; explicit `fields` win. `rows` (a new run, a results file) are inserted and
+    `statements` (a run's end, `alignd.runs`) executed in the same transaction, only when the move
+    happens. Commits the session.
     """
     to = JobStatus(to)
     extra = dict(fields or {})
@@ -103,6 +105,8 @@ def transition(
     )
     add_events(session, job_id, [status_event])
     session.add_all(rows)
+    for run_statement in statements:
+        session.execute(run_statement)
     if to.is_terminal:  # the webhook outbox: deliveries commit with the status change, or not at all
         enqueue_job_event(session, job_id=job_id, status=to.value, created_at=now)
     session.commit()
