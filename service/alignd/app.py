@@ -8,7 +8,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from alignd import __version__, auth
-from alignd.api import admin, errors, files, health, integrations, internal, jobs, models, storage, webhooks
+from alignd.api import (
+    admin,
+    errors,
+    files,
+    health,
+    integrations,
+    internal,
+    internal_evals,
+    jobs,
+    models,
+    storage,
+    webhooks,
+)
 from alignd.api.access_log import redact_signatures
 from alignd.api.fast_path import JobStatusFastPath
 from alignd.api.limits import RequestLimits
@@ -18,6 +30,7 @@ from alignd.config import Settings, get_settings
 from alignd.controller import Controller
 from alignd.db import check_schema, loop_read_engine, make_engine, make_private_dir, session_factory
 from alignd.deps import AppState
+from alignd.evals.execution import EvalExecutor
 from alignd.integrations.worker import start_worker
 from alignd.launchers import Launcher
 from alignd.launchers.registry import build_launcher
@@ -52,11 +65,14 @@ def build_state(settings: Settings) -> AppState:
 
 def build_controller(state: AppState, launcher: Launcher | None = None) -> Controller:
     settings = state.settings
+    launcher = launcher or build_launcher(settings)
+    evals = EvalExecutor(sessions=state.sessions, launcher=launcher, store=state.store, settings=settings)
     return Controller(
         sessions=state.sessions,
-        launcher=launcher or build_launcher(settings),
+        launcher=launcher,
         store=state.store,
         settings=settings,
+        owners=[evals],
         pass_seconds=state.metrics.controller_seconds,
         lease=Lease(state.sessions, settings.leader_lease_seconds) if settings.leader_election else None,
         sweeper=Sweeper(
@@ -127,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models.router,
         admin.router,
         internal.router,
+        internal_evals.router,
         storage.router,
         webhooks.router,
         integrations.router,

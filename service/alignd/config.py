@@ -310,7 +310,7 @@ class Settings(BaseSettings):
     )
     eval_judge_timeout_seconds: float = Field(120.0, gt=0, description="Longest wait for one judge reply.")
     eval_gpus: int = Field(
-        1, ge=0, le=8, description="GPUs of an evaluation run of a base model (an ft: model's takes its job's)."
+        1, ge=0, le=8, description="GPUs of a base model's evaluation run (an ft: model's takes its job's)."
     )
     eval_gpu_type: str | None = Field(None, description="GPU profile of an evaluation run of a base model.")
     eval_batch_size: int = Field(8, ge=1, le=1024, description="Prompts an evaluation generates at once.")

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import Histogram
 from sqlalchemy import ColumnElement, Executable, update
@@ -62,6 +63,16 @@ STEPS = {
 """How a failed step reads in the job's events."""
 
 
+class OwnerSteps(Protocol):
+    """Another kind of run owner's reconcile steps (its rows, its runs), run in the controller's pass."""
+
+    def reconcile_once(self) -> None: ...
+
+    def live_owner_ids(self) -> set[str]:
+        """Owner ids whose runs may be live, so `reap_orphans` leaves them alone."""
+        ...
+
+
 @dataclass
 class Controller:
     sessions: sessionmaker[Session]
@@ -72,6 +83,8 @@ class Controller:
     pass_seconds: Histogram | None = None
     lease: Lease | None = None
     """With several API replicas, only the lease holder reconciles (ALIGND_LEADER_ELECTION)."""
+    owners: Sequence["OwnerSteps"] = ()
+    """Steps of other run owners (eval runs: `alignd.evals.execution.EvalExecutor`), in the same pass."""
     sweeper: Sweeper | None = None
     """Run by the leader every `sweeper_interval_seconds` (`alignd.sweeper`)."""
 
@@ -90,6 +103,11 @@ class Controller:
         self.sync_active()
         self.stop_cancelled()
         self.keep_owed_logs()
+        for owner in self.owners:
+            try:
+                owner.reconcile_once()
+            except Exception:
+                log.exception("the %s step failed; retrying on the next pass", type(owner).__name__)
         self.reap_orphans()
 
     # ---- queued: start a run -------------------------------------------------------------------------
@@ -342,6 +360,8 @@ class Controller:
                     )
                 )
             )
+        for owner in self.owners:
+            active |= owner.live_owner_ids()
         for job_id in live - active:
             log.warning("terminating orphaned run of %s", job_id)
             try:

@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Executable, update
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col, func, select
 
-from alignd import auth
+from alignd import auth, runs
 from alignd.config import Settings
-from alignd.contract import ExitCode, JobSpec, Resources
+from alignd.contract import JobSpec, Resources
 from alignd.contract.evals import EvalReport
 from alignd.errors import Unauthenticated
 from alignd.evals import service
@@ -38,7 +38,7 @@ from alignd.evals.resolve import ResolvedRun
 from alignd.evals.status import EvalRunStatus
 from alignd.jobs import quotas
 from alignd.jobs.lifecycle import RunEndReason, RunKind, error_code
-from alignd.launchers import Launcher, LaunchRequest, RunState, RunStatus
+from alignd.launchers import Launcher, RunState, RunStatus
 from alignd.models import EvalRunModel, JobModel, ProjectModel, RunModel, unix_now
 from alignd.storage import ObjectStore
 
@@ -148,34 +148,28 @@ class EvalExecutor:
         """Insert attempt `attempt` with a fresh token, then launch it; a launcher that refuses fails the
         run (the attempt ends as launch_failed)."""
         token, token_hash = auth.new_job_token()
-        row = RunModel(
+        row = runs.new_run(
             kind=RunKind.evaluate,
-            eval_run_id=run.id,
             attempt=attempt,
             token_hash=token_hash,
-            last_heartbeat_at=int(self.clock()),
+            now=int(self.clock()),
+            eval_run_id=run.id,
         )
         with self.sessions() as session:
             session.add(row)
             session.commit()
             session.refresh(row)
-            request = LaunchRequest(
-                run.id,
-                attempt,
-                self._job_spec(session, run),
-                {
-                    "ALIGND_JOB_ID": run.id,
-                    "ALIGND_API_URL": self.settings.resolved_public_url(),
-                    "ALIGND_JOB_TOKEN": token,
-                },
-                run_id=row.id,
-                kind=RunKind.evaluate,
-            )
+            env = {
+                "ALIGND_JOB_ID": run.id,
+                "ALIGND_API_URL": self.settings.resolved_public_url(),
+                "ALIGND_JOB_TOKEN": token,
+            }
+            request = runs.launch_request(row, spec=self._job_spec(session, run), env=env)
         try:
             ref = self.launcher.launch(request)
         except Exception as exc:
             log.exception("launch of eval run %s failed", run.id)
-            self._end_attempt(row, RunEndReason.launch_failed)
+            self._write(runs.ended(row.id, reason=RunEndReason.launch_failed, exit_code=None, now=unix_now()))
             self._finish(
                 run,
                 EvalRunStatus.failed,
@@ -185,13 +179,7 @@ class EvalExecutor:
                 },
             )
             return
-        with self.sessions() as session:
-            session.execute(
-                update(RunModel)
-                .where(col(RunModel.id) == row.id, col(RunModel.ended_at).is_(None))
-                .values(launcher_ref=ref)
-            )
-            session.commit()
+        self._write(runs.launched(row.id, ref))
 
     def _job_spec(self, session: Session, run: EvalRunModel) -> JobSpec:
         """What the launcher reads of a run: its resources. An `ft:` model's run takes its job's GPUs (one
@@ -238,28 +226,31 @@ class EvalExecutor:
         if run.desired == "cancel":
             self._cancel(run, attempt)
             return
-        if attempt.ended_at is not None:  # ended, and the run's move was lost: decide again
-            self._after(run, attempt, RunStatus(RunState.failed, reason=attempt.end_reason))
-            return
-        status = self.launcher.poll(run.id, attempt.launcher_ref)
-        if status.state is RunState.pending:
-            self._hold_heartbeat(attempt)
-        elif status.state is RunState.running:
-            self._check_heartbeat(run, attempt)
-        else:
-            self._end_attempt(
-                attempt,
-                RunEndReason.of(succeeded=status.state is RunState.succeeded, reason=status.reason),
-                exit_code=status.exit_code,
+        if attempt.ended_at is not None:  # the attempt ended, but the run's move after it was lost
+            state = RunState.succeeded if attempt.end_reason is RunEndReason.succeeded else RunState.failed
+            self._after(
+                run, attempt, RunStatus(state, exit_code=attempt.exit_code, reason=attempt.end_reason)
             )
-            self._keep_logs(run, attempt)
+            return
+        status = runs.poll(self.launcher, attempt)
+        if status.state is RunState.pending:
+            if runs.heartbeat_due(
+                attempt, now=self.clock(), heartbeat_timeout=self.settings.heartbeat_timeout_seconds
+            ):
+                self._write(runs.heartbeat(attempt.id, int(self.clock())))
+        elif status.state is RunState.running:
+            self._check_deadline(run, attempt)
+        else:
+            end = runs.end_reason(status)
+            self._write(runs.ended(attempt.id, reason=end, exit_code=status.exit_code, now=unix_now()))
+            self._keep_logs(attempt)
             self._after(run, attempt, status)
 
     def _after(self, run: EvalRunModel, attempt: RunModel, status: RunStatus) -> None:
         """The attempt ended: complete the run, launch the next attempt, or fail the run."""
         if status.state is RunState.succeeded:
             self._finish(run, EvalRunStatus.completed, None)
-        elif self._retriable(status) and attempt.attempt <= self.settings.eval_max_retries:
+        elif runs.retriable(status) and attempt.attempt <= self.settings.eval_max_retries:
             log.warning(
                 "eval run %s: attempt %d ended (%s: %s); launching attempt %d",
                 run.id,
@@ -273,79 +264,49 @@ class EvalExecutor:
             message = status.message or "the evaluation run failed"
             self._finish(run, EvalRunStatus.failed, {"code": error_code(status.reason), "message": message})
 
-    @staticmethod
-    def _retriable(status: RunStatus) -> bool:
-        reason = RunEndReason.parse(status.reason)
-        if reason is not None and reason.retriable:
-            return True
-        if status.exit_code is None:
-            return False
-        try:
-            return ExitCode(status.exit_code).retriable
-        except ValueError:
-            return False
-
     def _cancel(self, run: EvalRunModel, attempt: RunModel) -> None:
-        self.launcher.terminate(
-            run.id, attempt.launcher_ref, grace_seconds=self.settings.cancel_grace_seconds
-        )
-        self._end_attempt(attempt, RunEndReason.cancelled)
+        runs.terminate(self.launcher, attempt, grace_seconds=self.settings.cancel_grace_seconds)
+        self._write(runs.ended(attempt.id, reason=RunEndReason.cancelled, exit_code=None, now=unix_now()))
+        self._keep_logs(attempt)
         self._finish(run, EvalRunStatus.canceled, None)
 
-    def _hold_heartbeat(self, attempt: RunModel) -> None:
-        """A run waiting to be placed cannot be silent; its evaluator gets a whole window once it starts."""
-        now = self.clock()
-        if now - (attempt.last_heartbeat_at or 0) > self.settings.heartbeat_timeout_seconds / 2:
-            self._set_attempt(attempt, last_heartbeat_at=int(now))
-
-    def _check_heartbeat(self, run: EvalRunModel, attempt: RunModel) -> None:
-        silent = self.clock() - (attempt.last_heartbeat_at or attempt.started_at)
-        if silent <= self.settings.heartbeat_timeout_seconds:
+    def _check_deadline(self, run: EvalRunModel, attempt: RunModel) -> None:
+        overdue = runs.overdue(
+            attempt,
+            now=self.clock(),
+            heartbeat_timeout=self.settings.heartbeat_timeout_seconds,
+            max_runtime=None,
+            runtime_since=None,
+        )
+        if overdue is None:
             return
-        reason = (
-            f"the evaluator sent nothing for {int(silent)}s (heartbeat deadline "
-            f"{int(self.settings.heartbeat_timeout_seconds)}s)"
-        )
-        self.launcher.terminate(
-            run.id, attempt.launcher_ref, grace_seconds=self.settings.cancel_grace_seconds
-        )
-        self._end_attempt(attempt, RunEndReason.trainer_silent)
-        self._finish(
-            run, EvalRunStatus.failed, {"code": RunEndReason.trainer_silent.error_code, "message": reason}
-        )
+        reason, message = overdue
+        runs.terminate(self.launcher, attempt, grace_seconds=self.settings.cancel_grace_seconds)
+        self._write(runs.ended(attempt.id, reason=reason, exit_code=None, now=unix_now()))
+        self._finish(run, EvalRunStatus.failed, {"code": reason.error_code, "message": message})
 
-    def _keep_logs(self, run: EvalRunModel, attempt: RunModel) -> None:
-        """The evaluator's output, kept next to the run's report; a store outage only loses the copy."""
+    def _keep_logs(self, attempt: RunModel) -> None:
+        """The evaluator's output, kept in the store; an outage only loses the copy, never the run's move."""
         try:
-            logs = self.launcher.logs(run.id, attempt.launcher_ref)
+            logs = self.launcher.logs(runs.owner_id(attempt), attempt.launcher_ref)
             if logs is not None:
-                key = f"evals/{run.id}/logs/attempt-{attempt.attempt}.log"
+                key = runs.logs_key(attempt)
                 self.store.put_bytes(key, logs)
-                self._set_attempt(attempt, logs_key=key, open_only=False)
+                self._write(runs.logs_kept(attempt.id, key))
         except Exception:
-            log.exception("could not keep the logs of eval run %s attempt %d", run.id, attempt.attempt)
+            log.exception("could not keep the logs of eval run attempt %s", attempt.id)
 
     # ---- writes --------------------------------------------------------------------------------------
 
     def _finish(self, run: EvalRunModel, status: EvalRunStatus, error: dict[str, str] | None) -> None:
+        """Move the run to its end with its figures and report, unless someone moved it since we read it
+        (`finish_run` compares the lock token)."""
         with self.sessions() as session:
-            current = session.get(EvalRunModel, run.id, populate_existing=True)
-            if current is None or current.lock_token != run.lock_token:
-                return  # someone moved it since we read it
-            service.finish_run(session=session, store=self.store, run=current, status=status, error=error)
+            service.finish_run(session=session, store=self.store, run=run, status=status, error=error)
 
-    def _end_attempt(self, attempt: RunModel, reason: RunEndReason, *, exit_code: int | None = None) -> None:
-        """Close the attempt once: its token stops working, its end is recorded."""
-        self._set_attempt(
-            attempt, ended_at=unix_now(), end_reason=reason, exit_code=exit_code, token_hash=None
-        )
-
-    def _set_attempt(self, attempt: RunModel, *, open_only: bool = True, **values: object) -> None:
+    def _write(self, statement: Executable) -> None:
         with self.sessions() as session:
-            statement = update(RunModel).where(col(RunModel.id) == attempt.id)
-            if open_only:
-                statement = statement.where(col(RunModel.ended_at).is_(None))
-            session.execute(statement.values(**values))
+            session.execute(statement)
             session.commit()
 
     @contextlib.contextmanager
