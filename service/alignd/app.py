@@ -11,6 +11,7 @@ from alignd import __version__, auth
 from alignd.api import (
     admin,
     errors,
+    evals,
     files,
     health,
     integrations,
@@ -147,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         storage.router,
         webhooks.router,
         integrations.router,
+        evals.router,
     ):
         app.include_router(router)
     return app

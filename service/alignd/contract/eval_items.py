@@ -80,3 +80,15 @@ class OutputItem(BaseModel):
     datasource_item: dict[str, Any]
     results: list[GraderResult]
     sample: Sample = Field(default_factory=Sample)
+
+
+def datasource_row(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The item (and the sample, if it carries one) of one line of a data source file.
+
+    A line is either OpenAI's `{"item": {...}, "sample": {...}}` (sample optional) or the item itself:
+    the rows of a preference file are items as they are, so `{{item.prompt}}` reads a pair's prompt.
+    """
+    if isinstance(row.get("item"), dict) and set(row) <= {"item", "sample"}:
+        sample = row.get("sample")
+        return row["item"], sample if isinstance(sample, dict) else None
+    return row, None
