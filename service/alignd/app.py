@@ -67,13 +67,13 @@ def build_state(settings: Settings) -> AppState:
 def build_controller(state: AppState, launcher: Launcher | None = None) -> Controller:
     settings = state.settings
     launcher = launcher or build_launcher(settings)
-    evals = EvalExecutor(sessions=state.sessions, launcher=launcher, store=state.store, settings=settings)
+    eval_runs = EvalExecutor(sessions=state.sessions, launcher=launcher, store=state.store, settings=settings)
     return Controller(
         sessions=state.sessions,
         launcher=launcher,
         store=state.store,
         settings=settings,
-        owners=[evals],
+        owners=[eval_runs],
         pass_seconds=state.metrics.controller_seconds,
         lease=Lease(state.sessions, settings.leader_lease_seconds) if settings.leader_election else None,
         sweeper=Sweeper(

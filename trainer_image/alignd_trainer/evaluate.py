@@ -40,6 +40,7 @@ from alignd.contract.eval_items import (
     SampleError,
     SampleMessage,
     SampleUsage,
+    datasource_row,
 )
 from alignd.contract.evals import (
     DataRow,
@@ -105,8 +106,8 @@ def read_rows(path: Path) -> list[DataRow]:
                 raise BadInputError(f"{path.name} line {number}: not JSON ({exc.msg})") from None
             if not isinstance(obj, dict):
                 raise BadInputError(f"{path.name} line {number}: expected a JSON object")
-            wrapped = isinstance(obj.get("item"), dict) and set(obj) <= {"item", "sample"}
-            rows.append(DataRow(item=obj["item"], sample=obj.get("sample")) if wrapped else DataRow(item=obj))
+            item, sample = datasource_row(obj)
+            rows.append(DataRow(item=item, sample=sample))
     return rows
 
 
