@@ -123,13 +123,12 @@ class EvalExecutor:
                     .order_by(col(EvalRunModel.created_at_us))
                 )
             )
-            running = dict(
-                session.exec(
-                    select(col(EvalRunModel.project_id), func.count())
-                    .where(col(EvalRunModel.status) == EvalRunStatus.in_progress)
-                    .group_by(col(EvalRunModel.project_id))
-                )
+            counts = session.execute(
+                select(col(EvalRunModel.project_id), func.count())
+                .where(col(EvalRunModel.status) == EvalRunStatus.in_progress)
+                .group_by(col(EvalRunModel.project_id))
             )
+            running = {project_id: int(n) for project_id, n in counts}
             limits = {
                 p.id: quotas.job_quota(p, self.settings).concurrent_jobs
                 for p in session.exec(select(ProjectModel))
