@@ -60,6 +60,26 @@ def completions(model: str, rows: list[dict[str, Any]], tokens: int) -> dict[str
     }
 
 
+def judged_criterion() -> dict[str, Any]:
+    """A score_model grader judged by the registered SmolLM2 through the judge endpoint (this server)."""
+    return {
+        "type": "score_model",
+        "name": "judge",
+        "model": "smollm2",
+        "input": [
+            {"role": "system", "content": "You grade answers. Reply with one number from 0 to 10."},
+            {
+                "role": "user",
+                "content": "Question: {{item.question}}\nAnswer: {{sample.output_text}}\n"
+                "How good is the answer, from 0 to 10?",
+            },
+        ],
+        "range": [0, 10],
+        "pass_threshold": 5,
+        "sampling_params": {"temperature": 0, "max_completions_tokens": 8},
+    }
+
+
 @pytest.fixture
 def live(tmp_path: Path, tiny_model_dir: Path, smollm2_dir: Path) -> Iterator[Live]:
     with pytest.MonkeyPatch.context() as patch:
@@ -81,24 +101,7 @@ def test_score_model_is_judged_by_a_registered_model(live: Live) -> None:
     evaluation = client.evals.create(
         name="judged",
         data_source_config={"type": "custom", "item_schema": ITEM_SCHEMA, "include_sample_schema": True},
-        testing_criteria=[
-            {
-                "type": "score_model",
-                "name": "judge",
-                "model": "smollm2",
-                "input": [
-                    {"role": "system", "content": "You grade answers. Reply with one number from 0 to 10."},
-                    {
-                        "role": "user",
-                        "content": "Question: {{item.question}}\nAnswer: {{sample.output_text}}\n"
-                        "How good is the answer, from 0 to 10?",
-                    },
-                ],
-                "range": [0, 10],
-                "pass_threshold": 5,
-                "sampling_params": {"temperature": 0, "max_completions_tokens": 8},
-            }
-        ],
+        testing_criteria=[judged_criterion()],
     )
     run = client.evals.runs.create(evaluation.id, data_source=completions("tiny", questions(4), 6))
     run = until(
