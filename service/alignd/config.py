@@ -344,6 +344,26 @@ class Settings(BaseSettings):
         None, description="Where uploads wait while they are received; default the system's temp dir."
     )
 
+    # -- /v1/chat/completions: generation with registered and fine-tuned models ---------------------------
+    chat_max_tokens: int = Field(
+        512,
+        ge=1,
+        le=65536,
+        description="Most new tokens one chat completion may generate: the default when a request names "
+        "none, and the bound a request's max_completion_tokens may not exceed.",
+    )
+    chat_loaded_models: int = Field(
+        2, ge=1, description="Chat models kept loaded in memory; the least recently used is dropped."
+    )
+    chat_cache_dir: Path | None = Field(
+        None,
+        description="Where fine-tuned weights (and base models kept in S3) are downloaded for chat, one "
+        "directory per job; default data_dir/cache/chat.",
+    )
+
+    def resolved_chat_cache_dir(self) -> Path:
+        return (self.chat_cache_dir or self.resolved_data_dir() / "cache" / "chat").expanduser()
+
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser()
 

@@ -19,6 +19,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from alignd import auth
+from alignd.chat.models import LoadedModels
 from alignd.config import Settings
 from alignd.errors import Forbidden, NotFound, Unauthenticated
 from alignd.metrics import Metrics
@@ -36,6 +37,8 @@ class AppState:
     metrics: Metrics
     callers: auth.CallerCache
     readiness: Readiness
+    chat_models: LoadedModels
+    """The models `/v1/chat/completions` keeps loaded."""
     loop_reads: Engine | None = None
     """`db.loop_read_engine`: for the job-status fast path's reads on the event loop (SQLite files only)."""
 
@@ -70,7 +73,12 @@ async def get_session(state: StateDep) -> AsyncIterator[Session]:
             session.close()
 
 
+async def get_chat_models(state: StateDep) -> LoadedModels:
+    return state.chat_models
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ChatModelsDep = Annotated[LoadedModels, Depends(get_chat_models)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 SessionDep = Annotated[Session, Depends(get_session)]
 

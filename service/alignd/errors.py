@@ -70,6 +70,14 @@ class QuotaExceeded(AligndError):
     code = "quota_exceeded"
 
 
+class NotImplementedOnServer(AligndError):
+    """The server process lacks an optional part the request needs (a package extra)."""
+
+    status_code = 501
+    type = "server_error"
+    code = "not_implemented"
+
+
 class Unavailable(AligndError):
     """A dependency (database, object store, a disk gone read-only) cannot serve us right now."""
 

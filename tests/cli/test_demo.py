@@ -23,6 +23,9 @@ def test_demo_trains_and_reports_accuracy_before_and_after(tmp_path: Path) -> No
         | {name: os.environ[name] for name in ("OMP_NUM_THREADS",) if name in os.environ},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # One measure in both columns: the base's and the tuned model's own sequence log-probs.
+    assert "model finds chosen more likely than rejected (sequence log-prob)" in " ".join(proc.stdout.split())
+    assert re.search(r"│\s*measure\s*│\s*base\s*│\s*tuned\s*│", proc.stdout), proc.stdout
     before, after = (float(x) for x in re.findall(r"│\s*([\d.]+)%\s*│\s*([\d.]+)%", proc.stdout)[0])
     assert after >= 90.0 and before < after
     adapters = list(tmp_path.glob("demo/ftjob-*/adapter/adapter_model.safetensors"))

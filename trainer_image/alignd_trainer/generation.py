@@ -96,9 +96,9 @@ class ChatGenerator:
     @classmethod
     def load(
         cls,
-        model_dir: Path,
+        model_dir: Path | str,
         *,
-        adapter_dir: Path | None = None,
+        adapter_dir: Path | str | None = None,
         device: str | None = None,
         dtype: torch.dtype | None = None,
     ) -> "ChatGenerator":
@@ -112,7 +112,7 @@ class ChatGenerator:
         tokenizer = load_tokenizer(str(model_dir))
         model = load_causal_lm(str(model_dir), dtype=chosen_dtype, device=target)
         if adapter_dir is not None:
-            if not (adapter_dir / "adapter_config.json").exists():
+            if not (Path(adapter_dir) / "adapter_config.json").exists():
                 raise BadInputError(f"{adapter_dir} is not a PEFT adapter directory (no adapter_config.json)")
             model = PeftModel.from_pretrained(model, str(adapter_dir))
         return cls(model, tokenizer)
@@ -120,6 +120,16 @@ class ChatGenerator:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens (prompt and reply) the model takes: its config's max_position_embeddings."""
+        config = getattr(self.model, "config", None)
+        return int(getattr(config, "max_position_embeddings", None) or self.tokenizer.model_max_length)
+
+    def prompt_tokens(self, conversation: Conversation) -> int:
+        """How many tokens a conversation's prompt is (chat template and generation prompt included)."""
+        return len(self.tokenizer(self._render(conversation), add_special_tokens=False)["input_ids"])
 
     def generate(
         self, conversations: Sequence[Conversation], sampling: Sampling, *, batch_size: int = 8

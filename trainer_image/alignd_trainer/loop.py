@@ -5,7 +5,9 @@ import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +36,7 @@ from alignd_trainer.data import (
     read_examples,
     tokenize_examples,
 )
+from alignd_trainer.displacement import WINDOW, StepSignal, displaced
 from alignd_trainer.distributed import DistInfo, all_reduce_sum, barrier, gather_objects
 from alignd_trainer.errors import BadInputError, Terminated
 from alignd_trainer.logps import SequenceLogps, SequenceScorer
@@ -105,6 +108,8 @@ class DPORecipe:
         self.last_saved_step = -1
         self.num_tokens = 0
         self._non_finite_warned: set[str] = set()
+        self._signals: deque[StepSignal] = deque(maxlen=WINDOW)
+        self._displacement_warned = False
 
     # ---- setup ---------------------------------------------------------------------------------------------
 
@@ -355,7 +360,7 @@ class DPORecipe:
             beta=self.hp.beta,
             label_smoothing=self.hp.label_smoothing,
         )
-        sums.add(out, policy, batch.weights, batch.num_tokens)
+        sums.add(out, x, policy, batch.weights, batch.num_tokens)
         return out
 
     def _micro_step(self, batch: Batch | PackedBatch, global_pairs: int, sums: MetricSums) -> torch.Tensor:
@@ -378,6 +383,23 @@ class DPORecipe:
             values["gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self.last_metrics = values
         self._report_metrics("train", values["epoch"], values)
+        self._watch_displacement(values)
+
+    def _watch_displacement(self, values: dict[str, float]) -> None:
+        """One warning event per run when chosen log-probs fall while margins rise (see displacement)."""
+        signal = StepSignal(self.step, values["logps/chosen_vs_ref"], values["rewards/margins"])
+        if not (math.isfinite(signal.chosen_vs_ref) and math.isfinite(signal.margin)):
+            return
+        self._signals.append(signal)
+        found = None if self._displacement_warned else displaced(list(self._signals))
+        if found is not None:
+            self._displacement_warned = True
+            self._event(
+                "warning",
+                found.message(),
+                level=EventLevel.warn,
+                data={"signal": "likelihood_displacement"} | asdict(found),
+            )
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

@@ -62,6 +62,15 @@ _ERRORS: dict[int, tuple[str, str, str, str | None, str | None]] = {
         None,
         "quota_exceeded",
     ),
+    501: (
+        "This server process lacks an optional part the request needs; the message names the package "
+        "extra to install.",
+        "chat completions generate with torch and transformers, which this server cannot import (No module "
+        "named 'torch'); install the trainer extra (pip install 'alignd[server,trainer]') and restart",
+        "server_error",
+        None,
+        "not_implemented",
+    ),
     503: (
         "A dependency (database, object store, a disk) cannot serve the request right now; retry after "
         "`Retry-After` seconds.",
