@@ -76,4 +76,4 @@ def test_score_model_runs_as_a_kubernetes_job(
     [job] = [j for j in jobs if j.metadata.name.endswith(f"{run.id.replace('_', '-')}-1")]
     assert job.spec.template.spec.containers[0].command == ["python", "-m", "alignd_trainer.evaluate"]
     items = client.evals.runs.output_items.list(run.id, eval_id=evaluation.id).data
-    assert all(item.results[0]["sample"]["model"] == "smollm2" for item in items)
+    assert all((item.results[0].sample or {}).get("model") == "smollm2" for item in items)

@@ -114,11 +114,11 @@ def test_score_model_is_judged_by_a_registered_model(live: Live) -> None:
     assert len(items) == 4
     for item in items:
         [result] = item.results
-        exchange = result["sample"]
-        # The judge really answered: the registered model's reply is on every result.
-        assert exchange["model"] == "smollm2" and exchange["output"][0]["content"]
-        assert item.sample.output[0].content is not None
-        assert 0 <= result["score"] <= 10
+        exchange = result.sample
+        # The judge really answered: the registered model's reply is on every result, and its score
+        # (the first number of the reply) is in the grader's range.
+        assert exchange is not None and exchange["model"] == "smollm2" and exchange["output"][0]["content"]
+        assert 0 <= result.score <= 10
 
 
 def test_a_cancelled_run_stops_its_evaluator(live: Live) -> None:
