@@ -59,6 +59,7 @@ STEPS = {
     "sync": "sync the run's state",
     "stop": "stop the run",
     "keep_logs": "keep the trainer's logs",
+    "after_success": "start the runs of the job's evals",
 }
 """How a failed step reads in the job's events."""
 
@@ -70,6 +71,10 @@ class OwnerSteps(Protocol):
 
     def live_owner_ids(self) -> set[str]:
         """Owner ids whose runs may be live, so `reap_orphans` leaves them alone."""
+        ...
+
+    def job_succeeded(self, job: JobModel) -> None:
+        """Called once, by the controller that moved `job` to succeeded (evals to run after training)."""
         ...
 
 
@@ -254,7 +259,7 @@ class Controller:
             with self.sessions() as session:
                 data = results_csv(session, job)
             results = store_results_file(self.store, job, data)
-            self._finish(
+            succeeded = self._finish(
                 job,
                 run,
                 JobStatus.succeeded,
@@ -264,6 +269,10 @@ class Controller:
                 fields={"fine_tuned_model": name, "result_files": [results.id]},
                 rows=[results],
             )
+            for owner in self.owners:
+                if succeeded is not None:
+                    with self._isolated(job.id, "after_success"):
+                        owner.job_succeeded(succeeded)
         elif job.status is JobStatus.pausing and (
             status.exit_code == ExitCode.TERMINATED or status.reason == RunEndReason.lost
         ):

@@ -33,7 +33,7 @@ from alignd.config import Settings
 from alignd.contract import JobSpec, Resources
 from alignd.contract.evals import EvalReport
 from alignd.errors import Unauthenticated
-from alignd.evals import service
+from alignd.evals import after_training, service
 from alignd.evals.resolve import ResolvedRun
 from alignd.evals.status import EvalRunStatus
 from alignd.jobs import quotas
@@ -111,6 +111,11 @@ class EvalExecutor:
                     select(EvalRunModel.id).where(col(EvalRunModel.status) == EvalRunStatus.in_progress)
                 )
             )
+
+    def job_succeeded(self, job: JobModel) -> None:
+        """A job just succeeded: start the runs of the evals it asked for (`after_training`)."""
+        with self.sessions() as session:
+            after_training.start_runs(session=session, settings=self.settings, store=self.store, job=job)
 
     # ---- queued runs ---------------------------------------------------------------------------------
 
