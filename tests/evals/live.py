@@ -61,7 +61,7 @@ class Live:
         finally:
             engine.dispose()
 
-    def upload(self, rows: list[dict[str, Any]], purpose: str = "evals") -> str:
+    def upload(self, rows: list[dict[str, Any]], purpose: str = "fine-tune") -> str:
         body = "".join(json.dumps(row) + "\n" for row in rows).encode()
         response = httpx.post(
             f"{self.base_url}/files",
