@@ -19,7 +19,8 @@ from alignd_trainer import style_data
 from tests.api.conftest import bearer
 from tests.evals.live import TERMINAL, Live, judged_server, until
 
-pytestmark = pytest.mark.slow
+# A few minutes on two quiet cores; the limit leaves room for a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 HELDOUT = 6
 MARGIN = 0.5
@@ -100,7 +101,7 @@ def test_a_dpo_job_teaches_a_style_the_eval_shows_against_the_base(live: Live) -
             and j
         ),
         "the DPO job ends",
-        timeout=900,
+        timeout=1500,
     )
     assert job.status == "succeeded", job.error
 

@@ -13,7 +13,9 @@ from kubernetes import client as k8s
 from tests.evals.live import TERMINAL, Live, judged_server, until
 from tests.evals.test_execution_local import ITEM_SCHEMA, completions, judged_criterion, questions
 from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript, wait_for, write_kubeconfig
-from tests.k8s.conftest import NAMESPACE
+from tests.k8s.conftest import NAMESPACE, cluster
+
+__all__ = ["cluster"]
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +71,7 @@ def test_score_model_runs_as_a_kubernetes_job(
         lambda: (r := client.evals.runs.retrieve(run.id, eval_id=evaluation.id)).status in TERMINAL and r,
         "the run ends",
     )
-    assert final.status == "completed", final.error
+    assert final.status == "completed", (final.error, executing_kubelet.errors)
     assert final.result_counts.total == 3
 
     jobs = k8s.BatchV1Api(cluster.api_client()).list_namespaced_job(NAMESPACE).items
