@@ -30,7 +30,9 @@ def live(cluster: EmulatorThread, tmp_path: Path, tiny_model_dir: Path, smollm2_
             launcher="kubernetes",
             k8s_kubeconfig=write_kubeconfig(tmp_path / "kubeconfig", cluster.url),
             k8s_namespace=NAMESPACE,
-            k8s_pending_deadline_seconds=120,
+            # Here the launcher reported the run pending (no pod seen) until its Job completed, although
+            # the emulator listed the pod Running; the deadline outlasts a whole run on a busy machine.
+            k8s_pending_deadline_seconds=900,
             eval_gpus=0,
         ) as server:
             yield server
