@@ -6,7 +6,9 @@ never trained on, show the taught style in the tuned model's replies and not in 
 same preference measure for both.
 
 Sized for two CPU cores: LoRA on the attention of SmolLM2's top six layers (backward passes stop
-there), 30 steps of 4 pairs, greedy replies of a few tokens to six held-out questions."""
+there), 16 steps of 4 pairs, greedy replies of a few tokens to six held-out questions. At this learning
+rate chosen log-probs peak around step 15 and then fall while margins keep rising (likelihood
+displacement), so the cosine schedule ends there."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,7 +82,7 @@ def test_a_dpo_job_teaches_a_style_the_eval_shows_against_the_base(live: Live) -
                         "beta": 0.1,
                         "batch_size": 4,
                         "n_epochs": 3,
-                        "max_steps": 30,
+                        "max_steps": 16,
                         "learning_rate": 2e-3,
                         "warmup_ratio": 0.1,
                         "save_steps": 1000,
