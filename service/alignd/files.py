@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 from alignd import crash_points
 from alignd.config import Settings
 from alignd.datasets import DatasetSummary, DatasetValidator
+from alignd.datasets.items import ItemsSummary, ItemsValidator
 from alignd.errors import InvalidRequest, NotFound, QuotaExceeded
 from alignd.models import FileModel, FileState, ProjectModel, new_id, unix_now_us
 from alignd.pagination import in_creation_order
@@ -34,14 +35,21 @@ PURPOSE = "fine-tune"
 """Uploaded preference data, what jobs train on."""
 RESULTS_PURPOSE = "fine-tune-results"
 """A succeeded job's metrics as CSV (`alignd.jobs.results`), written by alignd, not uploaded."""
+EVALS_PURPOSE = "evals"
+"""Items for eval runs (`alignd.datasets.items`): one JSON object per line, whatever its fields."""
+UPLOAD_PURPOSES = (PURPOSE, EVALS_PURPOSE)
 
 
 def check_purpose(purpose: str | None) -> None:
-    """Before anything is stored: only preference data is uploaded."""
+    """Before anything is stored: preference data, or eval items."""
     if purpose is None:
         raise InvalidRequest("invalid purpose: Field required", param="purpose")
-    if purpose != PURPOSE:
-        raise InvalidRequest(f"purpose {purpose!r} is not supported; use 'fine-tune'", param="purpose")
+    if purpose not in UPLOAD_PURPOSES:
+        raise InvalidRequest(
+            f"purpose {purpose!r} is not supported; use 'fine-tune' (preference data) or 'evals' "
+            "(eval items)",
+            param="purpose",
+        )
 
 
 @dataclass(frozen=True)
@@ -50,16 +58,26 @@ class StoredUpload:
 
     file_id: str
     key: str
-    summary: DatasetSummary
+    summary: DatasetSummary | ItemsSummary
+    purpose: str = PURPOSE
 
 
-def store_upload(*, store: ObjectStore, settings: Settings, chunks: Iterable[bytes]) -> StoredUpload:
-    """Validate the chunks while the store writes them; an invalid file is never written."""
+def store_upload(
+    *, store: ObjectStore, settings: Settings, chunks: Iterable[bytes], purpose: str = PURPOSE
+) -> StoredUpload:
+    """Validate the chunks (as `purpose` says) while the store writes them; an invalid file is never
+    written."""
     file_id = new_id("file-")
     key = f"files/{file_id}"
-    validator = DatasetValidator(
-        max_line_bytes=settings.max_line_bytes, max_total_bytes=settings.max_upload_bytes
-    )
+    validator: DatasetValidator | ItemsValidator
+    if purpose == EVALS_PURPOSE:
+        validator = ItemsValidator(
+            max_line_bytes=settings.max_line_bytes, max_total_bytes=settings.max_upload_bytes
+        )
+    else:
+        validator = DatasetValidator(
+            max_line_bytes=settings.max_line_bytes, max_total_bytes=settings.max_upload_bytes
+        )
     writer = BackgroundWriter(store, key, content_type="application/jsonl")
     try:
         for chunk in chunks:
@@ -70,7 +88,7 @@ def store_upload(*, store: ObjectStore, settings: Settings, chunks: Iterable[byt
         writer.abort()
         raise
     writer.close()
-    return StoredUpload(file_id=file_id, key=key, summary=summary)
+    return StoredUpload(file_id=file_id, key=key, summary=summary, purpose=purpose)
 
 
 def register_upload(
@@ -113,13 +131,13 @@ def _insert_row(
         id=upload.file_id,
         project_id=project.id,
         filename=_safe_name(filename),
-        purpose=PURPOSE,
+        purpose=upload.purpose,
         bytes=summary.bytes,
-        format=str(summary.format),
+        format=str(summary.format) if isinstance(summary, DatasetSummary) else None,
         rows=summary.rows,
         sha256=summary.sha256,
         storage_key=upload.key,
-        report=summary.report.model_dump(mode="json"),
+        report=summary.report.model_dump(mode="json") if isinstance(summary, DatasetSummary) else None,
         created_at=now_us // 1_000_000,
         created_at_us=now_us,
     )

@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
+from alignd.evals.status import EvalRunStatus
 from alignd.jobs.lifecycle import JobStatus, RunEndReason, RunKind
 
 # Deterministic constraint names: Alembic's batch mode (SQLite) needs named constraints to alter them.
@@ -469,6 +470,19 @@ class IntegrationRunModel(SQLModel, table=True):
 # ---- evals (OpenAI's Evals API; `alignd.evals`) ---------------------------------------------------------
 
 
+class EvalRunStatusType(TypeDecorator[EvalRunStatus]):
+    """An `EvalRunStatus` column stored as its value in a plain string column (like `JobStatusType`)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: EvalRunStatus | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else EvalRunStatus(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> EvalRunStatus | None:
+        return None if value is None else EvalRunStatus(value)
+
+
 class EvalModel(SQLModel, table=True):
     """An eval: the shape of its items and its testing criteria, as validated at creation (the
     `alignd.evals.schemas.EvalCreate` dump). Runs of it are `EvalRunModel` rows."""
@@ -492,8 +506,8 @@ class EvalModel(SQLModel, table=True):
 
 
 class EvalRunModel(SQLModel, table=True):
-    """One run of an eval over a data source, with a model. `status` is an `EvalRunStatus` value and
-    changes only through `alignd.evals.service` (compare-and-set on `lock_token`)."""
+    """One run of an eval over a data source, with a model. `status` changes only through
+    `alignd.evals.service` (compare-and-set on `lock_token`)."""
 
     __tablename__ = "eval_runs"
 
@@ -501,7 +515,7 @@ class EvalRunModel(SQLModel, table=True):
     eval_id: str = Field(foreign_key="evals.id", ondelete="CASCADE", index=True)
     project_id: str = Field(foreign_key="projects.id", index=True)
     name: str
-    status: str = Field(index=True)
+    status: EvalRunStatus = Field(sa_column=Column(EvalRunStatusType(), index=True, nullable=False))
     model: str = ""
     """The model under evaluation as the user named it; "" for a jsonl source."""
     data_source: dict[str, Any] = Field(sa_type=JSON)

@@ -63,6 +63,8 @@ class FileAligndInfo(BaseModel):
     format: str
     rows: int
     sha256: str
+    purpose: str = "fine-tune"
+    """The purpose as alignd stores it: `evals` where the SDK-facing `purpose` says "user_data"."""
 
 
 class FileObject(BaseModel):
@@ -94,7 +96,7 @@ class FileObject(BaseModel):
     bytes: int
     created_at: int
     filename: str
-    purpose: Literal["fine-tune", "fine-tune-results"] = "fine-tune"
+    purpose: Literal["fine-tune", "fine-tune-results", "user_data"] = "fine-tune"
     """fine-tune: uploaded preference data; fine-tune-results: a succeeded job's metrics CSV."""
     status: Literal["uploaded", "processed", "error"] = "processed"
     status_details: str | None = None

@@ -18,18 +18,26 @@ import schemathesis
 from schemathesis import Case
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.parameters import ParameterLocation
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from alignd import auth
 from alignd.config import Settings
+from alignd.contract.eval_items import OutputItem
 from alignd.db import make_engine
+from alignd.evals import service as evals
 from alignd.jobs.state import JobStatus, transition
+from alignd.models import EvalOutputItemModel, EvalRunModel
 from alignd.server import BackgroundServer, free_port
 from alignd_trainer.synthetic import preference_rows
 from tests.api.conftest import ADMIN_KEY, bearer
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_EXAMPLES = 8
+EVAL = {
+    "name": "fuzz",
+    "data_source_config": {"type": "custom", "item_schema": {"type": "object", "properties": {}}},
+    "testing_criteria": [{"type": "preference", "name": "prefers chosen"}],
+}
 
 CONFIG = SchemathesisConfig.from_dict(
     {
@@ -58,6 +66,10 @@ class Target:
     running_job_id: str
     """A running job whose token is `job_token`: the internal routes' subject."""
     project_id: str
+    eval_id: str
+    eval_run_id: str
+    """An in-progress run of `eval_id` with one output item: neither can be deleted while it runs."""
+    output_item_id: str
 
     def headers(self, case: Case) -> dict[str, str]:
         """The credential for the operation's kind; none for a case whose headers schemathesis made
@@ -85,6 +97,12 @@ class Target:
             parameters["file_id"] = self.file_id
         if "project_id" in parameters:
             parameters["project_id"] = self.project_id
+        if "eval_id" in parameters:
+            parameters["eval_id"] = self.eval_id
+        if "run_id" in parameters:
+            parameters["run_id"] = self.eval_run_id
+        if "output_item_id" in parameters:
+            parameters["output_item_id"] = self.output_item_id
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +133,19 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         body = {"model": "m", "training_file": file["id"], "alignd": {"resources": {"gpus": 0}}}
         jobs = [client.post("/v1/fine_tuning/jobs", json=body, headers=user).json() for _ in range(2)]
         assert client.post(f"/v1/fine_tuning/jobs/{jobs[0]['id']}/cancel", headers=user).is_success
+        evaluation = client.post("/v1/evals", json=EVAL, headers=user).json()
+        source = {"type": "completions", "model": "m", "source": {"type": "file_id", "id": file["id"]}}
+        run = client.post(f"/v1/evals/{evaluation['id']}/runs", json={"data_source": source}, headers=user)
         engine = make_engine(settings.resolved_database_url())
         with Session(engine) as session:
             assert transition(session, jobs[1]["id"], to=JobStatus.running, event="started by the test")
             token = auth.issue_job_token(session, jobs[1]["id"])
+            eval_run = session.get_one(EvalRunModel, run.json()["id"])
+            assert evals.mark_in_progress(session, eval_run)
+            evals.record_output_items(
+                session, eval_run, [OutputItem(datasource_item_id=0, datasource_item={}, results=[])]
+            )
+            eval_run_id, item_id = eval_run.id, session.exec(select(EvalOutputItemModel.id)).one()
         engine.dispose()
         yield Target(
             url=url,
@@ -128,6 +155,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             job_id=jobs[0]["id"],
             running_job_id=jobs[1]["id"],
             project_id=project["id"],
+            eval_id=evaluation["id"],
+            eval_run_id=eval_run_id,
+            output_item_id=item_id,
         )
 
 

@@ -10,11 +10,20 @@ from alignd.api.storable import check_text
 from alignd.api.upload_form import UploadForm
 from alignd.datasets.report import QualityReport
 from alignd.deps import ProjectDep, SessionDep, SettingsDep, StateDep, StoreDep
-from alignd.errors import InvalidRequest
+from alignd.errors import InvalidRequest, NotFound
 from alignd.models import FileModel
 from alignd.schemas import FileAligndInfo, FileDeleted, FileObject, ListResponse
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
+
+
+WIRE_PURPOSES = {
+    files.PURPOSE: files.PURPOSE,
+    files.RESULTS_PURPOSE: files.RESULTS_PURPOSE,
+    files.EVALS_PURPOSE: "user_data",
+}
+"""Stored purpose -> what the file object says: the SDK's file object knows no "evals" purpose, so eval
+item files show as "user_data" (with `alignd.purpose` saying "evals")."""
 
 
 def to_public(row: FileModel) -> FileObject:
@@ -23,8 +32,10 @@ def to_public(row: FileModel) -> FileObject:
         bytes=row.bytes,
         created_at=row.created_at,
         filename=row.filename,
-        purpose=files.RESULTS_PURPOSE if row.purpose == files.RESULTS_PURPOSE else files.PURPOSE,
-        alignd=FileAligndInfo(format=row.format or "", rows=row.rows, sha256=row.sha256 or ""),
+        purpose=WIRE_PURPOSES.get(row.purpose, files.PURPOSE),
+        alignd=FileAligndInfo(
+            format=row.format or "", rows=row.rows, sha256=row.sha256 or "", purpose=row.purpose
+        ),
     )
 
 
@@ -74,7 +85,11 @@ async def upload(
         check_text(form.filename, param="file")
         files.check_purpose(form.purpose)
         stored = await run_in_threadpool(
-            files.store_upload, store=store, settings=settings, chunks=form.chunks()
+            files.store_upload,
+            store=store,
+            settings=settings,
+            chunks=form.chunks(),
+            purpose=form.purpose or files.PURPOSE,
         )
     finally:
         form.close()
@@ -132,4 +147,10 @@ def content(file_id: str, session: SessionDep, store: StoreDep, project: Project
 
 @router.get("/{file_id}/report", response_model=QualityReport, responses=errors(*PROJECT))
 def report(file_id: str, session: SessionDep, project: ProjectDep) -> dict[str, object]:
-    return files.get_file(session, project, file_id).report or {}
+    row = files.get_file(session, project, file_id)
+    if row.report is None:
+        raise NotFound(
+            f"file {file_id} has no quality report: only preference data (purpose 'fine-tune') has one",
+            param="file_id",
+        )
+    return row.report

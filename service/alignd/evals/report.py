@@ -4,8 +4,10 @@
 Line 1 is the summary (`"type": "summary"`: the eval, the run, its model, status, error and figures);
 then one line per item in data source order (`"type": "item"`: the item, what the model answered, and
 each criterion's verdict). Like a job's results file, it has purpose "fine-tune-results" (a purpose the
-SDK's file object knows), an id derived from the run's, so writing it again after a crash overwrites
-the same object; its row is inserted with the status change that finishes the run.
+SDK's file object knows), and an id derived from the run's id and the `lock_token` of the finisher's
+claim: writing it again after a crash overwrites the same object, and a finisher that lost its race
+writes to a key no row points at (the sweeper removes it), never over the winner's report. Its row is
+inserted with the status change that finishes the run.
 """
 
 import hashlib
@@ -21,9 +23,10 @@ from alignd.models import EvalRunModel, FileModel, unix_now_us
 from alignd.storage import ObjectStore
 
 
-def report_file_id(run_id: str) -> str:
-    """The same id whenever it is computed for a run, so a repeated write cannot make a second file."""
-    return "file-" + hashlib.sha256(f"eval-report:{run_id}".encode()).hexdigest()[:24]
+def report_file_id(run_id: str, lock_token: str) -> str:
+    """The same id whenever it is computed for one claim of a run, so a repeated write cannot make a
+    second file."""
+    return "file-" + hashlib.sha256(f"eval-report:{run_id}:{lock_token}".encode()).hexdigest()[:24]
 
 
 def report_jsonl(
@@ -66,7 +69,7 @@ def report_jsonl(
 def store_report(store: ObjectStore, run: EvalRunModel, data: bytes) -> FileModel:
     """Put the report in the store and return its file row, not yet added: the caller adds it in the
     transaction that finishes the run."""
-    file_id = report_file_id(run.id)
+    file_id = report_file_id(run.id, run.lock_token)
     key = f"files/{file_id}"
     store.put_bytes(key, data, content_type="application/jsonl")
     now_us = unix_now_us()

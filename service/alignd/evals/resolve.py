@@ -28,8 +28,9 @@ class ResolvedRun(BaseModel):
 
     model: ModelRef | None = None
     """The model under evaluation; None for a jsonl source."""
-    judges: dict[str, ModelRef] = Field(default_factory=dict)
-    """score_model/label_model criterion name -> its judge model."""
+    judges: dict[str, str] = Field(default_factory=dict)
+    """score_model/label_model criterion name -> its judge model, as the judge endpoint (an admin's
+    setting: this server's own /v1, vLLM, OpenAI...) names it; not checked against alignd's models."""
     references: dict[str, ModelRef] = Field(default_factory=dict)
     """preference criterion name -> the reference model of its implicit reward margin."""
     file_id: str | None = None

@@ -5,7 +5,7 @@ from what is stored, whichever attempt reported the items.
   criterion passed, else `fail` (OpenAI's rule: an item passes only if all its criteria do).
 - `result_counts`: items by status (`total` = all items).
 - `per_testing_criteria_results`: per criterion, in the eval's order, the items it passed and failed;
-  a result whose grader errored counts in neither.
+  a result whose grader errored, or any result of an item whose sample failed, counts in neither.
 - `per_model_usage`: the samples' token usage summed per model.
 """
 
@@ -85,6 +85,6 @@ def summarize(
     """All three figures of a run from its items."""
     return (
         result_counts(item_status(item.sample, item.results) for item in items),
-        per_criterion(criteria, (item.results for item in items)),
+        per_criterion(criteria, (item.results for item in items if not item.sample.failed)),
         per_model_usage(item.sample for item in items),
     )

@@ -329,8 +329,9 @@ class EvalDeleted(BaseModel):
 
 
 class FileIdSource(_Request):
-    """Items from an uploaded file: one JSON object per line, either `{"item": {...}}` (OpenAI's shape)
-    or the item itself (a preference file's rows are items as they are)."""
+    """Items from an uploaded file (purpose `evals`, or `fine-tune` preference data): one JSON object per
+    line, either `{"item": {...}}` (OpenAI's shape) or the item itself (a preference file's rows are items
+    as they are)."""
 
     type: Literal["file_id"]
     id: str = Field(min_length=1, max_length=64)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from sqlalchemy import delete, func, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from alignd.config import Settings
@@ -37,7 +38,7 @@ from alignd.evals.schemas import (
 )
 from alignd.evals.status import EvalRunStatus, OutputItemStatus
 from alignd.evals.wire import criteria as eval_criteria
-from alignd.files import PURPOSE, get_file
+from alignd.files import EVALS_PURPOSE, PURPOSE, UPLOAD_PURPOSES, get_file
 from alignd.jobs.quotas import lock_project
 from alignd.models import (
     EvalModel,
@@ -164,7 +165,7 @@ def create_run(
             eval_id=evaluation.id,
             project_id=project.id,
             name=request.name or f"{evaluation.name or evaluation.id} run",
-            status=EvalRunStatus.queued.value,
+            status=EvalRunStatus.queued,
             model=(source.model or "") if isinstance(source, CompletionsDataSource) else "",
             data_source=source.model_dump(mode="json"),
             resolved=resolved.model_dump(mode="json"),
@@ -217,10 +218,7 @@ def _check_run(
             references[grader.name] = resolve_model(
                 session, project, grader.reference_model, param=f"testing_criteria.{index}.reference_model"
             )
-    judges = {
-        grader.name: resolve_model(session, project, grader.model, param=f"testing_criteria.{index}.model")
-        for index, grader in checks.judge_graders(graders)
-    }
+    judges = {grader.name: grader.model for _, grader in checks.judge_graders(graders)}
     rows, count, file = _source_rows(session, store, project, source.source, preference=bool(preference))
     checks.check_rows_have(rows, fields)
     if not generates and checks.reads_sample(graders):
@@ -261,10 +259,10 @@ def _source_rows(
             param=param,
             code="file_not_found",
         ) from None
-    if file.purpose != PURPOSE:
+    if file.purpose not in UPLOAD_PURPOSES:
         raise InvalidRequest(
             f"file {file.id} has purpose {file.purpose!r}; a data source is a file uploaded with purpose "
-            f"'{PURPOSE}'",
+            f"'{EVALS_PURPOSE}' (items) or '{PURPOSE}' (preference pairs)",
             param=param,
             code="invalid_file_purpose",
         )
@@ -366,11 +364,17 @@ def mark_in_progress(session: Session, run: EvalRunModel) -> bool:
 def record_output_items(session: Session, run: EvalRunModel, items: Sequence[OutputItem]) -> None:
     """Store graded items of an in-progress run. Idempotent by `datasource_item_id`: an item reported
     again (a retried attempt) replaces the earlier one. Conflict (409) once the run has finished."""
-    current = _reloaded(session, run.id)
-    if EvalRunStatus(current.status) is not EvalRunStatus.in_progress:
-        raise Conflict(f"run {run.id} is {current.status}; it takes output items only while in_progress")
+    status, _ = _current(session, run.id)
+    if status != EvalRunStatus.in_progress.value:
+        raise Conflict(f"run {run.id} is {status}; it takes output items only while in_progress")
     names = {grader.name for grader in eval_criteria(session.get_one(EvalModel, run.eval_id))}
+    size = ResolvedRun.model_validate(run.resolved).items
     for item in items:
+        if item.datasource_item_id >= size:
+            raise InvalidRequest(
+                f"item {item.datasource_item_id}: the run's data source has {size} items (0 to {size - 1})",
+                param="datasource_item_id",
+            )
         unknown = [r.name for r in item.results if r.name not in names]
         if unknown:
             raise InvalidRequest(
@@ -436,6 +440,9 @@ def finish_run(
     run was not in progress at the caller's `lock_token`. `error`: {"code", "message"} for a failure."""
     if not status.is_terminal:
         raise ValueError(f"finish_run needs a final status, not {status}")
+    if _current(session, run.id) != (EvalRunStatus.in_progress.value, run.lock_token):
+        session.commit()
+        return False  # already moved: leave the winner's report alone
     evaluation = session.get_one(EvalModel, run.eval_id)
     names = [grader.name for grader in eval_criteria(evaluation)]
     items = stored_items(session, run.id)
@@ -484,7 +491,7 @@ def _move(
     """Compare-and-set `from_` -> `to` at the run's loaded `lock_token`; True when this call moved it.
     On success `run` is updated in memory too, with the new `lock_token`."""
     now = unix_now()
-    values: dict[str, object] = {"status": to.value, "lock_token": new_lock_token(), "updated_at": now}
+    values: dict[str, object] = {"status": to, "lock_token": new_lock_token(), "updated_at": now}
     if started:
         values["started_at"] = now
     if finished:
@@ -504,9 +511,21 @@ def _move(
     if commit:
         session.commit()
     if moved:
+        # As committed values: the row in memory must not turn into a later, unguarded UPDATE.
         for name, value in values.items():
-            setattr(run, name, value)
+            set_committed_value(run, name, value)
     return moved
+
+
+def _current(session: Session, run_id: str) -> tuple[str, str]:
+    """The run's status and lock token in the database now (a Core read: the caller's loaded row, which
+    may be the session's own copy, keeps the values it was loaded with)."""
+    row = session.execute(
+        select(col(EvalRunModel.status), col(EvalRunModel.lock_token)).where(col(EvalRunModel.id) == run_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no run with id {run_id!r}", param="run_id")
+    return str(row[0]), str(row[1])
 
 
 def _reloaded(session: Session, run_id: str) -> EvalRunModel:

@@ -22,6 +22,7 @@ from alignd.evals.schemas import (
     RunError,
     RunObject,
 )
+from alignd.evals.status import EvalRunStatus
 from alignd.models import EvalModel, EvalOutputItemModel, EvalRunModel
 
 _GRADER: TypeAdapter[Grader] = TypeAdapter(Grader)
@@ -80,7 +81,7 @@ def run_object(row: EvalRunModel, *, public_url: str) -> RunObject:
         eval_id=row.eval_id,
         name=row.name,
         created_at=row.created_at,
-        status=row.status,
+        status=EvalRunStatus(row.status).value,
         model=row.model,
         data_source=data_source(row),
         error=RunError.model_validate(row.error or {}),
