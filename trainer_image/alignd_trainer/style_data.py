@@ -14,7 +14,7 @@ SYSTEM = "Answer in one sentence."
 a longer default system prompt."""
 
 CAPITALS = {
-    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo",
+    "France": "Paris", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo",
     "Egypt": "Cairo", "Canada": "Ottawa", "Russia": "Moscow", "Greece": "Athens", "Norway": "Oslo",
     "Sweden": "Stockholm", "Poland": "Warsaw", "Ireland": "Dublin", "Portugal": "Lisbon",
     "Austria": "Vienna", "Kenya": "Nairobi", "Peru": "Lima", "Chile": "Santiago", "China": "Beijing",
