@@ -5,10 +5,10 @@ grader; its runs on the tuned model and on the base model (the baseline), over h
 never trained on, show the taught style in the tuned model's replies and not in the base's, and the
 same preference measure for both.
 
-Sized for two CPU cores: LoRA on the attention of SmolLM2's top six layers (backward passes stop
-there), 16 steps of 4 pairs, greedy replies of a few tokens to six held-out questions. At this learning
-rate chosen log-probs peak around step 15 and then fall while margins keep rising (likelihood
-displacement), so the cosine schedule ends there."""
+Sized for two CPU cores with the recipe of `alignd demo --model smollm2` (LoRA on SmolLM2's top layers,
+so backward passes stop there; 16 steps of 4 pairs; sigmoid DPO plus an SFT term on chosen, since DPO
+alone widens the margin long before the greeting wins greedy decoding), and greedy replies of a few
+tokens to six held-out questions."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from alignd import demo
 from alignd_trainer import style_data
 from tests.api.conftest import bearer
 from tests.evals.live import TERMINAL, Live, judged_server, until
@@ -27,7 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 HELDOUT = 6
 MARGIN = 0.5
 """The tuned model's share of greeting replies must beat the base's by at least this much."""
-LORA_TARGETS = [f"layers.{i}.self_attn.{p}_proj" for i in range(24, 30) for p in ("q", "k", "v", "o")]
+LORA_TARGETS = [f"layers.{i}.{name}" for i in demo.SMOLLM2_LORA_LAYERS for name in demo.SMOLLM2_LORA_MODULES]
 PAIR_SCHEMA = {
     "type": "object",
     "properties": {"prompt": {"type": "array"}, "chosen": {"type": "array"}, "rejected": {"type": "array"}},
@@ -82,8 +83,9 @@ def test_a_dpo_job_teaches_a_style_the_eval_shows_against_the_base(live: Live) -
                         "beta": 0.1,
                         "batch_size": 4,
                         "n_epochs": 3,
-                        "max_steps": 16,
-                        "learning_rate": 2e-3,
+                        "max_steps": demo.SMOLLM2_STEPS,
+                        "learning_rate": 3e-3,
+                        "loss_type": ["sigmoid", "sft"],
                         "warmup_ratio": 0.1,
                         "save_steps": 1000,
                     }
