@@ -164,7 +164,8 @@ def run_demo(*, data_dir: Path, model: str | None, console: Console) -> DemoResu
         job = client.call("POST", "/v1/fine_tuning/jobs", json={
             "model": BASE_ID, "training_file": train_id, "validation_file": heldout_id, "suffix": "demo",
             "method": {"type": "dpo", "dpo": {"hyperparameters": plan.hyperparameters}},
-            "alignd": {"lora": plan.lora, "resources": {"gpus": 0}},
+            # The demo reads the adapter; a merged copy of the base would only cost time and disk.
+            "alignd": {"lora": plan.lora, "resources": {"gpus": 0}, "merged_weights": False},
         })  # fmt: skip
         console.print(f"job {job['id']} created")
         final = _watch(client, job["id"], plan.total_steps, console)
