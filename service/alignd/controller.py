@@ -88,7 +88,7 @@ class Controller:
     pass_seconds: Histogram | None = None
     lease: Lease | None = None
     """With several API replicas, only the lease holder reconciles (ALIGND_LEADER_ELECTION)."""
-    owners: Sequence["OwnerSteps"] = ()
+    owners: Sequence[OwnerSteps] = ()
     """Steps of other run owners (eval runs: `alignd.evals.execution.EvalExecutor`), in the same pass."""
     sweeper: Sweeper | None = None
     """Run by the leader every `sweeper_interval_seconds` (`alignd.sweeper`)."""
