@@ -17,6 +17,7 @@ from alignd.api import (
     health,
     integrations,
     internal,
+    internal_evals,
     jobs,
     models,
     storage,
@@ -32,6 +33,7 @@ from alignd.config import Settings, get_settings
 from alignd.controller import Controller
 from alignd.db import check_schema, loop_read_engine, make_engine, make_private_dir, session_factory
 from alignd.deps import AppState
+from alignd.evals.execution import EvalExecutor
 from alignd.integrations.worker import start_worker
 from alignd.launchers import Launcher
 from alignd.launchers.registry import build_launcher
@@ -67,11 +69,14 @@ def build_state(settings: Settings) -> AppState:
 
 def build_controller(state: AppState, launcher: Launcher | None = None) -> Controller:
     settings = state.settings
+    launcher = launcher or build_launcher(settings)
+    eval_runs = EvalExecutor(sessions=state.sessions, launcher=launcher, store=state.store, settings=settings)
     return Controller(
         sessions=state.sessions,
-        launcher=launcher or build_launcher(settings),
+        launcher=launcher,
         store=state.store,
         settings=settings,
+        owners=[eval_runs],
         pass_seconds=state.metrics.controller_seconds,
         lease=Lease(state.sessions, settings.leader_lease_seconds) if settings.leader_election else None,
         sweeper=Sweeper(
@@ -144,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         chat.router,
         admin.router,
         internal.router,
+        internal_evals.router,
         storage.router,
         webhooks.router,
         integrations.router,

@@ -304,6 +304,25 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    # evaluations (`alignd.evals`): the judge model graders call, and what an evaluation run gets
+    eval_judge_base_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="The OpenAI-compatible endpoint (up to /v1) score_model and label_model graders call: "
+        "vLLM, OpenAI, or this server's own /v1 (its registered and ft: models). Unset: evals with those "
+        "graders are refused.",
+    )
+    eval_judge_api_key: SecretStr | None = Field(
+        None, description="Bearer key for the judge endpoint (for this server's own /v1: a project key)."
+    )
+    eval_judge_timeout_seconds: float = Field(120.0, gt=0, description="Longest wait for one judge reply.")
+    eval_gpus: int = Field(
+        1, ge=0, le=8, description="GPUs of a base model's evaluation run (an ft: model's takes its job's)."
+    )
+    eval_gpu_type: str | None = Field(None, description="GPU profile of an evaluation run of a base model.")
+    eval_batch_size: int = Field(8, ge=1, le=1024, description="Prompts an evaluation generates at once.")
+    eval_max_retries: int = Field(2, ge=0, description="Re-launches of an evaluation run whose run was lost.")
+
     # -- faults: store timeouts, readiness, infrastructure errors --------------------------------------
     s3_connect_timeout_seconds: float = Field(
         5.0, gt=0, description="Longest wait to connect to the S3 endpoint, and to send each block of a body."

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import Histogram
 from sqlalchemy import ColumnElement, Executable, update
@@ -59,8 +60,23 @@ STEPS = {
     "sync": "sync the run's state",
     "stop": "stop the run",
     "keep_logs": "keep the trainer's logs",
+    "after_success": "start the runs of the job's evals",
 }
 """How a failed step reads in the job's events."""
+
+
+class OwnerSteps(Protocol):
+    """Another kind of run owner's reconcile steps (its rows, its runs), run in the controller's pass."""
+
+    def reconcile_once(self) -> None: ...
+
+    def live_owner_ids(self) -> set[str]:
+        """Owner ids whose runs may be live, so `reap_orphans` leaves them alone."""
+        ...
+
+    def job_succeeded(self, job: JobModel) -> None:
+        """Called once, by the controller that moved `job` to succeeded (evals to run after training)."""
+        ...
 
 
 @dataclass
@@ -73,6 +89,8 @@ class Controller:
     pass_seconds: Histogram | None = None
     lease: Lease | None = None
     """With several API replicas, only the lease holder reconciles (ALIGND_LEADER_ELECTION)."""
+    owners: Sequence[OwnerSteps] = ()
+    """Steps of other run owners (eval runs: `alignd.evals.execution.EvalExecutor`), in the same pass."""
     sweeper: Sweeper | None = None
     """Run by the leader every `sweeper_interval_seconds` (`alignd.sweeper`)."""
 
@@ -91,6 +109,11 @@ class Controller:
         self.sync_active()
         self.stop_cancelled()
         self.keep_owed_logs()
+        for owner in self.owners:
+            try:
+                owner.reconcile_once()
+            except Exception:
+                log.exception("the %s step failed; retrying on the next pass", type(owner).__name__)
         self.reap_orphans()
 
     # ---- queued: start a run -------------------------------------------------------------------------
@@ -237,7 +260,7 @@ class Controller:
             with self.sessions() as session:
                 data = results_csv(session, job)
             results = store_results_file(self.store, job, data)
-            self._finish(
+            succeeded = self._finish(
                 job,
                 run,
                 JobStatus.succeeded,
@@ -247,6 +270,10 @@ class Controller:
                 fields={"fine_tuned_model": name, "result_files": [results.id]},
                 rows=[results],
             )
+            for owner in self.owners:
+                if succeeded is not None:
+                    with self._isolated(job.id, "after_success"):
+                        owner.job_succeeded(succeeded)
         elif job.status is JobStatus.pausing and (
             status.exit_code == ExitCode.TERMINATED or status.reason == RunEndReason.lost
         ):
@@ -343,6 +370,8 @@ class Controller:
                     )
                 )
             )
+        for owner in self.owners:
+            active |= owner.live_owner_ids()
         for job_id in live - active:
             log.warning("terminating orphaned run of %s", job_id)
             try:

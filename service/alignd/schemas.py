@@ -19,6 +19,7 @@ from alignd.contract import (
     TruncationMode,
 )
 from alignd.contract.types import Flag, Int, Number
+from alignd.evals.schemas import InputMessagesTemplate, SamplingParams
 from alignd.jobs.lifecycle import WireStatus
 from alignd.webhooks.events import EventType as WebhookEventType
 
@@ -173,6 +174,16 @@ class MethodIn(_Request):
     reinforcement: dict[str, Any] | None = None
 
 
+class AfterTrainingEval(_Request):
+    """An eval to run when the job succeeds, with the prompt template and sampling of its runs (as in a
+    completions run). Without `input_messages` its runs generate nothing: for evals whose graders read
+    no sample, such as `preference`."""
+
+    eval_id: str = Field(..., min_length=1, max_length=64)
+    input_messages: InputMessagesTemplate | None = None
+    sampling_params: SamplingParams | None = None
+
+
 class AligndJobOptions(_Request):
     training_type: TrainingType = TrainingType.lora
     lora: LoraSpec = Field(default_factory=LoraSpec)
@@ -200,6 +211,13 @@ class AligndJobOptions(_Request):
         None,
         description="true: create nothing and answer with the job's estimate (fine_tuning.job.estimate), as "
         "POST /v1/fine_tuning/jobs/estimate does.",
+    )
+    evals: list[Annotated[str, Field(min_length=1, max_length=64)] | AfterTrainingEval] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Evals (ids, or objects with the runs' input_messages and sampling_params) to run when "
+        "the job succeeds: each gets a run on the fine-tuned model and one on its base model as the "
+        "baseline, over the job's validation_file; the job's events link to the runs.",
     )
 
 

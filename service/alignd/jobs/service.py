@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from alignd.config import Settings
 from alignd.db import detached_row
 from alignd.errors import InvalidRequest, NotFound
+from alignd.evals import after_training
 from alignd.files import PURPOSE, get_file
 from alignd.integrations.runs import add_runs, check_integrations
 from alignd.jobs.events import add_events
@@ -89,6 +90,12 @@ def _create_locked(
     gpus = resources.gpus * resources.nodes
     check_job_quota(session, settings, project, gpus=gpus)
     integrations = request.integrations or []
+    evals = after_training.check_request(
+        session,
+        project,
+        after_training.normalise(request.alignd.evals),
+        validation_file=request.validation_file,
+    )
     now_us = unix_now_us()
     job = JobModel(
         id=job_id,
@@ -100,7 +107,8 @@ def _create_locked(
         spec=resolved.spec.model_dump(mode="json"),
         request=resolved.hyperparameters.model_dump(mode="json")
         | {"integrations": [entry.model_dump(mode="json") for entry in integrations]}
-        | {BASE_MODEL_KEY: start.base.id},
+        | {BASE_MODEL_KEY: start.base.id}
+        | ({after_training.REQUEST_KEY: evals} if evals else {}),
         suffix=request.suffix,
         seed=resolved.spec.seed,
         job_metadata=request.metadata,
