@@ -141,3 +141,22 @@ def test_packing_runs_the_same_pairs_in_each_optimizer_step(small_spec: dict[str
             mine = [row for row, o in zip(rows, owner, strict=True) if o == k]
             assert sorted(i for row in mine for i in row) == sorted(shard)
             assert all(row == sorted(row, key=shard.index) for row in mine), "a row keeps its shard's order"
+
+
+def test_flex_attention_asked_for_on_cpu_trains_packed_with_sdpa_and_says_why(
+    small_spec: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALIGND_TRAINER_ATTENTION", "flex")
+    spec = JobSpec.model_validate(
+        small_spec | {"hyperparameters": small_spec["hyperparameters"] | {"max_steps": 1}}
+    )
+    out = io.StringIO()
+    recipe = DPORecipe(spec, StdoutReporter(out), DistInfo())
+    recipe.setup()
+    recipe.train()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    warnings = [line for line in lines if line["kind"] == "event" and line["type"] == "warning"]
+    assert [w["data"] for w in warnings] == [{"attention": "sdpa"}]
+    assert "FlexAttention cannot train on CPU" in warnings[0]["message"]
+    assert recipe.packing
+    assert [line["step"] for line in lines if line["kind"] == "metrics"] == [1]
