@@ -8,7 +8,6 @@ small enough that the ranks run different numbers of rows: DDP must still all-re
 
 import contextlib
 import copy
-import os
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +111,6 @@ def _worker(rank: int, tmp: str, model_dir: str, architecture: str, training: st
 def test_a_packed_ddp_step_equals_the_padded_one(
     tiny_model_dir: Path, tmp_path: Path, architecture: str, training: str, mode: TruncationMode
 ) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.spawn(
         _worker,
         args=(str(tmp_path), str(tiny_model_dir), architecture, training, str(mode)),
