@@ -169,7 +169,7 @@ def packed_logps(model: nn.Module, batch: PackedBatch) -> SequenceLogps:
         plain,
         input_ids=batch.input_ids,
         position_ids=batch.position_ids,
-        attention_mask=batch.block_mask() if flex else batch.attention_bias(dtype),
+        attention_mask=batch.block_mask if flex else batch.attention_bias(dtype),
     )
     token_logps, token_mean = _token_logps(
         causal_lm, out[0, batch.score_sources], batch.score_targets, plain_head=plain

@@ -13,6 +13,7 @@ prompt tails, the pair is laid out as two plain causal segments instead, so it s
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import torch
@@ -144,8 +145,10 @@ class PackedBatch:
         bias.masked_fill_(~rule, torch.finfo(dtype).min)
         return bias[None, None]
 
+    @cached_property
     def block_mask(self) -> "BlockMask":
-        """The same rule as a FlexAttention BlockMask: blocks no query may see are skipped, not masked."""
+        """The same rule as a FlexAttention BlockMask: blocks no query may see are skipped, not masked.
+        Built once per row (the policy and the reference forward share it)."""
         from torch.nn.attention.flex_attention import create_block_mask
 
         segments, branches = self.segment_ids[0], self.branch_ids[0]
