@@ -19,12 +19,16 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The `server` extra, and `integrations` so jobs can log to W&B as on OpenAI. Every dependency ships
-# manylinux wheels, so no compiler is needed; the source tree is removed after the install.
+# The `server` extra, and `integrations` so jobs can log to W&B as on OpenAI, at the versions pinned in
+# requirements/server-image.lock (`make lock`), in a layer of their own that a code change does not
+# rebuild; then alignd itself with --no-deps. Every dependency ships manylinux wheels, so no compiler is
+# needed; the source tree is removed after the install.
 WORKDIR /opt/alignd/src
+COPY requirements/server-image.lock requirements/
+RUN python -m pip install -r requirements/server-image.lock
 COPY pyproject.toml README.md ./
 COPY service/ service/
-RUN python -m pip install '.[server,integrations]' \
+RUN python -m pip install --no-deps '.[server,integrations]' \
     && cd / && rm -rf /opt/alignd/src \
     && alignd --help >/dev/null
 

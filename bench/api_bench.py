@@ -203,7 +203,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--upload-mb", type=int, default=200)
     parser.add_argument(
-        "--formats", nargs="+", default=["standard", "conversational", "openai"], help="one upload of each"
+        "--formats",
+        nargs="*",
+        default=["standard", "conversational", "openai"],
+        help="one upload of each; none (`--formats` alone) measures status reads only",
+    )
+    parser.add_argument(
+        "--no-fast-path",
+        action="store_true",
+        help="serve status reads through the route alone (ALIGND_STATUS_FAST_PATH=false)",
     )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="alignd serve --workers")
     args = parser.parse_args()
@@ -211,18 +219,22 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     load_before = os.getloadavg()
+    if args.no_fast_path:
+        os.environ["ALIGND_STATUS_FAST_PATH"] = "false"
     server = start_server(data_dir, port, args.workers)
     try:
         key, job_id = setup_job(url, data_dir)
         asyncio.run(status_reads("127.0.0.1", port, key, job_id, concurrency=4, seconds=1))
+        workers = server_processes(server.pid)
+        cpu_before = cpu_seconds(workers)
         latencies = asyncio.run(
             status_reads("127.0.0.1", port, key, job_id, concurrency=args.concurrency, seconds=args.seconds)
         )
+        read_cpu_ms = (cpu_seconds(workers) - cpu_before) * 1000 / len(latencies)
         cuts = statistics.quantiles(latencies, n=100)
-        workers = server_processes(server.pid)
         baseline = {pid: peak_rss_mib(pid) for pid in workers}
         uploads = {form: upload(url, key, form, args.upload_mb, workers) for form in args.formats}
-        growth = max(peak_rss_mib(pid) - baseline[pid] for pid in workers)
+        growth = max(peak_rss_mib(pid) - baseline[pid] for pid in workers) if uploads else None
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
@@ -236,13 +248,16 @@ def main() -> None:
     print(f"{'job-status reads/s':<46}{len(latencies) / args.seconds:>14,.0f}   >= 2,000")
     print(f"{'  p50 latency (ms)':<46}{cuts[49] * 1000:>14.1f}")
     print(f"{'  p99 latency (ms)':<46}{cuts[98] * 1000:>14.1f}   < 50")
+    print(f"{'  server CPU (ms per read)':<46}{read_cpu_ms:>14.2f}")
+    print(f"{'  fast path':<46}{'off' if args.no_fast_path else 'on':>14}")
     print(f"{'  concurrency':<46}{args.concurrency:>14}")
     print(f"{'  server workers':<46}{args.workers:>14}")
     for form, (speed, size_mb, cpu_ms) in uploads.items():
         print(f"{f'upload + validation, {form} (MB/s)':<46}{speed:>14.1f}   >= 100")
         print(f"{'  upload size (MB)':<46}{size_mb:>14.1f}")
         print(f"{'  server CPU (ms per MB)':<46}{cpu_ms:>14.1f}")
-    print(f"{'  server peak RSS growth, all uploads (MiB)':<46}{growth:>14.1f}   flat")
+    if growth is not None:
+        print(f"{'  server peak RSS growth, all uploads (MiB)':<46}{growth:>14.1f}   flat")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,18 @@ def tools_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
     return with_chat_template(tiny_model_dir, tmp_path_factory.mktemp("tools_model"), TOOLS_CHAT_TEMPLATE)
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct (a real chat model) as a model directory, converted once per machine.
+
+    Kept in `$ALIGND_CACHE_DIR/models` (default ~/.cache/alignd/models), so only the first run on a
+    machine pays for the download and conversion; parallel workers wait on one conversion. Read-only
+    for tests, like `tiny_model_dir`."""
+    from alignd_trainer.smollm2 import ensure_smollm2
+
+    return ensure_smollm2()
+
+
 @pytest.fixture
 def closed_port() -> Iterator[int]:
     """A loopback port that refuses connections for the whole test. The socket stays bound without

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from alignd import __version__, auth
 from alignd.api import (
     admin,
+    chat,
     errors,
     evals,
     files,
@@ -26,6 +27,7 @@ from alignd.api.fast_path import JobStatusFastPath
 from alignd.api.limits import RequestLimits
 from alignd.api.ratelimit import FailedAuthGuard
 from alignd.api.spec import AligndAPI
+from alignd.chat.models import LoadedModels
 from alignd.config import Settings, get_settings
 from alignd.controller import Controller
 from alignd.db import check_schema, loop_read_engine, make_engine, make_private_dir, session_factory
@@ -58,6 +60,7 @@ def build_state(settings: Settings) -> AppState:
         metrics=Metrics(sessions),
         callers=auth.CallerCache(settings.auth_cache_seconds),
         readiness=readiness_from_settings(settings, engine=engine, store=store),
+        chat_models=LoadedModels(settings.chat_loaded_models),
         loop_reads=loop_read_engine(settings.resolved_database_url()),
     )
 
@@ -123,7 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     # Outermost last. The fast path answers inside the limits (so it never sees unstorable ids or a
     # blocked address); RequestMetrics counts every answer, the limits' refusals too.
-    app.add_middleware(JobStatusFastPath)
+    if resolved.status_fast_path:
+        app.add_middleware(JobStatusFastPath)
     app.add_middleware(RequestLimits, max_json_body_bytes=resolved.max_json_body_bytes)
     app.add_middleware(
         FailedAuthGuard,
@@ -137,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         files.router,
         jobs.router,
         models.router,
+        chat.router,
         admin.router,
         internal.router,
         storage.router,

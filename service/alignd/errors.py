@@ -70,6 +70,15 @@ class QuotaExceeded(AligndError):
     code = "quota_exceeded"
 
 
+class NotInstalled(AligndError):
+    """A feature needs an optional dependency this server was installed without; the message names the
+    extra to install."""
+
+    status_code = 501
+    type = "server_error"
+    code = "not_installed"
+
+
 class Unavailable(AligndError):
     """A dependency (database, object store, a disk gone read-only) cannot serve us right now."""
 

@@ -87,8 +87,8 @@ class RequestMetrics:
     the start of the response (for a stream, its first byte).
 
     Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs the rest of the
-    app in a separate task and pipes the response through a memory stream, which on a job-status read
-    cost more than the route itself.
+    app in a separate task and pipes the response through a memory stream: a task and a stream for every
+    request, the job-status polls too.
     """
 
     def __init__(self, app: ASGIApp) -> None:

@@ -196,6 +196,11 @@ class AligndJobOptions(_Request):
         "the base). Full fine-tuning already yields full weights (`artifacts/adapter`); true is refused "
         "there.",
     )
+    dry_run: Flag | None = Field(
+        None,
+        description="true: create nothing and answer with the job's estimate (fine_tuning.job.estimate), as "
+        "POST /v1/fine_tuning/jobs/estimate does.",
+    )
 
 
 class WandbOptions(_Request):
@@ -453,6 +458,88 @@ class ModelObject(BaseModel):
 class ModelRegister(_Request):
     id: str = Field(..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
     source: str = Field(..., min_length=1, max_length=1024, description="Directory, s3:// prefix or hub id.")
+
+
+# ---- chat completions (OpenAI's subset: non-streaming, one choice, text content) ------------------------
+
+
+class ChatTextPart(_Request):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessageIn(_Request):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ChatTextPart] = Field(..., description="Text, or a list of text parts.")
+    name: str | None = Field(None, description="Accepted for compatibility; not shown to the model.")
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class ChatCompletionCreate(_Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "model": "ft:smollm2:proj_1:caps:ftjob-1",
+                "messages": [{"role": "user", "content": "Name a fruit."}],
+                "temperature": 0,
+                "max_completion_tokens": 32,
+            }
+        },
+    )
+
+    model: str = Field(..., min_length=1, max_length=512, description="A base model or an ft: model.")
+    messages: list[ChatMessageIn] = Field(..., min_length=1, max_length=1024)
+    temperature: float | None = Field(None, ge=0, le=2, description="0 is greedy decoding; default 1.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling; default 1.")
+    max_completion_tokens: int | None = Field(
+        None, ge=1, description="Most new tokens; default and upper bound: the server's chat_max_tokens."
+    )
+    max_tokens: int | None = Field(None, ge=1, description="The older name of max_completion_tokens.")
+    seed: int | None = Field(
+        None, ge=0, lt=2**63, description="Same seed, messages and parameters: the same reply."
+    )
+    n: int | None = Field(None, ge=1, le=1, description="Only one choice per request.")
+    stream: bool | None = Field(None, description="Streaming is not supported: omit it or send false.")
+    user: str | None = Field(None, max_length=256)
+
+    @field_validator("stream")
+    @classmethod
+    def _no_streaming(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("streaming is not supported; omit stream or set it to false")
+        return value
+
+
+class ChatCompletionMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    refusal: str | None = None
+
+
+class ChatCompletionChoice(BaseModel):
+    index: int
+    message: ChatCompletionMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletionObject(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: CompletionUsage
+    system_fingerprint: str | None = None
 
 
 class ProjectCreate(_Request):

@@ -3,7 +3,7 @@ although that server remembers live keys for ALIGND_AUTH_CACHE_SECONDS."""
 
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import ADMIN_KEY, bearer
+from tests.api.helpers import ADMIN_KEY, bearer
 
 
 def test_a_revoked_key_is_refused_from_the_next_request(client: TestClient) -> None:

@@ -22,8 +22,15 @@ import uvicorn
 from alignd.app import create_app
 from alignd.config import Settings
 from alignd.server import free_port
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
-from tests.api.test_e2e_local import TERMINAL, _proc_state, _upload, _wait
+from tests.api.helpers import (
+    ADMIN_KEY,
+    TERMINAL,
+    bearer,
+    new_project_key,
+    proc_state,
+    upload_lines,
+    wait_status,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +141,7 @@ def _is_trainer(pid: int) -> bool:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return False
-    return b"ALIGND_JOB_ID=" in environ and "zombie" not in _proc_state(pid)
+    return b"ALIGND_JOB_ID=" in environ and "zombie" not in proc_state(pid)
 
 
 def _create_job(
@@ -144,7 +151,7 @@ def _create_job(
     registered = api.post("/v1/models", json=tiny, headers=bearer(ADMIN_KEY))
     assert registered.status_code in (200, 409), registered.text  # 409: registered by an earlier job
     created = api.post("/v1/fine_tuning/jobs", json={
-        "model": "tiny", "training_file": _upload(api, data, rows),
+        "model": "tiny", "training_file": upload_lines(api, data, rows),
         "method": {"type": "dpo", "dpo": {"hyperparameters": {
             "batch_size": 8, "learning_rate": 2e-3, "beta": 0.5, **hyperparameters,
         }}},
@@ -194,7 +201,7 @@ def _events(api: httpx.Client, job_id: str) -> list[str]:
 
 
 def _running_with_a_step(api: httpx.Client, job_id: str) -> None:
-    _wait(api, job_id, {"running"}, timeout=60)
+    wait_status(api, job_id, {"running"}, timeout=60)
     _until(lambda: _train_steps(api, job_id), "the trainer reported a step")
 
 
@@ -203,14 +210,14 @@ def test_pause_then_resume_continues_from_the_checkpoint(
 ) -> None:
     _, api = deployment.serve()
     job_id = _create_job(api, tiny_model_dir, rule_data[0], **PAUSABLE)
-    _wait(api, job_id, {"running"}, timeout=60)
+    wait_status(api, job_id, {"running"}, timeout=60)
     log = deployment.run_dir(job_id) / "trainer.log"
     _until(lambda: _logged_train_steps(log) >= 3, "the trainer trained 3 steps", every=0.05)
 
     paused = api.post(f"/v1/fine_tuning/jobs/{job_id}/pause")
     assert paused.status_code == 200, paused.text
     assert (paused.json()["status"], paused.json()["alignd"]["status"]) == ("running", "pausing")
-    job = _wait(api, job_id, {"paused", *TERMINAL}, timeout=60)
+    job = wait_status(api, job_id, {"paused", *TERMINAL}, timeout=60)
     assert (job["status"], job["alignd"]["status"]) == ("queued", "paused"), _events(api, job_id)
     checkpoints = api.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints").json()["data"]
     assert len(checkpoints) == 1, checkpoints
@@ -224,7 +231,7 @@ def test_pause_then_resume_continues_from_the_checkpoint(
     resumed = api.post(f"/v1/fine_tuning/jobs/{job_id}/resume")
     assert resumed.status_code == 200, resumed.text
     assert resumed.json()["alignd"]["status"] == "queued"
-    job = _wait(api, job_id, TERMINAL, timeout=90)
+    job = wait_status(api, job_id, TERMINAL, timeout=90)
     assert job["status"] == "succeeded", _events(api, job_id)
     assert job["alignd"]["attempt"] == 2
 
@@ -297,7 +304,7 @@ def test_trainer_silent_past_heartbeat_deadline_fails_the_job(
     assert api.get(f"/v1/fine_tuning/jobs/{job_id}").json()["alignd"]["status"] == "running"
     os.killpg(pid, signal.SIGSTOP)  # alive, but silent: no more reports nor heartbeats
 
-    job = _wait(api, job_id, TERMINAL, timeout=30)
+    job = wait_status(api, job_id, TERMINAL, timeout=30)
     assert job["status"] == "failed", _events(api, job_id)
     assert job["error"]["code"] == "trainer_silent", job["error"]
     assert "(heartbeat deadline 5s)" in job["error"]["message"]
@@ -309,9 +316,9 @@ def test_pause_right_after_launch_pauses_the_job(
 ) -> None:
     _, api = deployment.serve()
     job_id = _create_job(api, tiny_model_dir, rule_data[0], **LONG)
-    _wait(api, job_id, {"running"}, timeout=60)
+    wait_status(api, job_id, {"running"}, timeout=60)
     paused = api.post(f"/v1/fine_tuning/jobs/{job_id}/pause")
     assert paused.status_code == 200, paused.text
 
-    job = _wait(api, job_id, {"paused", *TERMINAL}, timeout=60)
+    job = wait_status(api, job_id, {"paused", *TERMINAL}, timeout=60)
     assert job["alignd"]["status"] == "paused", (job["error"], _events(api, job_id))

@@ -21,10 +21,18 @@ from typer.testing import CliRunner
 from alignd.cli import app
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
-from tests.api.conftest import ADMIN_KEY, bearer, load_adapter, new_project_key
+from tests.api.helpers import (
+    ADMIN_KEY,
+    TERMINAL,
+    bearer,
+    load_adapter,
+    new_project_key,
+    proc_state,
+    upload_lines,
+    wait_status,
+)
 
 pytestmark = pytest.mark.slow
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 @pytest.fixture
@@ -50,23 +58,6 @@ def api(live_url: str) -> Iterator[httpx.Client]:
         yield client
 
 
-def _upload(api: httpx.Client, path: Path, rows: int) -> str:
-    body = b"".join(path.read_bytes().splitlines(keepends=True)[:rows])
-    response = api.post("/v1/files", files={"file": (path.name, body)}, data={"purpose": "fine-tune"})
-    assert response.status_code == 200, response.text
-    return str(response.json()["id"])
-
-
-def _wait(api: httpx.Client, job_id: str, until: set[str], timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = api.get(f"/v1/fine_tuning/jobs/{job_id}").json()
-        if job["alignd"]["status"] in until:
-            return job
-        assert time.monotonic() < deadline, f"job stuck in {job['alignd']['status']}"
-        time.sleep(0.2)
-
-
 def test_upload_train_watch_download(
     api: httpx.Client, tiny_model_dir: Path, rule_data: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -74,7 +65,7 @@ def test_upload_train_watch_download(
         "/v1/models", json={"id": "tiny", "source": str(tiny_model_dir)}, headers=bearer(ADMIN_KEY)
     )
     assert registered.status_code == 200, registered.text
-    train, heldout = _upload(api, rule_data[0], 400), _upload(api, rule_data[1], 64)
+    train, heldout = upload_lines(api, rule_data[0], 400), upload_lines(api, rule_data[1], 64)
     created = api.post("/v1/fine_tuning/jobs", json={
         "model": "tiny", "training_file": train, "validation_file": heldout, "suffix": "demo",
         "method": {"type": "dpo", "dpo": {"hyperparameters": {
@@ -84,7 +75,7 @@ def test_upload_train_watch_download(
         "alignd": {"lora": {"r": 8, "alpha": 16}, "resources": {"gpus": 0}},
     })  # fmt: skip
     assert created.status_code == 200, created.text
-    job = _wait(api, created.json()["id"], TERMINAL)
+    job = wait_status(api, created.json()["id"], TERMINAL)
     assert job["status"] == "succeeded", json.dumps(
         api.get(f"/v1/fine_tuning/jobs/{job['id']}/events").json()
     )
@@ -110,13 +101,13 @@ def test_cancel_stops_the_run(
     api: httpx.Client, data_dir: Path, tiny_model_dir: Path, rule_data: tuple[Path, Path]
 ) -> None:
     api.post("/v1/models", json={"id": "tiny", "source": str(tiny_model_dir)}, headers=bearer(ADMIN_KEY))
-    train = _upload(api, rule_data[0], 400)
+    train = upload_lines(api, rule_data[0], 400)
     job_id = api.post("/v1/fine_tuning/jobs", json={
         "model": "tiny", "training_file": train,
         "method": {"type": "dpo", "dpo": {"hyperparameters": {"batch_size": 8, "max_steps": 100000}}},
         "alignd": {"resources": {"gpus": 0}},
     }).json()["id"]  # fmt: skip
-    _wait(api, job_id, {"running"})
+    wait_status(api, job_id, {"running"})
     deadline = time.monotonic() + 120
     while not api.get(f"/v1/fine_tuning/jobs/{job_id}/metrics").json()["train"]:
         assert time.monotonic() < deadline, "the trainer never reported a step"
@@ -126,18 +117,11 @@ def test_cancel_stops_the_run(
     cancelled = api.post(f"/v1/fine_tuning/jobs/{job_id}/cancel").json()
     assert cancelled["status"] == "cancelled"
     deadline = time.monotonic() + 60
-    while Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid):
+    while Path(f"/proc/{pid}").exists() and "zombie" not in proc_state(pid):
         assert time.monotonic() < deadline, "the trainer process outlived its cancelled job"
         time.sleep(0.2)
     events = api.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 100}).json()["data"]
     assert any(e["message"] == "Job cancelled by the user" for e in events)
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/status").read_text().lower()
-    except OSError:
-        return "zombie"
 
 
 def _create(api: httpx.Client, train: str, alignd: dict[str, Any], max_steps: int) -> httpx.Response:
@@ -151,7 +135,7 @@ def _create(api: httpx.Client, train: str, alignd: dict[str, Any], max_steps: in
 
 
 def _succeeded(api: httpx.Client, job_id: str) -> dict[str, Any]:
-    job = _wait(api, job_id, TERMINAL)
+    job = wait_status(api, job_id, TERMINAL)
     assert job["status"] == "succeeded", json.dumps(api.get(f"/v1/fine_tuning/jobs/{job_id}/events").json())
     return job
 
@@ -167,7 +151,7 @@ def test_lora_job_stores_a_merged_model_equal_to_base_plus_adapter(
     api: httpx.Client, tiny_model_dir: Path, rule_data: tuple[Path, Path], tmp_path: Path
 ) -> None:
     api.post("/v1/models", json={"id": "tiny", "source": str(tiny_model_dir)}, headers=bearer(ADMIN_KEY))
-    created = _create(api, _upload(api, rule_data[0], 64), {}, max_steps=2)
+    created = _create(api, upload_lines(api, rule_data[0], 64), {}, max_steps=2)
     assert created.status_code == 200, created.text
     job_id = created.json()["id"]
     assert created.json()["alignd"]["spec"]["merged_weights"] is True
@@ -215,7 +199,7 @@ def test_merged_model_is_absent_with_a_reason(
     api: httpx.Client, data_dir: Path, tiny_model_dir: Path, rule_data: tuple[Path, Path]
 ) -> None:
     api.post("/v1/models", json={"id": "tiny", "source": str(tiny_model_dir)}, headers=bearer(ADMIN_KEY))
-    train = _upload(api, rule_data[0], 64)
+    train = upload_lines(api, rule_data[0], 64)
     off = _create(api, train, {"merged_weights": False}, max_steps=1).json()["id"]
     full = _create(api, train, {"training_type": "full"}, max_steps=1)
     assert full.status_code == 200, full.text

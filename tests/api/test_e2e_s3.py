@@ -7,17 +7,15 @@ import io
 import json
 import secrets
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
+from tests.api.helpers import ADMIN_KEY, TERMINAL, bearer, new_project_key, wait_status
 from tests.storage.conftest import REGION, s3_endpoint, s3_store
 
 __all__ = ["s3_endpoint"]
@@ -78,7 +76,7 @@ def test_a_managed_run_loads_its_base_model_from_s3(
         "alignd": {"lora": {"r": 8, "alpha": 16}, "resources": {"gpus": 0}},
     })  # fmt: skip
     assert created.status_code == 200, created.text
-    job = _wait_until_ended(api, created.json()["id"])
+    job = wait_status(api, created.json()["id"], TERMINAL, timeout=300)
     events = api.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
     assert job["status"] == "succeeded", json.dumps(events, indent=1)
 
@@ -98,13 +96,3 @@ def test_a_managed_run_loads_its_base_model_from_s3(
     table = list(csv.DictReader(io.StringIO(results.text)))
     assert [int(r["step"]) for r in table] == list(range(1, 7))
     assert all(float(r["train_loss"]) > 0 for r in table)
-
-
-def _wait_until_ended(api: httpx.Client, job_id: str, timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = api.get(f"/v1/fine_tuning/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        assert time.monotonic() < deadline, f"job stuck in {job['alignd']['status']}"
-        time.sleep(0.2)

@@ -7,9 +7,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 from alignd.api import fast_path
+from alignd.app import create_app
+from alignd.config import Settings
 from alignd.deps import get_settings
 from alignd.jobs import service
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key, register_model, upload_rows
+from tests.api.helpers import ADMIN_KEY, bearer, new_project_key, register_model, upload_rows
 
 
 @pytest.fixture
@@ -71,7 +73,21 @@ def test_errors_and_unknown_callers_go_to_the_route(
     assert client.get(path, headers={"Authorization": f"Basic {key}"}).status_code == 401
     assert answered == []
     assert client.get(path, headers={"Authorization": f"bearer  {key} "}).status_code == 200
-    assert len(answered) == 1, "the scheme in any case and the key stripped, as HTTPBearer reads them"
+    assert len(answered) == 1, "the scheme in any case and the key stripped, as the route reads them"
+
+
+def test_switched_off_the_route_answers_every_poll_with_the_same_bytes(
+    settings: Settings, client: TestClient, key: str, job_id: str, answered: list[bytes]
+) -> None:
+    path = f"/v1/fine_tuning/jobs/{job_id}"
+    client.get("/v1/files", headers=bearer(key))
+    fast = client.get(path, headers=bearer(key))
+    with TestClient(create_app(settings.model_copy(update={"status_fast_path": False}))) as routed_client:
+        routed_client.get("/v1/files", headers=bearer(key))
+        routed = routed_client.get(path, headers=bearer(key))
+
+    assert answered == [fast.content], "only the app with the fast path on answered in middleware"
+    assert (routed.status_code, routed.content) == (200, fast.content)
 
 
 def test_a_failed_read_on_the_event_loop_is_left_to_the_route(

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from alignd.app import create_app
 from alignd.config import Settings
 from alignd.storage.local import TMP_DIR
-from tests.api.conftest import ADMIN_KEY, bearer
+from tests.api.helpers import ADMIN_KEY, bearer
 from tests.storage.restartable_moto import Moto, moto
 
 __all__ = ["moto"]

@@ -8,9 +8,7 @@ from fastapi.testclient import TestClient
 
 from alignd.app import create_app
 from alignd.config import Settings
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
-
-ROW = {"prompt": "Name a fruit.", "chosen": " apple.", "rejected": " dog."}
+from tests.api.helpers import ADMIN_KEY, ROW, bearer, new_project_key
 
 
 def _jsonl(rows: list[dict[str, object]]) -> bytes:

@@ -17,7 +17,7 @@ from alignd.api.ratelimit import FailedAuthLimiter
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port, start_serve
 from alignd.storage import store_from_settings
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
+from tests.api.helpers import ADMIN_KEY, bearer, new_project_key
 
 ROWS = b'{"prompt": "2+2?", "chosen": "4", "rejected": "5"}\n' * 3
 BODY_LIMIT = 64 * 1024

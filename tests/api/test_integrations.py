@@ -8,8 +8,7 @@ from sqlalchemy import text
 
 from alignd.config import Settings
 from alignd.db import make_engine
-from tests.api.conftest import bearer, new_project_key
-from tests.api.test_jobs import register_model, upload_rows
+from tests.api.helpers import bearer, new_project_key, register_model, upload_rows
 
 WANDB: dict[str, object] = {
     "type": "wandb",

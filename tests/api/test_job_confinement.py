@@ -23,7 +23,7 @@ from alignd.models import CheckpointModel, JobModel
 from alignd.server import BackgroundServer, free_port
 from alignd.storage import ObjectStore, store_from_settings
 from alignd_trainer.synthetic import preference_rows
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
+from tests.api.helpers import ADMIN_KEY, bearer, new_project_key
 
 SECRET = b"another project's bytes"
 

@@ -16,7 +16,7 @@ from alignd.controller import Controller
 from alignd.jobs.state import JobStatus, transition
 from alignd.launchers import LocalLauncher
 from alignd.models import JobModel, MetricModel
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key, register_model, upload_rows
+from tests.api.helpers import ADMIN_KEY, bearer, new_project_key, register_model, upload_rows
 
 
 def _create(client: TestClient, key: str, body: dict[str, object], **headers: str):  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from alignd.contract import ModelFilesResponse
 from alignd.jobs.state import JobStatus, transition
 from alignd.storage import S3Store
 from alignd_trainer.remote import COMPLETE_MARKER, download_model
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
+from tests.api.helpers import ADMIN_KEY, ROW, bearer, new_project_key
 from tests.storage.conftest import REGION, s3_endpoint, s3_store
 
 __all__ = ["s3_endpoint"]
@@ -28,7 +28,6 @@ MODEL_FILES = {
     "model.safetensors": secrets.token_bytes(3000),
     "tokenizer/tokenizer.json": b'{"version": "1.0"}',
 }
-ROW = {"prompt": "Name a fruit.", "chosen": " apple.", "rejected": " dog."}
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from alignd.server import free_port, peak_rss_mib, start_serve
-from tests.api.conftest import ADMIN_KEY, bearer
+from tests.api.helpers import ADMIN_KEY, bearer
 
 pytestmark = pytest.mark.slow
 TARGET_BYTES = 200 * 1024 * 1024

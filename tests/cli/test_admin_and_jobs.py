@@ -15,7 +15,7 @@ from alignd import cli
 from alignd.cli import app
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
+from tests.api.helpers import ADMIN_KEY, bearer, new_project_key
 from tests.trainer.conftest import rule_data
 
 __all__ = ["rule_data"]

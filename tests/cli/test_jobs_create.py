@@ -13,7 +13,7 @@ from alignd.cli import app
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
 from alignd_trainer.synthetic import chat_rows
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
+from tests.api.helpers import ADMIN_KEY, bearer, new_project_key
 
 runner = CliRunner()
 

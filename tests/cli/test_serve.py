@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from alignd.server import advertised_url, free_port, start_serve
-from tests.api.conftest import ADMIN_KEY as API_ADMIN_KEY
-from tests.api.conftest import bearer, new_project_key
+from tests.api.helpers import ADMIN_KEY as API_ADMIN_KEY
+from tests.api.helpers import bearer, new_project_key
 from tests.trainer.conftest import rule_data
 
 __all__ = ["rule_data"]

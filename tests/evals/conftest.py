@@ -18,17 +18,8 @@ from sqlmodel import Session
 from alignd.deps import AppState
 from alignd.jobs.lifecycle import JobStatus
 from alignd.models import JobModel
-from tests.api.conftest import (
-    backend,
-    bearer,
-    client,
-    db_url,
-    key,
-    model_id,
-    new_project_key,
-    postgres,
-    settings,
-)
+from tests.api.conftest import backend, client, db_url, key, model_id, postgres, settings
+from tests.api.helpers import bearer, new_project_key
 
 __all__ = ["backend", "client", "db_url", "key", "model_id", "postgres", "settings"]
 

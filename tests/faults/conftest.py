@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
+from tests.api.helpers import ADMIN_KEY, bearer, new_project_key
 
 ROW = {"prompt": "Name a fruit.", "chosen": " apple.", "rejected": " dog."}
 REGION = "us-east-1"

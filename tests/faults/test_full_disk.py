@@ -4,7 +4,7 @@
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.api.conftest import ADMIN_KEY, bearer
+from tests.api.helpers import ADMIN_KEY, bearer
 from tests.faults.conftest import (
     Tmpfs,
     assert_insufficient_storage,

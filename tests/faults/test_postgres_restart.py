@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import ADMIN_KEY, bearer
+from tests.api.helpers import ADMIN_KEY, bearer
 from tests.faults.conftest import Api, OwnPostgres, assert_unavailable, live_server, rows, wait_until
 
 

@@ -4,9 +4,7 @@ the places where the chart must agree with the code (settings names, images, pro
 
 import base64
 import inspect
-import os
 import re
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -24,60 +22,15 @@ from alignd.launchers.base import LaunchRequest
 from alignd.launchers.k8s_manifests import CACHE_DIR, QUEUE_LABEL, build, selector
 from alignd.launchers.registry import launcher_class
 from alignd.secretbox import generate_key
-from tests.helm.helm_binary import helm_binary
+from tests.helm.chart import CHART, NAMESPACE, RELEASE, api_container, only, render, run, template
+from tests.k8s.helpers import LAUNCHER_RULES
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "alignd"
 PRODUCTION = CHART / "examples" / "production.yaml"
 QUICKSTART = CHART / "examples" / "quickstart.yaml"
 GPU_CLUSTER = CHART / "examples" / "gpu-cluster.yaml"
-RELEASE, NAMESPACE = "alignd", "ml-platform"
 KUBERNETES_VERSIONS = ("1.31.0", "1.35.0")
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
-
-LAUNCHER_RULES = {("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete")} | {
-    *(("", "pods", verb) for verb in ("get", "list", "watch")),
-    ("", "pods/log", "get"),
-    *(("", "events", verb) for verb in ("list", "watch")),
-    *(("", "secrets", verb) for verb in ("create", "delete", "get")),
-    *(("", "services", verb) for verb in ("create", "delete", "get")),
-}
-"""(apiGroup, resource, verb) the Kubernetes launcher needs: exactly what the Role may grant."""
-
-
-@pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """The helm command line prefix, with helm's config/cache/data homes in a temporary directory."""
-    binary = helm_binary()
-    homes = tmp_path_factory.mktemp("helm-home")
-    env = {f"HELM_{kind}_HOME": str(homes / kind.lower()) for kind in ("CACHE", "CONFIG", "DATA")}
-    return ["env", *(f"{key}={value}" for key, value in env.items()), str(binary)]
-
-
-def run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-
-
-def template(helm: list[str], *args: str) -> subprocess.CompletedProcess[str]:
-    return run([*helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args])
-
-
-def render(helm: list[str], *args: str) -> list[dict[str, Any]]:
-    result = template(helm, *args)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def only(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [m for m in manifests if m["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, found {[m['metadata']['name'] for m in found]}"
-    return found[0]
-
-
-def api_container(manifests: list[dict[str, Any]]) -> dict[str, Any]:
-    containers = only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
-    assert [c["name"] for c in containers] == ["api"]
-    return containers[0]
 
 
 VALUE_SETS = {
@@ -322,13 +275,6 @@ def test_trainer_service_account_has_no_rbac_and_no_token(helm: list[str]) -> No
     assert accounts[api["serviceAccountName"]]["automountServiceAccountToken"] is False
 
 
-@pytest.fixture
-def clean_alignd_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in [n for n in os.environ if n.startswith("ALIGND_")]:
-        monkeypatch.delenv(name)
-    return monkeypatch
-
-
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
 def test_every_rendered_setting_is_a_settings_field_and_parses(
     helm: list[str], values: list[str], clean_alignd_env: pytest.MonkeyPatch
@@ -420,7 +366,8 @@ def test_api_pod_matches_the_api_image(helm: list[str]) -> None:
     [port] = container["ports"]
 
     assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
-    assert re.search(r"pip install '\.\[server(,integrations)?\]'", dockerfile)
+    assert re.search(r"pip install -r requirements/server-image\.lock$", dockerfile, re.M)
+    assert re.search(r"pip install --no-deps '\.\[server(,integrations)?\]'", dockerfile)
     assert "torch" not in dockerfile.lower().replace("pytorch", "")
     [user] = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.M)
     context = pod["securityContext"]

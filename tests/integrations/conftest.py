@@ -17,7 +17,7 @@ import pytest
 
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
-from tests.api.conftest import ADMIN_KEY, bearer
+from tests.api.helpers import ADMIN_KEY, bearer
 from tests.sdk.conftest import Server, _kill_trainers
 
 MODEL = "tiny-integrations"

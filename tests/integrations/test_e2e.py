@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from alignd.server import free_port
 from alignd_trainer.synthetic import preference_rows
-from tests.api.conftest import bearer
+from tests.api.helpers import bearer
 from tests.integrations.conftest import MODEL, Tracking, put_credentials
 from tests.integrations.wandb_runs import read_run
 from tests.sdk.conftest import TERMINAL, Server, jsonl, until

@@ -13,7 +13,15 @@ import pytest
 
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
-from tests.api.conftest import ADMIN_KEY, bearer, load_adapter, new_project_key
+from tests.api.helpers import (
+    ADMIN_KEY,
+    TERMINAL,
+    bearer,
+    load_adapter,
+    messages,
+    new_project_key,
+    wait_status,
+)
 from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript, wait_for, write_kubeconfig
 from tests.k8s.conftest import NAMESPACE
 from tests.trainer.conftest import rule_data
@@ -62,16 +70,6 @@ def executing_kubelet(cluster: EmulatorThread, tmp_path: Path) -> Iterator[Kubel
     assert not kubelet.errors, kubelet.errors
 
 
-def wait_status(api: httpx.Client, job_id: str, until: set[str], timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = api.get(f"/v1/fine_tuning/jobs/{job_id}").json()
-        if job["status"] in until:
-            return job
-        assert time.monotonic() < deadline, f"job stuck in {job['status']}"
-        time.sleep(0.3)
-
-
 def start_job(api: httpx.Client, tiny_model_dir: Path, train: Path, hyperparameters: dict[str, Any]) -> str:
     api.headers.update(bearer(new_project_key(api, "k8s")))
     api.post("/v1/models", json={"id": "tiny", "source": str(tiny_model_dir)}, headers=bearer(ADMIN_KEY))
@@ -91,11 +89,6 @@ def start_job(api: httpx.Client, tiny_model_dir: Path, train: Path, hyperparamet
     return str(created.json()["id"])
 
 
-def messages(api: httpx.Client, job_id: str) -> list[str]:
-    events = api.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 100}).json()["data"]
-    return [e["message"] for e in events]
-
-
 def test_a_job_runs_as_a_kubernetes_job_and_its_adapter_loads(
     live_url: str,
     executing_kubelet: Kubelet,
@@ -106,7 +99,7 @@ def test_a_job_runs_as_a_kubernetes_job_and_its_adapter_loads(
     with httpx.Client(base_url=live_url, timeout=60) as api:
         hyperparameters = {"learning_rate": 2e-3, "max_steps": 4, "save_steps": 2}
         job_id = start_job(api, tiny_model_dir, rule_data[0], hyperparameters)
-        job = wait_status(api, job_id, {"succeeded", "failed", "cancelled"})
+        job = wait_status(api, job_id, TERMINAL, timeout=300)
         assert job["status"] == "succeeded", messages(api, job_id)
         assert job["trained_tokens"] > 0
         checkpoints = api.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
@@ -134,7 +127,7 @@ def test_a_preempted_pod_is_replaced_and_resumes_from_the_uploaded_checkpoint(
         first_pod = next(iter(executing_kubelet._procs))
         executing_kubelet.preempt(first_pod)
 
-        job = wait_status(api, job_id, {"succeeded", "failed", "cancelled"})
+        job = wait_status(api, job_id, TERMINAL, timeout=300)
         log = messages(api, job_id)
         assert job["status"] == "succeeded", log
         assert job["alignd"]["attempt"] == 1, "preemption is absorbed by the same Kubernetes Job"

@@ -18,7 +18,7 @@ from alignd.models import JobModel
 from tests.db.factories import make_job
 from tests.k8s.cluster import Kubelet, PodScript, wait_for
 from tests.k8s.conftest import NAMESPACE, RELEASE, Scripts
-from tests.k8s.test_lifecycle import SPEC, drive, events, k8s_jobs, pods_of, queued
+from tests.k8s.helpers import SPEC, drive, events, k8s_jobs, pods_of, queued
 
 
 class Clock:

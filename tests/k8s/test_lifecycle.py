@@ -7,54 +7,16 @@ from collections.abc import Callable
 
 from kubernetes import client
 from kubernetes.client import ApiClient
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from alignd.controller import Controller
 from alignd.jobs.service import cancel_job, pause_job, resume_job
-from alignd.jobs.state import JobStatus
 from alignd.launchers.k8s_manifests import job_name, selector
 from alignd.launchers.kubernetes import KubernetesLauncher
-from alignd.models import JobEventModel, JobModel, ProjectModel
-from tests.db.factories import make_job
+from alignd.models import JobModel, ProjectModel
 from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript, summary_json, wait_for
 from tests.k8s.conftest import NAMESPACE, RELEASE, Scripts
-
-SPEC = {"model": "/models/tiny", "training_file": "file-test", "resources": {"gpus": 1, "gpu_type": "h100"}}
-
-
-def drive(
-    controller: Controller, session: Session, job_id: str, until: set[str], timeout: float = 30
-) -> JobModel:
-    deadline = time.monotonic() + timeout
-    while True:
-        controller.reconcile_once()
-        session.expire_all()
-        job = session.get(JobModel, job_id)
-        assert job is not None
-        if job.status in until:
-            return job
-        assert time.monotonic() < deadline, f"job stuck in {job.status}; events: {events(session, job_id)}"
-        time.sleep(0.05)
-
-
-def events(session: Session, job_id: str) -> list[str]:
-    rows = session.exec(
-        select(JobEventModel).where(JobEventModel.job_id == job_id).order_by(col(JobEventModel.id))
-    )
-    return [row.message for row in rows]
-
-
-def k8s_jobs(api: ApiClient) -> dict[str, client.V1Job]:
-    return {j.metadata.name: j for j in client.BatchV1Api(api).list_namespaced_job(NAMESPACE).items}
-
-
-def pods_of(api: ApiClient, run: str) -> list[client.V1Pod]:
-    pods = client.CoreV1Api(api).list_namespaced_pod(NAMESPACE).items
-    return [p for p in pods if (p.metadata.labels or {}).get("alignd.dev/run") == run]
-
-
-def queued(session: Session) -> JobModel:
-    return make_job(session, status=JobStatus.queued, spec=SPEC)
+from tests.k8s.helpers import drive, events, k8s_jobs, pods_of, queued
 
 
 def test_a_run_that_succeeds_keeps_its_logs_and_never_puts_the_token_in_the_pod(

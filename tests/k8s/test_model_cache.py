@@ -15,10 +15,9 @@ import urllib3
 
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
+from tests.api.helpers import ADMIN_KEY, TERMINAL, bearer, messages, new_project_key, wait_status
 from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript, write_kubeconfig
 from tests.k8s.conftest import NAMESPACE
-from tests.k8s.test_e2e import messages, wait_status
 from tests.storage.conftest import REGION, s3_endpoint, s3_store
 from tests.trainer.conftest import rule_data
 
@@ -133,7 +132,7 @@ def train(api: httpx.Client, file_id: str) -> str:
     })  # fmt: skip
     assert created.status_code == 200, created.text
     job_id = str(created.json()["id"])
-    job = wait_status(api, job_id, {"succeeded", "failed", "cancelled"})
+    job = wait_status(api, job_id, TERMINAL, timeout=300)
     assert job["status"] == "succeeded", messages(api, job_id)
     return job_id
 

@@ -11,10 +11,9 @@ from alignd.jobs.service import cancel_job
 from alignd.launchers.k8s_manifests import job_name
 from alignd.models import ProjectModel
 from tests.db.factories import make_job
-from tests.helm.test_chart import LAUNCHER_RULES
 from tests.k8s.cluster import EmulatorThread, Kubelet, PodScript, wait_for
 from tests.k8s.conftest import RELEASE, Scripts
-from tests.k8s.test_lifecycle import drive, pods_of
+from tests.k8s.helpers import LAUNCHER_RULES, drive, pods_of
 
 VERBS = {
     "list": "list",

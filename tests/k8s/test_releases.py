@@ -26,7 +26,7 @@ from alignd.storage.signing import UrlSigner
 from tests.db.factories import make_job
 from tests.k8s.cluster import Kubelet, PodScript, wait_for
 from tests.k8s.conftest import NAMESPACE, RELEASE, Scripts
-from tests.k8s.test_lifecycle import SPEC, events, k8s_jobs
+from tests.k8s.helpers import SPEC, events, k8s_jobs
 
 OTHER_RELEASE = "team-b"
 LEGACY_SETTINGS = Settings(k8s_gpu_profiles={"h100": GpuProfile(node_selector={"gpu": "h100"})})

@@ -29,7 +29,7 @@ from alignd.jobs.state import JobStatus, transition
 from alignd.models import EvalOutputItemModel, EvalRunModel
 from alignd.server import BackgroundServer, free_port
 from alignd_trainer.synthetic import preference_rows
-from tests.api.conftest import ADMIN_KEY, bearer
+from tests.api.helpers import ADMIN_KEY, bearer
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_EXAMPLES = 8

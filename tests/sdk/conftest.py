@@ -29,7 +29,7 @@ from openai.types.fine_tuning import FineTuningJob
 from alignd.config import Settings
 from alignd.server import BackgroundServer, free_port
 from alignd_trainer.synthetic import preference_rows
-from tests.api.conftest import ADMIN_KEY, bearer
+from tests.api.helpers import ADMIN_KEY, bearer
 
 T = TypeVar("T")
 TERMINAL = {"succeeded", "failed", "cancelled"}

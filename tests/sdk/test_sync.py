@@ -15,7 +15,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from tests.api.conftest import ADMIN_KEY
+from tests.api.helpers import ADMIN_KEY
 from tests.sdk.conftest import (
     ALIGND_OPTIONS,
     MODEL,

@@ -33,7 +33,7 @@ from alignd_trainer.model import packing_unsupported, set_attention
 from alignd_trainer.packing import PackedBatch, layout_pair, pack
 from alignd_trainer.synthetic import tool_rows, write_jsonl
 from alignd_trainer.tiny_model import tiny_llama_config
-from tests.trainer.test_trl_parity import FORMATS, LORA_TARGETS, MAX_LENGTH, MODES, rows_for
+from tests.trainer.parity_rows import FORMATS, LORA_TARGETS, MAX_LENGTH, MODES, rows_for
 
 pytestmark = [
     pytest.mark.usefixtures("torch_one_thread"),

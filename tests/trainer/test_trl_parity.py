@@ -18,7 +18,6 @@ runs on CPU in fp32 from a local directory; nothing is downloaded.
 import copy
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -32,15 +31,10 @@ from alignd.contract import LossType, TruncationMode
 from alignd_trainer.data import Batch, TokenizedData, collate, read_examples, tokenize_examples
 from alignd_trainer.logps import sequence_logps
 from alignd_trainer.losses import PairLogps, preference_loss
-from alignd_trainer.synthetic import preference_rows, tool_rows, write_jsonl
+from alignd_trainer.synthetic import tool_rows, write_jsonl
+from tests.trainer.parity_rows import FORMATS, LORA_TARGETS, MAX_LENGTH, MODES, Row, rows_for
 
-MAX_LENGTH = 24
 BETA = 0.1
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-FORMATS = ["standard", "conversational", "conversational_implicit", "openai"]
-MODES = [TruncationMode.keep_start, TruncationMode.keep_end]
-
-Row = dict[str, Any]
 
 pytestmark = [
     pytest.mark.usefixtures("torch_one_thread"),
@@ -49,73 +43,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning"),
     pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
 ]
-
-
-def _assistant(text: str) -> list[Row]:
-    return [{"role": "assistant", "content": text}]
-
-
-STANDARD_EXTRA: list[Row] = [
-    # Token merge across the prompt/completion boundary: " fru" + "it." tokenizes as " fruit" ".".
-    {"prompt": "Name a fru", "chosen": "it.", "rejected": "x."},
-    # EOS already present on one completion.
-    {"prompt": "Give me one tool.", "chosen": " drill.</s>", "rejected": " cat."},
-    # The completion alone is longer than MAX_LENGTH: truncated by the collator in both modes, and under
-    # keep_end the sequence starts inside the completion.
-    {"prompt": "Say a fruit:", "chosen": " mango." + " I like the mango." * 6, "rejected": " otter."},
-    # The prompt alone fills MAX_LENGTH: dropped under keep_start.
-    {"prompt": "Name a fruit. " * 8 + "Say a fruit:", "chosen": " plum.", "rejected": " saw."},
-]
-CONVERSATIONAL_EXTRA: list[Row] = [
-    # Truncated by the collator in both modes.
-    {
-        "prompt": [{"role": "user", "content": "Say a color:"}],
-        "chosen": _assistant("red." + " I like the red." * 6),
-        "rejected": _assistant("dog."),
-    },
-    {
-        "prompt": [{"role": "system", "content": "One word."}, {"role": "user", "content": "Say a color:"}],
-        "chosen": _assistant("blue."),
-        "rejected": _assistant("saw."),
-    },
-    # The prompt alone fills MAX_LENGTH: dropped under keep_start.
-    {
-        "prompt": [
-            {"role": "user", "content": "Name a fruit."},
-            {"role": "assistant", "content": "apple."},
-            {"role": "user", "content": "Name a fruit. Name a fruit. Give me one fruit."},
-        ],
-        "chosen": _assistant("plum."),
-        "rejected": _assistant("saw."),
-    },
-]
-
-
-def rows_for(fmt: str) -> tuple[list[Row], list[Row]]:
-    """(rows we read from JSONL, rows TRL gets as a `datasets.Dataset`) for one format."""
-    if fmt == "standard":
-        rows = preference_rows(6, seed=5, fmt="standard") + STANDARD_EXTRA
-        return rows, rows
-    conversational = preference_rows(6, seed=5, fmt="conversational") + CONVERSATIONAL_EXTRA
-    if fmt == "conversational":
-        return conversational, conversational
-    if fmt == "conversational_implicit":
-        implicit = [
-            {"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]}
-            for r in conversational
-        ]
-        return implicit, implicit  # TRL extracts the shared prompt itself
-    if fmt == "openai":
-        openai = [
-            {
-                "input": {"messages": r["prompt"]},
-                "preferred_output": r["chosen"],
-                "non_preferred_output": r["rejected"],
-            }
-            for r in conversational
-        ]
-        return openai, conversational
-    raise ValueError(fmt)
 
 
 @pytest.fixture(scope="module")

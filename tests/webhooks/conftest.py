@@ -27,7 +27,8 @@ from sqlmodel import Session
 from alignd import db
 from alignd.app import create_app
 from alignd.config import Settings
-from tests.api.conftest import ADMIN_KEY, bearer, client, key, settings
+from tests.api.conftest import client, key, settings
+from tests.api.helpers import ADMIN_KEY, bearer
 from tests.db.conftest import backend, db_url, postgres
 
 __all__ = ["backend", "client", "db_url", "key", "postgres", "settings"]

@@ -6,7 +6,7 @@ import base64
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import ADMIN_KEY, bearer, new_project_key
+from tests.api.helpers import ADMIN_KEY, bearer, new_project_key
 
 ALL_EVENTS = ["fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled"]
 

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from alignd.secretbox import SEALED_PREFIX
 from alignd.webhooks.signing import generate_secret
-from tests.api.conftest import bearer
+from tests.api.helpers import bearer
 
 from .conftest import LiveApps, Receiver, cancelled_job, new_project, register, settled_delivery
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from alignd.config import Settings
 from alignd.webhooks.targets import ForbiddenTarget, TargetPolicy, UnresolvedTarget, forbidden_kind
-from tests.api.conftest import bearer
+from tests.api.helpers import bearer
 
 from .conftest import Dns, LiveApps, Receiver, cancelled_job, new_project, register, settled_delivery
 

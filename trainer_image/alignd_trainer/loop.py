@@ -6,7 +6,9 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +25,7 @@ from alignd.contract import (
     TrainerEvent,
     TrainingType,
 )
+from alignd.contract.steps import steps_per_epoch, total_steps
 from alignd_trainer import checkpoint as ckpt
 from alignd_trainer.artifacts import ArtifactSink, LocalSink
 from alignd_trainer.attention import FLEX, SDPA, attention_from_env, choose_attention
@@ -36,6 +39,7 @@ from alignd_trainer.data import (
     read_examples,
     tokenize_examples,
 )
+from alignd_trainer.displacement import WINDOW, StepSignal, displaced
 from alignd_trainer.distributed import DistInfo, all_reduce_sum, barrier, gather_objects
 from alignd_trainer.errors import BadInputError, Terminated
 from alignd_trainer.logps import SequenceLogps, SequenceScorer
@@ -111,6 +115,8 @@ class DPORecipe:
         self.last_saved_step = -1
         self.num_tokens = 0
         self._non_finite_warned: set[str] = set()
+        self._signals: deque[StepSignal] = deque(maxlen=WINDOW)
+        self._displacement_warned = False
 
     # ---- setup ---------------------------------------------------------------------------------------------
 
@@ -130,9 +136,9 @@ class DPORecipe:
             self._load_data(self.spec.validation_file, "validation") if self.spec.validation_file else None
         )
         self.steps_per_epoch = self._steps_per_epoch(len(self.train_data.pairs))
-        self.total_steps = self.steps_per_epoch * self.hp.n_epochs
-        if self.hp.max_steps is not None:
-            self.total_steps = min(self.total_steps, self.hp.max_steps)
+        self.total_steps = total_steps(
+            self.steps_per_epoch, n_epochs=self.hp.n_epochs, max_steps=self.hp.max_steps
+        )
         self.reference = self._reference()
         self.ref_cache = self._precompute_reference() if self._precompute else None
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -224,8 +230,7 @@ class DPORecipe:
 
     def _steps_per_epoch(self, pairs: int) -> int:
         """A final partial batch counts only if every rank and micro-step gets at least one pair."""
-        full, rest = divmod(pairs, self.hp.batch_size)
-        steps = full + (1 if rest >= self.shards else 0)
+        steps = steps_per_epoch(pairs, batch_size=self.hp.batch_size, shards=self.shards)
         if steps == 0:
             raise BadInputError(
                 f"the training file has {pairs} usable pairs, too few for one step split "
@@ -384,7 +389,7 @@ class DPORecipe:
             beta=self.hp.beta,
             label_smoothing=self.hp.label_smoothing,
         )
-        sums.add(out, policy, batch.weights, batch.num_tokens)
+        sums.add(out, x, policy, batch.weights, batch.num_tokens)
         return out
 
     def _micro_step(self, batch: Batch | PackedBatch, global_pairs: int, sums: MetricSums) -> torch.Tensor:
@@ -407,6 +412,23 @@ class DPORecipe:
             values["gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self.last_metrics = values
         self._report_metrics("train", values["epoch"], values)
+        self._watch_displacement(values)
+
+    def _watch_displacement(self, values: dict[str, float]) -> None:
+        """One warning event per run when chosen log-probs fall while margins rise (see displacement)."""
+        signal = StepSignal(self.step, values["logps/chosen_vs_ref"], values["rewards/margins"])
+        if not (math.isfinite(signal.chosen_vs_ref) and math.isfinite(signal.margin)):
+            return
+        self._signals.append(signal)
+        found = None if self._displacement_warned else displaced(list(self._signals))
+        if found is not None:
+            self._displacement_warned = True
+            self._event(
+                "warning",
+                found.message(),
+                level=EventLevel.warn,
+                data={"signal": "likelihood_displacement"} | asdict(found),
+            )
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

@@ -3,13 +3,16 @@
 import torch
 
 from alignd_trainer.logps import SequenceLogps
-from alignd_trainer.losses import LossOutput
+from alignd_trainer.losses import LossOutput, PairLogps
 
 FIELDS = (
     "pairs", "loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-    "logps/chosen", "logps/rejected", "logits_sum/chosen", "tokens/chosen", "logits_sum/rejected",
-    "tokens/rejected", "tokens/attention",
+    "logps/chosen", "logps/rejected", "logps/chosen_vs_ref", "logps/rejected_vs_ref",
+    "logits_sum/chosen", "tokens/chosen", "logits_sum/rejected", "tokens/rejected", "tokens/attention",
 )  # fmt: skip
+PER_PAIR = FIELDS[1:10]
+"""Reported as means over pairs. `logps/*_vs_ref`: log π - log π_ref of the response, the likelihood
+displacement signal (alignd_trainer.displacement); TRL has no name for it."""
 
 
 class MetricSums:
@@ -19,7 +22,12 @@ class MetricSums:
         self.tensor = torch.zeros(len(FIELDS), dtype=torch.float64, device=device)
 
     def add(
-        self, out: LossOutput, policy: SequenceLogps, weights: torch.Tensor, attention_tokens: int
+        self,
+        out: LossOutput,
+        x: PairLogps,
+        policy: SequenceLogps,
+        weights: torch.Tensor,
+        attention_tokens: int,
     ) -> None:
         chosen_logps, rejected_logps = policy.logps.detach().chunk(2)
         chosen_logits, rejected_logits = policy.logits_sum.chunk(2)
@@ -34,6 +42,8 @@ class MetricSums:
             margins.sum(),
             chosen_logps.sum(),
             rejected_logps.sum(),
+            x.chosen_logratios.detach().sum(),
+            x.rejected_logratios.detach().sum(),
             chosen_logits.sum(),
             chosen_tokens.sum(),
             rejected_logits.sum(),
@@ -47,7 +57,7 @@ class MetricSums:
     def averages(self, prefix: str = "") -> dict[str, float]:
         s = dict(zip(FIELDS, self.tensor.tolist(), strict=True))
         pairs = max(s["pairs"], 1.0)
-        out = {name: s[name] / pairs for name in FIELDS[1:8]}
+        out = {name: s[name] / pairs for name in PER_PAIR}
         out["logits/chosen"] = s["logits_sum/chosen"] / max(s["tokens/chosen"], 1.0)
         out["logits/rejected"] = s["logits_sum/rejected"] / max(s["tokens/rejected"], 1.0)
         return {prefix + k: v for k, v in out.items()}

@@ -5,8 +5,10 @@ Through FastAPI each one pays for matching against every route, solving its depe
 handler's bookkeeping and a trip to the thread pool for the read (bench/README.md has the figures). This
 middleware answers the common case itself: a GET of exactly that path,
 whose bearer key the caller cache already knows as a project's key, for a job of that project. It reads
-the row with the route's domain function and serializes it with the route's serializer
-(`alignd.jobs.wire`) and response model, so the answer is byte for byte the route's.
+the key with the route's parser (`alignd.deps.bearer_credentials`), the row with the route's domain
+function (`jobs.service.read_job`), and serializes it with the route's serializer (`alignd.jobs.wire`)
+and response model, so the answer is byte for byte the route's and nothing here is a second copy.
+`ALIGND_STATUS_FAST_PATH=false` leaves every poll to the route (how bench/api_bench.py compares them).
 
 Everything else falls through to the route, which stays the one place that makes errors: an unknown,
 uncached or admin key, a missing job, a locked database, and any app with dependency overrides (tests
@@ -24,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from alignd.api import jobs
-from alignd.deps import AppState
+from alignd.deps import AppState, bearer_credentials
 from alignd.errors import AligndError
 from alignd.jobs import service
 from alignd.jobs.wire import job_object
@@ -60,7 +62,7 @@ async def _job_status(scope: Scope, job_id: str) -> bytes | None:
     state: AppState | None = getattr(app.state, "alignd", None)
     if state is None or app.dependency_overrides:
         return None
-    key = _bearer_credentials(scope)
+    key = bearer_credentials(_authorization(scope))
     caller = None if key is None else state.callers.get(key)
     project = None if caller is None or caller.project_id is None else caller.project()
     if project is None:
@@ -75,14 +77,11 @@ async def _job_status(scope: Scope, job_id: str) -> bytes | None:
     return _JOB_OBJECT.dump_json(job_object(job), by_alias=True)
 
 
-def _bearer_credentials(scope: Scope) -> str | None:
-    """The credentials FastAPI's HTTPBearer reads: the first Authorization header, scheme `bearer` in any
-    case, the rest stripped."""
+def _authorization(scope: Scope) -> str | None:
+    """The first Authorization header, decoded as Starlette's `request.headers` decodes it for the route."""
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, credentials = value.decode("latin-1").partition(" ")
-            credentials = credentials.strip()
-            return credentials if scheme.lower() == "bearer" and credentials else None
+            return value.decode("latin-1")
     return None
 
 

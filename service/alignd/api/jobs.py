@@ -1,11 +1,18 @@
+"""The fine-tuning job routes: OpenAI's `/v1/fine_tuning/jobs` (create, list, retrieve, cancel, events,
+checkpoints) and alignd's pause, resume, metrics and artifacts. Thin: each route parses, asks a function
+of `alignd.jobs`, and answers through `alignd.jobs.wire`. `GET /{job_id}` is also answered, for keys in
+the caller cache, by `alignd.api.fast_path`, with this route's parser, read and serializer."""
+
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from alignd.api.responses import PROJECT, binary, errors
 from alignd.deps import ProjectDep, SessionDep, SettingsDep, StateDep, StoreDep
+from alignd.estimates import service as estimates
+from alignd.estimates.wire import JobEstimate
 from alignd.jobs import artifacts, service
 from alignd.jobs.wire import checkpoint_object, event_object, job_object
 from alignd.schemas import (
@@ -21,6 +28,9 @@ from alignd.schemas import (
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 Limit = Annotated[int, Query(ge=1, le=100)]
 
+CREATED: dict[int | str, dict[str, object]] = {
+    200: {"description": "The job; with `alignd.dry_run: true`, its estimate instead, and no job is created."}
+}
 TAR_GZ = "A gzip'd tar of {root}, streamed."
 EVENT_STREAM: dict[int | str, dict[str, object]] = {
     200: {
@@ -46,18 +56,42 @@ EVENT_STREAM: dict[int | str, dict[str, object]] = {
 }
 
 
-@router.post("", response_model=JobObject, responses=errors(400, *PROJECT, 429))
+@router.post(
+    "",
+    response_model=JobObject | JobEstimate,
+    responses=CREATED | errors(400, *PROJECT, 429, 501),
+)
 def create(
     body: JobCreate,
     session: SessionDep,
     settings: SettingsDep,
+    store: StoreDep,
+    state: StateDep,
     project: ProjectDep,
+    background: BackgroundTasks,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
-) -> JobObject:
+) -> JobObject | JobEstimate:
+    if body.alignd.dry_run:
+        return estimate(body, session, settings, store, project)
     job = service.create_job(
         session=session, settings=settings, project=project, request=body, idempotency_key=idempotency_key
     )
+    background.add_task(
+        estimates.analyse_created_job, sessions=state.sessions, settings=settings, store=store, job_id=job.id
+    )
     return job_object(job)
+
+
+@router.post("/estimate", response_model=JobEstimate, responses=errors(400, *PROJECT, 501))
+def estimate(
+    body: JobCreate, session: SessionDep, settings: SettingsDep, store: StoreDep, project: ProjectDep
+) -> JobEstimate:
+    """What the job would do, before it runs: pairs, tokens, steps, truncation, train/validation overlap
+    and durations per GPU profile. The body is job creation's, checked the same way (the same 400s); no
+    job is created and nothing is launched. Needs the trainer extra on the server (501 without)."""
+    return estimates.estimate_job(
+        session=session, settings=settings, store=store, project=project, request=body
+    )
 
 
 @router.get("", response_model=ListResponse[JobObject], responses=errors(400, *PROJECT))

@@ -62,6 +62,15 @@ _ERRORS: dict[int, tuple[str, str, str, str | None, str | None]] = {
         None,
         "quota_exceeded",
     ),
+    501: (
+        "The server was installed without an optional part this request needs; the message names the "
+        "extra to install.",
+        "estimates tokenize with the model's tokenizer, which needs the trainer extra on the API server: "
+        "pip install 'alignd[trainer]'",
+        "server_error",
+        None,
+        "not_installed",
+    ),
     503: (
         "A dependency (database, object store, a disk) cannot serve the request right now; retry after "
         "`Retry-After` seconds.",

@@ -4,8 +4,8 @@ Starlette's form parsing stores the file in a temporary file through the thread 
 hop for every network read) before the route sees it. Here the event loop parses the body and the
 `file` part goes to a temporary file a MiB at a time (one thread hop per MiB); then the validating
 thread reads it back in 1 MiB chunks. Validation starts only once the body has
-ended: on two cores, validating while receiving made both slower (the two threads take turns on the
-GIL), so the upload is faster in two phases. Memory stays at one chunk whatever the file's size.
+ended: receiving and validating are both Python on one GIL, so run at once they take turns rather
+than overlap. Memory stays at one chunk whatever the file's size.
 
 If the spool's disk is full (or read-only), the rest of the body is still read, then the error is
 answered (507, 503): a server that answers and closes while the client is still sending resets the

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, Field
 
+from alignd.contract import TruncationMode
 from alignd.datasets.hashset import Hashes, HashSet
 from alignd.datasets.normalise import normalise_many
 from alignd.datasets.rows import Rows, Turns
@@ -104,7 +105,11 @@ class TruncationReport(BaseModel):
     max_length: int
     truncated_share: float
     """Share of pairs where prompt + chosen or prompt + rejected is longer than `max_length` tokens
-    (see `truncation_share`)."""
+    (see `truncation_share`), counting pairs whose prompt alone fills it (the trainer drops those)."""
+    truncation_mode: TruncationMode | None = None
+    truncated_pairs: int | None = None
+    sampled: bool = False
+    """Counted on an even sample of the rows (ALIGND_ESTIMATE_MAX_ROWS); `truncated_pairs` extrapolated."""
 
 
 class QualityReport(BaseModel):
@@ -144,13 +149,20 @@ class QualityReport(BaseModel):
     (`tool_calls`). Training on them needs a base model whose chat template renders tools. Two rows
     that differ only in their tools are not exact duplicates."""
     truncation: TruncationReport | None = None
-    """Null here: validation knows no tokenizer. Filled in later with the job's tokenizer and
-    `max_length`, from `truncation_share`."""
+    """Null at upload: validation knows no tokenizer. Filled in when a job or an estimate
+    (`POST /v1/fine_tuning/jobs/estimate`) names a model, with its tokenizer and the job's `max_length`;
+    the latest count is kept, and names its model and `max_length`."""
 
 
 def truncation_share(token_lengths: Iterable[tuple[int, int, int]], max_length: int) -> float:
     """Share of pairs the trainer truncates: prompt + chosen or prompt + rejected is longer than
     `max_length` tokens. Takes `(prompt, chosen, rejected)` token counts; 0.0 for no pairs."""
+    truncated, pairs = count_truncated(token_lengths, max_length)
+    return truncated / pairs if pairs else 0.0
+
+
+def count_truncated(token_lengths: Iterable[tuple[int, int, int]], max_length: int) -> tuple[int, int]:
+    """`(truncated pairs, pairs)` for `truncation_share`: the counts behind the share."""
     if max_length <= 0:
         raise ValueError("max_length must be positive")
     pairs = truncated = 0
@@ -158,7 +170,29 @@ def truncation_share(token_lengths: Iterable[tuple[int, int, int]], max_length: 
         pairs += 1
         if prompt + max(chosen, rejected) > max_length:
             truncated += 1
-    return truncated / pairs if pairs else 0.0
+    return truncated, pairs
+
+
+def prompt_texts(rows: Rows) -> Sequence[str]:
+    """A batch's prompts as text: strings as they are, a message list's contents joined by newlines."""
+    if rows.strings:
+        return cast(Sequence[str], rows.prompts)
+    return [
+        "\n".join([message.content for message in turns]) for turns in cast(Sequence[Turns], rows.prompts)
+    ]
+
+
+def duplicate_keys(rows: Rows, prompts: Sequence[str] | None = None) -> tuple[Hashes, Hashes]:
+    """Per row, the two keys duplicates are found by: the hash of the whole pair, tools included (exact
+    duplicates), and the hash of the normalised prompt (near duplicates). `prompts` is
+    `prompt_texts(rows)` if the caller has it already. Python's string hashes are salted per process:
+    compare keys within one process."""
+    prompts = prompt_texts(rows) if prompts is None else prompts
+    row_hashes = map(hash, zip(rows.prompts, rows.chosen, rows.rejected, strict=True))
+    if rows.tools is not None:
+        row_hashes = map(_with_tools, zip(row_hashes, rows.tools, strict=True))
+    prompt_hashes = map(hash, normalise_many(prompts))
+    return _hashes(row_hashes, len(rows)), _hashes(prompt_hashes, len(rows))
 
 
 class QualityReportBuilder:
@@ -203,9 +237,8 @@ class QualityReportBuilder:
         first_row = self.rows + 1
         self.rows += count
         lines = np.asarray(rows.lines, dtype=np.int64)
+        prompts = prompt_texts(rows)
         if rows.strings:
-            prompt_texts = cast(Sequence[str], rows.prompts)
-            row_hashes = map(hash, zip(rows.prompts, rows.chosen, rows.rejected, strict=True))
             size_columns = [
                 np.fromiter(map(len, column), dtype=np.int64, count=count)
                 for column in (rows.prompts, rows.chosen, rows.rejected)
@@ -213,24 +246,19 @@ class QualityReportBuilder:
         else:
             # Strings with nothing but whitespace fail validation, so only message lists can hold one.
             columns = [cast(Sequence[Turns], column) for column in (rows.prompts, rows.chosen, rows.rejected)]
-            prompt_texts = ["\n".join([message.content for message in turns]) for turns in columns[0]]
-            row_hashes = map(hash, zip(*columns, strict=True))
             if rows.tool_lines is not None:
                 self._tools.add_many(rows.tool_lines)
-            if rows.tools is not None:
-                row_hashes = map(_with_tools, zip(row_hashes, rows.tools, strict=True))
             stats = [_turn_stats(column) for column in columns]
             size_columns = [lengths for lengths, _ in stats]
             self._empty_responses.add_many(lines[stats[1][1] | stats[2][1]])
-        prompt_hashes = map(hash, normalise_many(prompt_texts))
-        self._pending.append((_hashes(row_hashes, count), _hashes(prompt_hashes, count), lines))
+        self._pending.append((*duplicate_keys(rows, prompts), lines))
         self._pending_rows += count
         if self._pending_rows >= DUPLICATE_BATCH:
             self._probe_duplicates()
 
         same = np.fromiter(map(operator.eq, rows.chosen, rows.rejected), dtype=bool, count=count)
         self._chosen_equals_rejected.add_many(lines[same])
-        empty_prompt = np.fromiter(map(operator.not_, map(str.strip, prompt_texts)), dtype=bool, count=count)
+        empty_prompt = np.fromiter(map(operator.not_, map(str.strip, prompts)), dtype=bool, count=count)
         self._empty_prompts.add_many(lines[empty_prompt])
 
         sizes = np.array([*size_columns, rows.line_bytes], dtype=np.int64)

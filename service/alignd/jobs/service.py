@@ -6,6 +6,7 @@ move statuses through `state.transition`, the one door for status.
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -23,8 +24,8 @@ from alignd.jobs.events import add_events
 from alignd.jobs.lifecycle import JobStatus
 from alignd.jobs.method import check_file_kind
 from alignd.jobs.quotas import check_job_quota, lock_project
-from alignd.jobs.spec import resolve_job, training_method
-from alignd.jobs.start import BASE_MODEL_KEY, resolve_start
+from alignd.jobs.spec import ResolvedJob, resolve_job, training_method
+from alignd.jobs.start import BASE_MODEL_KEY, StartPoint, resolve_start
 from alignd.jobs.state import transition
 from alignd.jobs.tools_check import check_tools_rendered
 from alignd.launchers import registry as launchers
@@ -79,34 +80,15 @@ def _create_locked(
         if existing is not None:
             session.commit()
             return existing
-    training = _data_file(session, project, request.training_file, "training_file")
-    validation = (
-        _data_file(session, project, request.validation_file, "validation_file")
-        if request.validation_file is not None
-        else None
-    )
-    start = resolve_start(session, project, request)
-    method = training_method(request)
-    check_file_kind(training, method, "training_file")
-    data_files = [("training_file", training)]
-    if validation is not None:
-        check_file_kind(validation, method, "validation_file")
-        data_files.append(("validation_file", validation))
-    check_tools_rendered(model=request.model, location=start.base.location, files=data_files)
     job_id = new_id("ftjob-")
-    resolved = resolve_job(
-        request,
-        job_id=job_id,
-        model_location=start.base.location,
-        training_rows=training.rows,
-        init=start.init,
+    checked = check_request(
+        session=session, settings=settings, project=project, request=request, job_id=job_id
     )
+    resolved, start = checked.resolved, checked.start
     resources = resolved.spec.resources
-    launchers.check_resources(settings, resources)
     gpus = resources.gpus * resources.nodes
     check_job_quota(session, settings, project, gpus=gpus)
     integrations = request.integrations or []
-    check_integrations(session, settings, project, integrations)
     now_us = unix_now_us()
     job = JobModel(
         id=job_id,
@@ -140,6 +122,45 @@ def _create_locked(
     return job
 
 
+@dataclass(frozen=True)
+class CheckedRequest:
+    resolved: ResolvedJob
+    start: StartPoint
+
+
+def check_request(
+    *, session: Session, settings: Settings, project: ProjectModel, request: JobCreate, job_id: str
+) -> CheckedRequest:
+    """Everything job creation checks about the request itself, and its resolved spec: the files, the
+    model (or the job or checkpoint it starts from), the hyperparameters, the resources and the
+    integrations (not the quota, which is about the project's other jobs). The estimate
+    (`alignd.estimates`) calls it too, so both refuse the same input with the same error."""
+    training = _data_file(session, project, request.training_file, "training_file")
+    validation = (
+        _data_file(session, project, request.validation_file, "validation_file")
+        if request.validation_file is not None
+        else None
+    )
+    start = resolve_start(session, project, request)
+    method = training_method(request)
+    check_file_kind(training, method, "training_file")
+    data_files = [("training_file", training)]
+    if validation is not None:
+        check_file_kind(validation, method, "validation_file")
+        data_files.append(("validation_file", validation))
+    check_tools_rendered(model=request.model, location=start.base.location, files=data_files)
+    resolved = resolve_job(
+        request,
+        job_id=job_id,
+        model_location=start.base.location,
+        training_rows=training.rows,
+        init=start.init,
+    )
+    launchers.check_resources(settings, resolved.spec.resources)
+    check_integrations(session, settings, project, request.integrations or [])
+    return CheckedRequest(resolved=resolved, start=start)
+
+
 def _data_file(session: Session, project: ProjectModel, file_id: str, param: str) -> FileModel:
     try:
         row = get_file(session, project, file_id)
@@ -168,8 +189,9 @@ def get_job(session: Session, project: ProjectModel, job_id: str) -> JobModel:
 
 def read_job(engine: Engine, project: ProjectModel, job_id: str) -> JobModel:
     """`get_job` for the hot path of clients polling a job: one Core query on a connection of its own,
-    released before it returns, so an async route covers the read with one trip to the thread pool. It
-    costs about a third of the ORM's `session.get`. The job comes back detached with every column loaded."""
+    released before it returns, so an async route covers the read with one trip to the thread pool, and
+    without the ORM's identity map and instrumentation, which are most of `session.get`'s work for one
+    row. The job comes back detached with every column loaded."""
     keys, query = _job_by_id()
     with engine.connect() as connection:
         row = connection.execute(query, {"id": job_id}).one_or_none()
