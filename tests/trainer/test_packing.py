@@ -25,9 +25,11 @@ from transformers import (
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from alignd.contract import TruncationMode
+from alignd_trainer.attention import ENV, FLEX, SDPA, Attention, attention_from_env, choose_attention
 from alignd_trainer.data import TokenizedPair, collate, read_examples, tokenize_examples
+from alignd_trainer.errors import BadInputError
 from alignd_trainer.logps import SequenceLogps, packed_logps, sequence_logps
-from alignd_trainer.model import packing_unsupported
+from alignd_trainer.model import packing_unsupported, set_attention
 from alignd_trainer.packing import PackedBatch, layout_pair, pack
 from alignd_trainer.synthetic import tool_rows, write_jsonl
 from alignd_trainer.tiny_model import tiny_llama_config
@@ -253,3 +255,48 @@ def test_a_model_whose_attention_ignores_the_mask_is_not_packed(
     model.set_attn_implementation(causal_only_attention)
     reason = packing_unsupported(model, pad_token_id=tokenizer.pad_token_id)
     assert reason is not None and "'causal_only'" in reason and "4D attention mask" in reason
+
+
+@pytest.fixture
+def static_compile() -> Iterator[None]:
+    """transformers compiles FlexAttention; on CPU, PyTorch 2.13's dynamic-shape kernel for it does not
+    build, so each row length gets a static compile of its own (one row per test keeps that to one)."""
+    import torch._dynamo.config
+
+    with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+        yield
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("static_compile")
+@pytest.mark.parametrize("mode", MODES, ids=str)
+def test_flex_attention_rows_give_the_padded_logps(
+    mode: TruncationMode, base_model: nn.Module, tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
+    """The BlockMask route (FlexAttention through transformers' attention interface), forward only: PyTorch
+    has no FlexAttention backward on CPU, so gradients through it are for a GPU to check."""
+    pairs = _pairs(tokenizer, "standard", mode, tmp_path)
+    padded = collate(pairs, pad_token_id=tokenizer.pad_token_id, max_length=MAX_LENGTH, truncation_mode=mode)
+    rows = pack(pairs, max_length=MAX_LENGTH, truncation_mode=mode, token_budget=2048)
+    assert len(rows) == 1 and rows[0].pairs == len(pairs) > 1
+    flex = copy.deepcopy(base_model)
+    set_attention(flex, FLEX)
+    with torch.no_grad():
+        want = sequence_logps(base_model, padded.input_ids, padded.attention_mask, padded.completion_mask)
+        got = _packed_logps(flex, rows, padded.indices)
+    assert torch.equal(got.tokens, want.tokens)
+    assert (got.logps - want.logps).abs().max().item() < 1e-4
+    assert (got.logits_sum - want.logits_sum).abs().max().item() < 1e-4
+
+
+def test_attention_choice() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_attention(Attention.auto, cpu) == (SDPA, None), "auto is SDPA on CPU, silently"
+    implementation, why = choose_attention(Attention.flex, cpu)
+    assert implementation == SDPA and why is not None and "backward" in why
+    assert choose_attention(Attention.sdpa, cuda) == (SDPA, None)
+    assert choose_attention(Attention.auto, cuda) == (FLEX, None)
+    assert attention_from_env({}) is Attention.auto
+    assert attention_from_env({ENV: "Flex"}) is Attention.flex
+    with pytest.raises(BadInputError, match="ATTENTION='flash' is not one of auto, sdpa, flex"):
+        attention_from_env({ENV: "flash"})

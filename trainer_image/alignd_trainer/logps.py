@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from alignd_trainer.attention import FLEX
 from alignd_trainer.data import Batch
 from alignd_trainer.packing import PackedBatch
 
@@ -121,7 +122,7 @@ def _token_logps(
     return selected.log_softmax(-1).gather(1, target[:, None]).squeeze(1), selected.detach().mean(-1)
 
 
-def _run(causal_lm: nn.Module, plain_head: bool, **inputs: torch.Tensor) -> torch.Tensor:
+def _run(causal_lm: nn.Module, plain_head: bool, **inputs: Any) -> torch.Tensor:
     """Last hidden states when the head is applied here, else the model's logits."""
     if plain_head:
         backbone = getattr(causal_lm, str(causal_lm.base_model_prefix))
@@ -162,12 +163,13 @@ def packed_logps(model: nn.Module, batch: PackedBatch) -> SequenceLogps:
     causal_lm = causal_lm_of(model)
     plain = _plain_linear_head(causal_lm)
     dtype = causal_lm.get_input_embeddings().weight.dtype  # type: ignore[operator]
+    flex = getattr(causal_lm.config, "_attn_implementation", None) == FLEX
     out = _run(
         causal_lm,
         plain,
         input_ids=batch.input_ids,
         position_ids=batch.position_ids,
-        attention_mask=batch.attention_bias(dtype),
+        attention_mask=batch.block_mask if flex else batch.attention_bias(dtype),
     )
     token_logps, token_mean = _token_logps(
         causal_lm, out[0, batch.score_sources], batch.score_targets, plain_head=plain

@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+import os
 import random
 import threading
 import time
@@ -27,6 +28,7 @@ from alignd.contract import (
 from alignd.contract.steps import steps_per_epoch, total_steps
 from alignd_trainer import checkpoint as ckpt
 from alignd_trainer.artifacts import ArtifactSink, LocalSink
+from alignd_trainer.attention import FLEX, SDPA, attention_from_env, choose_attention
 from alignd_trainer.data import (
     Batch,
     TokenizedData,
@@ -50,6 +52,7 @@ from alignd_trainer.model import (
     build_policy,
     packing_unsupported,
     resolve_device,
+    set_attention,
 )
 from alignd_trainer.packing import PackedBatch, pack, token_budget
 from alignd_trainer.report import Reporter
@@ -163,6 +166,20 @@ class DPORecipe:
         return MetricSums(self.device)
 
     def _packing_works(self) -> bool:
+        """Picks the attention kernel for packed rows (`attention.choose_attention`), then probes it."""
+        implementation, why_not_flex = choose_attention(attention_from_env(os.environ), self.device)
+        if why_not_flex is not None:
+            self._event("warning", why_not_flex, level=EventLevel.warn, data={"attention": implementation})
+        if implementation == FLEX:
+            set_attention(self.model, FLEX)
+            reason = packing_unsupported(self.model, pad_token_id=self.tokenizer.pad_token_id)
+            if reason is None:
+                self._event("status", "packed rows run FlexAttention (block mask)", data={"attention": FLEX})
+                return True
+            self._event(
+                "warning", f"FlexAttention is off: {reason}", level=EventLevel.warn, data={"attention": SDPA}
+            )
+            set_attention(self.model, SDPA)
         reason = packing_unsupported(self.model, pad_token_id=self.tokenizer.pad_token_id)
         if reason is not None:
             self._event(

@@ -116,6 +116,11 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[operator]
 
 
+def set_attention(model: nn.Module, implementation: str) -> None:
+    """Switches the attention kernel of the CausalLM (inside a PEFT wrapper too), e.g. `flex_attention`."""
+    causal_lm_of(model).set_attn_implementation(implementation)  # type: ignore[operator]
+
+
 class Reference(Protocol):
     """Reference log-probs for a batch; never builds a graph."""
 

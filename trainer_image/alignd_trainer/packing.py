@@ -13,11 +13,16 @@ prompt tails, the pair is laid out as two plain causal segments instead, so it s
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import torch
 
 from alignd.contract import TruncationMode
 from alignd_trainer.data import TokenizedPair, truncate_sequence
+
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
 SHARED, CHOSEN, REJECTED = 0, 1, 2
 """Branch of a token: the shared prompt, or the chosen or rejected completion."""
@@ -131,19 +136,37 @@ class PackedBatch:
         )
 
     def attention_bias(self, dtype: torch.dtype) -> torch.Tensor:
-        """(1, 1, L, L) additive mask: 0 where a query may attend to a key, the dtype's minimum elsewhere.
-
-        Causal, within one segment, and a key on a branch other than the query's only when it is the
-        shared prompt. Works for both SDPA and eager attention."""
+        """(1, 1, L, L) additive mask for SDPA and eager attention: 0 where `allowed`, the dtype's minimum
+        elsewhere."""
         length = self.input_ids.shape[1]
-        seg, branch = self.segment_ids, self.branch_ids
-        causal = torch.ones(length, length, dtype=torch.bool, device=seg.device).tril()
-        same_segment = seg[:, :, None] == seg[:, None, :]
-        visible_branch = (branch[:, None, :] == SHARED) | (branch[:, None, :] == branch[:, :, None])
-        allowed = causal & same_segment & visible_branch
-        bias = torch.zeros(allowed.shape, dtype=dtype, device=seg.device)
-        bias.masked_fill_(~allowed, torch.finfo(dtype).min)
-        return bias[:, None]
+        positions = torch.arange(length, device=self.input_ids.device)
+        rule = allowed(self.segment_ids[0], self.branch_ids[0], positions[:, None], positions[None, :])
+        bias = torch.zeros(rule.shape, dtype=dtype, device=rule.device)
+        bias.masked_fill_(~rule, torch.finfo(dtype).min)
+        return bias[None, None]
+
+    @cached_property
+    def block_mask(self) -> "BlockMask":
+        """The same rule as a FlexAttention BlockMask: blocks no query may see are skipped, not masked.
+        Built once per row (the policy and the reference forward share it)."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        segments, branches = self.segment_ids[0], self.branch_ids[0]
+
+        def mask_mod(_b: torch.Tensor, _h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+            return allowed(segments, branches, q, kv)
+
+        length = self.input_ids.shape[1]
+        return create_block_mask(mask_mod, 1, None, length, length, device=self.input_ids.device)
+
+
+def allowed(
+    segments: torch.Tensor, branches: torch.Tensor, q: torch.Tensor, kv: torch.Tensor
+) -> torch.Tensor:
+    """Whether query token `q` may attend to key token `kv` of one packed row (indices broadcast): causal,
+    within one segment, and a key on another branch than the query's only when it is the shared prompt."""
+    visible_branch = (branches[kv] == SHARED) | (branches[kv] == branches[q])
+    return (kv <= q) & (segments[q] == segments[kv]) & visible_branch
 
 
 def _bins(lengths: Sequence[int], budget: int) -> list[list[int]]:
