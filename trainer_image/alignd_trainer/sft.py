@@ -47,6 +47,9 @@ class SFTRecipe(DPORecipe):
     def _new_sums(self) -> MetricSums:
         return SupervisedMetricSums(self.device)
 
+    def _watch_displacement(self, values: dict[str, float]) -> None:
+        """No reference model and no margins: likelihood displacement is a preference-training signal."""
+
     def _load_data(self, path: str, name: str) -> TokenizedChats:  # type: ignore[override]
         examples = read_chats(path)
         data = tokenize_chats(
