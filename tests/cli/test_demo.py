@@ -35,8 +35,7 @@ def test_demo_trains_and_reports_accuracy_before_and_after(tmp_path: Path) -> No
     assert len(adapters) == 1
 
 
-@pytest.mark.real_model
-@pytest.mark.timeout(1800)  # the suite's 10 minutes is for tiny models; this trains a real one
+@pytest.mark.slow
 def test_smollm2_demo_teaches_a_greeting_that_shows_in_greedy_replies(
     tmp_path: Path, smollm2_dir: Path
 ) -> None:
