@@ -35,7 +35,6 @@ def test_demo_trains_and_reports_accuracy_before_and_after(tmp_path: Path) -> No
     assert len(adapters) == 1
 
 
-@pytest.mark.slow
 def test_smollm2_demo_teaches_a_greeting_that_shows_in_greedy_replies(
     tmp_path: Path, smollm2_dir: Path
 ) -> None:
