@@ -109,6 +109,10 @@ def test_a_lost_run_is_launched_again_and_completes(live: Live) -> None:
     )
     assert final.status == "completed", final.error
     assert final.result_counts.total == 6
+    progress = final.model_extra["alignd"]
+    assert (progress["attempt"], progress["items_graded"], progress["items_total"]) == (2, 6, 6)
+    [listed] = [r for r in client.evals.runs.list(eval_id) if r.id == run.id]
+    assert listed.model_extra["alignd"]["attempt"] == 2
     first, second = live.attempts(run.id)
     assert first.end_reason is RunEndReason.lost
     assert second.attempt == 2 and second.end_reason is RunEndReason.succeeded

@@ -3,8 +3,10 @@
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from sqlmodel import Session
 
 from alignd.api.responses import PROJECT, errors
+from alignd.config import Settings
 from alignd.deps import ProjectDep, SessionDep, SettingsDep, StoreDep
 from alignd.errors import InvalidRequest
 from alignd.evals import service
@@ -20,6 +22,7 @@ from alignd.evals.schemas import (
 )
 from alignd.evals.status import EvalRunStatus, OutputItemStatus
 from alignd.evals.wire import eval_object, output_item_object, run_object
+from alignd.models import EvalRunModel
 from alignd.schemas import ListResponse
 
 router = APIRouter(prefix="/v1/evals", tags=["evals"])
@@ -77,7 +80,7 @@ def create_run(
     run = service.create_run(
         session=session, settings=settings, store=store, project=project, eval_id=eval_id, request=body
     )
-    return run_object(run, public_url=settings.resolved_public_url())
+    return _run_object(session, settings, run)
 
 
 @router.get("/{eval_id}/runs", response_model=ListResponse[RunObject], responses=errors(400, *PROJECT))
@@ -94,7 +97,9 @@ def list_runs(
     rows, has_more = service.list_runs(
         session, project, eval_id, after=after, limit=limit, order=order, status=status
     )
-    data = [run_object(r, public_url=settings.resolved_public_url()) for r in rows]
+    attempts = service.latest_attempts(session, rows)
+    url = settings.resolved_public_url()
+    data = [run_object(row, public_url=url, attempt=attempts.get(row.id)) for row in rows]
     return ListResponse[RunObject].page(data, has_more)
 
 
@@ -103,7 +108,7 @@ def retrieve_run(
     eval_id: str, run_id: str, session: SessionDep, settings: SettingsDep, project: ProjectDep
 ) -> RunObject:
     run = service.get_run(session, project, eval_id, run_id)
-    return run_object(run, public_url=settings.resolved_public_url())
+    return _run_object(session, settings, run)
 
 
 @router.post("/{eval_id}/runs/{run_id}/cancel", response_model=RunObject, responses=errors(*PROJECT))
@@ -113,7 +118,7 @@ def cancel_run(
     """A queued run is canceled at once; an in-progress one is stopped by the controller
     (`alignd.cancel_requested` until then)."""
     run = service.cancel_run(session, project, eval_id, run_id)
-    return run_object(run, public_url=settings.resolved_public_url())
+    return _run_object(session, settings, run)
 
 
 @router.post("/{eval_id}/runs/{run_id}", response_model=RunObject, responses=errors(*PROJECT))
@@ -161,3 +166,8 @@ def retrieve_output_item(
     eval_id: str, run_id: str, output_item_id: str, session: SessionDep, project: ProjectDep
 ) -> OutputItemObject:
     return output_item_object(service.get_output_item(session, project, eval_id, run_id, output_item_id))
+
+
+def _run_object(session: Session, settings: Settings, run: EvalRunModel) -> RunObject:
+    attempt = service.latest_attempts(session, [run]).get(run.id)
+    return run_object(run, public_url=settings.resolved_public_url(), attempt=attempt)

@@ -462,6 +462,12 @@ class RunAligndInfo(BaseModel):
     started_at: int | None = None
     finished_at: int | None = None
     cancel_requested: bool = False
+    attempt: int = 0
+    """Launches so far: a lost run is launched again (`ALIGND_EVAL_MAX_RETRIES`)."""
+    items_graded: int | None = None
+    """Progress of the latest attempt, as its evaluator reported it: items graded so far..."""
+    items_total: int | None = None
+    """...of this many; None until the evaluator first reports."""
 
 
 class RunObject(BaseModel):

@@ -46,6 +46,7 @@ from alignd.models import (
     EvalRunModel,
     FileModel,
     ProjectModel,
+    RunModel,
     new_id,
     new_lock_token,
     unix_now,
@@ -301,6 +302,17 @@ def get_run(session: Session, project: ProjectModel, eval_id: str, run_id: str) 
     if row is None or row.project_id != project.id or row.eval_id != eval_id:
         raise NotFound(f"no run with id {run_id!r} in eval {eval_id!r}", param="run_id")
     return row
+
+
+def latest_attempts(session: Session, runs: Sequence[EvalRunModel]) -> dict[str, RunModel]:
+    """Each run's latest attempt (its `runs` row), in one query, for the progress its object shows."""
+    ids = [run.id for run in runs]
+    if not ids:
+        return {}
+    rows = session.exec(
+        select(RunModel).where(col(RunModel.eval_run_id).in_(ids)).order_by(col(RunModel.attempt))
+    ).all()
+    return {row.eval_run_id: row for row in rows if row.eval_run_id is not None}
 
 
 def list_runs(

@@ -23,7 +23,7 @@ from alignd.evals.schemas import (
     RunObject,
 )
 from alignd.evals.status import EvalRunStatus
-from alignd.models import EvalModel, EvalOutputItemModel, EvalRunModel
+from alignd.models import EvalModel, EvalOutputItemModel, EvalRunModel, RunModel
 
 _GRADER: TypeAdapter[Grader] = TypeAdapter(Grader)
 _DATA_SOURCE: TypeAdapter[RunDataSource] = TypeAdapter(RunDataSource)
@@ -74,8 +74,9 @@ def report_url(public_url: str, file_id: str | None) -> str:
     return f"{public_url}/v1/files/{file_id}/content" if file_id else ""
 
 
-def run_object(row: EvalRunModel, *, public_url: str) -> RunObject:
-    """`public_url`: the server's external base URL (`Settings.resolved_public_url`), for `report_url`."""
+def run_object(row: EvalRunModel, *, public_url: str, attempt: RunModel | None = None) -> RunObject:
+    """`public_url`: the server's external base URL (`Settings.resolved_public_url`), for `report_url`;
+    `attempt`: the run's latest attempt (`service.latest_attempts`), whose progress the object shows."""
     return RunObject(
         id=row.id,
         eval_id=row.eval_id,
@@ -97,6 +98,9 @@ def run_object(row: EvalRunModel, *, public_url: str) -> RunObject:
             started_at=row.started_at,
             finished_at=row.finished_at,
             cancel_requested=row.desired == "cancel",
+            attempt=attempt.attempt if attempt is not None else 0,
+            items_graded=attempt.step if attempt is not None else None,
+            items_total=attempt.total_steps if attempt is not None else None,
         ),
     )
 
