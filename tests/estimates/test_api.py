@@ -692,6 +692,10 @@ def test_a_supervised_estimate_counts_what_the_trainer_tokenizes(live: Live, tmp
         "same_prompt_share": pytest.approx(2 / 3),
         "same_pair_share": pytest.approx(1 / 3),
     }
+    assert any(
+        warning.startswith("2 of 3 validation conversations share a prompt with the training file")
+        for warning in answer["warnings"]
+    )
 
     # The chat file's quality report carries the truncation share now.
     report = client.get(f"/files/{training}/report", cast_to=object)

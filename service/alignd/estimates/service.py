@@ -133,7 +133,7 @@ def _analyse_created_job(
                 event = JobEventModel(
                     job_id=job_id,
                     level=EventLevel.warn.value,
-                    message=_overlap_message(overlap),
+                    message=_overlap_message(overlap, spec.method),
                     data={"overlap": overlap.model_dump(mode="json")},
                 )
                 add_events(session, job_id, [event])
@@ -447,7 +447,7 @@ def _warnings(
                 "are skipped: no assistant turn with weight 1"
             )
     if overlap is not None and overlap.found:
-        out.append(_overlap_message(overlap))
+        out.append(_overlap_message(overlap, spec.method))
     if hp.batch_size < shards:
         out.append(
             f"batch_size {hp.batch_size} is smaller than GPUs × gradient_accumulation_steps ({shards}): the "
@@ -460,10 +460,15 @@ def _warnings(
     return out
 
 
-def _overlap_message(overlap: Overlap) -> str:
+def _overlap_message(overlap: Overlap, method: TrainingMethod = TrainingMethod.dpo) -> str:
+    items, metric = (
+        ("conversations", "validation loss")
+        if method is TrainingMethod.supervised
+        else ("pairs", "validation loss and reward accuracy")
+    )
     return (
-        f"{overlap.same_prompt.count} of {overlap.validation_rows} validation pairs share a prompt with the "
-        f"training file ({overlap.same_pair.count} are identical pairs; validation lines "
-        f"{', '.join(map(str, overlap.same_prompt.example_lines))}): validation loss and reward accuracy "
+        f"{overlap.same_prompt.count} of {overlap.validation_rows} validation {items} share a prompt with "
+        f"the training file ({overlap.same_pair.count} are identical {items}; validation lines "
+        f"{', '.join(map(str, overlap.same_prompt.example_lines))}): {metric} "
         "will look better than they are"
     )
