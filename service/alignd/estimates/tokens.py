@@ -154,7 +154,10 @@ def count_chat_tokens(
     kept when `loss_tokens` is not 0, `tokenize_chats`'s rule."""
     chat_data = _chat_data()
     data, _ = _trainer()
-    counts = ChatTokenCounts([], [], [], [], 0, 0, 0)
+    tokens: list[int] = []
+    trained: list[int] = []
+    kept_tokens: list[int] = []
+    kept_trained: list[int] = []
     truncated = by_truncation = untrained = 0
     with _LOCK:
         for index, example in enumerate(examples):
@@ -172,19 +175,11 @@ def count_chat_tokens(
                 untrained += 1
                 by_truncation += cut and whole.loss_tokens > 0
                 continue
-            counts.tokens.append(len(whole.input_ids))
-            counts.trained.append(whole.loss_tokens)
-            counts.kept_tokens.append(len(ids))
-            counts.kept_trained.append(kept.loss_tokens)
-    return ChatTokenCounts(
-        counts.tokens,
-        counts.trained,
-        counts.kept_tokens,
-        counts.kept_trained,
-        truncated,
-        by_truncation,
-        untrained,
-    )
+            tokens.append(len(whole.input_ids))
+            trained.append(whole.loss_tokens)
+            kept_tokens.append(len(ids))
+            kept_trained.append(kept.loss_tokens)
+    return ChatTokenCounts(tokens, trained, kept_tokens, kept_trained, truncated, by_truncation, untrained)
 
 
 def _chat_data() -> ModuleType:
