@@ -22,13 +22,16 @@ from typer.testing import CliRunner
 
 from alignd.cli import app
 from alignd.config import Settings
-from alignd.contract import JobSpec, TruncationMode, parse_preference_line
+from alignd.contract import JobSpec, TrainingMethod, TruncationMode, parse_preference_line
+from alignd.contract.chat import parse_chat_line
 from alignd.server import BackgroundServer, free_port, start_serve
+from alignd_trainer.chat_data import tokenize_chat
 from alignd_trainer.data import tokenize_examples
 from alignd_trainer.distributed import DistInfo
 from alignd_trainer.loop import DPORecipe
 from alignd_trainer.model import load_tokenizer
 from alignd_trainer.report import StdoutReporter
+from alignd_trainer.sft import SFTRecipe
 from alignd_trainer.synthetic import preference_rows, tool_rows
 from tests.api.helpers import ADMIN_KEY, bearer
 
@@ -540,21 +543,216 @@ def test_tool_rows_are_counted_as_the_trainer_renders_them(live: Live, tools_mod
     assert MODEL in errors[0]["message"]  # type: ignore[index]
 
 
-def test_a_supervised_job_is_checked_but_not_estimated_yet(live: Live) -> None:
-    client = live.client()
-    rows = [
+CHATS = (
+    [
         {
             "messages": [
                 {"role": "user", "content": f"Name fruit {i}."},
                 {"role": "assistant", "content": "Pear."},
             ]
         }
-        for i in range(4)
+        for i in range(8)
     ]
-    training = upload(client, rows, "sft.jsonl")
+    + [
+        {  # long: truncated, its first answer kept
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": f"Describe fruit {i}."},
+                {"role": "assistant", "content": "It is sweet and red. " * 10},
+            ]
+        }
+        for i in range(2)
+    ]
+    + [
+        {  # a long question: truncation (keep_start) cuts the whole answer off, so the trainer drops it
+            "messages": [{"role": "user", "content": "fill " * 80}, {"role": "assistant", "content": "Yes."}]
+        },
+        {  # weight 0 on its only answer: nothing to train on
+            "messages": [
+                {"role": "user", "content": "Say hi."},
+                {"role": "assistant", "content": "Hi.", "weight": 0},
+            ]
+        },
+        {  # two answers, the first one context only
+            "messages": [
+                {"role": "user", "content": "Count to two."},
+                {"role": "assistant", "content": "One.", "weight": 0},
+                {"role": "user", "content": "Go on."},
+                {"role": "assistant", "content": "Two."},
+            ]
+        },
+    ]
+)
+CHAT_VALIDATION = [
+    CHATS[0],  # the same conversation
+    {"messages": [{"role": "user", "content": "name FRUIT 1"}, {"role": "assistant", "content": "Fig."}]},
+    {"messages": [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Red."}]},
+]
 
-    with pytest.raises(openai.BadRequestError) as caught:
-        estimate(client, job_body(training) | {"method": {"type": "supervised"}})
 
-    assert caught.value.body["param"] == "method.type"  # type: ignore[index]
-    assert "estimates cover DPO jobs" in caught.value.message
+def sft_body(training: str, validation: str | None = None, **hyperparameters: Any) -> dict[str, Any]:
+    return job_body(training, validation) | {
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
+    }
+
+
+def chat_counts(tokenizer: Any, rows: list[dict[str, Any]], max_length: int) -> np.ndarray:
+    """Per row, with the trainer's chat tokenization run here: tokens and trained tokens of the whole
+    conversation, and tokens and trained tokens the trainer keeps at `max_length`."""
+    out = []
+    for index, row in enumerate(rows):
+        example = parse_chat_line(json.dumps(row), index + 1)
+        whole = tokenize_chat(
+            tokenizer, example, index, max_length=10**9, truncation_mode=TruncationMode.keep_start
+        )
+        cut = tokenize_chat(
+            tokenizer, example, index, max_length=max_length, truncation_mode=TruncationMode.keep_start
+        )
+        out.append((len(whole.input_ids), whole.loss_tokens, len(cut.input_ids), cut.loss_tokens))
+    return np.array(out)
+
+
+def test_a_supervised_estimate_counts_what_the_trainer_tokenizes(live: Live, tmp_path: Path) -> None:
+    client = live.client()
+    training = upload(client, CHATS, "sft.jsonl")
+    validation = upload(client, CHAT_VALIDATION, "sft-valid.jsonl")
+    hyperparameters = {"batch_size": 4, "n_epochs": 2, "max_length": MAX_LENGTH}
+
+    answer = estimate(client, sft_body(training, validation, **hyperparameters))
+
+    counts = chat_counts(load_tokenizer(str(live.tiny_model_dir)), CHATS, MAX_LENGTH)
+    usable = counts[counts[:, 3] > 0]
+    tokens, trained = usable[:, 0], usable[:, 1]
+    truncated = int((counts[:, 0] > MAX_LENGTH).sum())
+    cut_off = int(((counts[:, 0] > MAX_LENGTH) & (counts[:, 1] > 0) & (counts[:, 3] == 0)).sum())
+    assert (len(usable), truncated, cut_off) == (len(CHATS) - 2, 3, 1)  # the rows were built so
+    assert answer["method"] == "supervised"
+    assert answer["hyperparameters"] == {"batch_size": 4, "learning_rate_multiplier": 1.0, "n_epochs": 2}
+    train = answer["training"]
+    assert (train["rows"], train["pairs_tokenized"], train["usable_pairs"], train["dropped_untrained"]) == (
+        len(CHATS),
+        len(CHATS),
+        len(usable),
+        2,
+    )
+    assert train["tokens"] is None
+    chat = train["chat_tokens"]
+    for name, column in (("conversation", tokens), ("trained", trained)):
+        assert chat[name] == {
+            "total": column.sum(),
+            "mean": pytest.approx(column.mean()),
+            "p50": pytest.approx(np.percentile(column, 50)),
+            "p95": pytest.approx(np.percentile(column, 95)),
+            "max": column.max(),
+        }, name
+    assert chat["trained_per_epoch"] == usable[:, 2].sum()
+    assert chat["loss_tokens_per_epoch"] == usable[:, 3].sum()
+    assert train["truncation"] == {
+        "max_length": MAX_LENGTH,
+        "truncation_mode": "keep_start",
+        "max_prompt_length": None,
+        "truncated_pairs": truncated,
+        "truncated_share": pytest.approx(truncated / len(CHATS)),
+        "prompt_fills_max_length": cut_off,
+    }
+    assert any(f"max_length={MAX_LENGTH}" in warning for warning in answer["warnings"])
+
+    # Steps and usable rows: the SFT trainer's own setup on the same file and spec.
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in CHATS))
+    spec = JobSpec(
+        model=str(live.tiny_model_dir),
+        training_file=str(path),
+        output_dir=str(tmp_path / "out"),
+        method=TrainingMethod.supervised,
+        resources={"gpus": 0},
+        hyperparameters=hyperparameters,
+    )
+    recipe = SFTRecipe(spec, StdoutReporter(io.StringIO()), DistInfo())
+    recipe.setup()
+    assert len(recipe.train_data.pairs) == len(usable)
+    assert sum(item.loss_tokens for item in recipe.train_data.pairs) == chat["loss_tokens_per_epoch"]
+    assert (answer["steps"]["per_epoch"], answer["steps"]["total"]) == (
+        recipe.steps_per_epoch,
+        recipe.total_steps,
+    )
+    assert answer["steps"]["total"] == 2 * -(-len(usable) // 4)
+    assert answer["trained_tokens"] == 2 * usable[:, 2].sum()
+    durations = {d["profile"]: d for d in answer["durations"]}
+    assert durations["cpu"]["seconds"] == pytest.approx(
+        answer["trained_tokens"] / durations["cpu"]["tokens_per_second"]
+    )
+
+    # Overlap: the same conversation, and the same prompt before the last trained answer (normalised).
+    assert answer["validation"]["rows"] == 3
+    assert answer["overlap"] == {
+        "validation_rows": 3,
+        "same_prompt": {"count": 2, "example_lines": [1, 2]},
+        "same_pair": {"count": 1, "example_lines": [1]},
+        "same_prompt_share": pytest.approx(2 / 3),
+        "same_pair_share": pytest.approx(1 / 3),
+    }
+    assert any(
+        warning.startswith("2 of 3 validation conversations share a prompt with the training file")
+        for warning in answer["warnings"]
+    )
+
+    # The chat file's quality report carries the truncation share now.
+    report = client.get(f"/files/{training}/report", cast_to=object)
+    assert report["kind"] == "chat"
+    assert report["truncation"] == {
+        "model": MODEL,
+        "max_length": MAX_LENGTH,
+        "truncated_share": pytest.approx(truncated / len(CHATS)),
+        "truncation_mode": "keep_start",
+        "truncated_pairs": truncated,
+        "sampled": False,
+    }
+    assert client.fine_tuning.jobs.list().data == []
+
+
+def test_a_supervised_dry_run_answers_the_estimate_and_creates_no_job(live: Live) -> None:
+    client = live.client()
+    training = upload(client, CHATS, "sft.jsonl")
+
+    raw = client.fine_tuning.jobs.with_raw_response.create(
+        model=MODEL,
+        training_file=training,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"max_length": MAX_LENGTH}}},
+        extra_body={"alignd": {"dry_run": True, "resources": {"gpus": 0}}},
+    )
+
+    dry_run = raw.http_response.json()
+    assert dry_run["object"] == "fine_tuning.job.estimate"
+    assert dry_run["method"] == "supervised"
+    assert dry_run == estimate(client, sft_body(training, max_length=MAX_LENGTH))
+    assert client.fine_tuning.jobs.list().data == []
+
+
+def test_a_created_supervised_job_fills_its_chat_file_truncation_share(live: Live) -> None:
+    client = live.client()
+    training = upload(client, CHATS, "sft.jsonl")
+    assert client.get(f"/files/{training}/report", cast_to=object)["truncation"] is None
+
+    client.fine_tuning.jobs.create(
+        model=MODEL,
+        training_file=training,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"max_length": 40}}},
+        extra_body={"alignd": {"resources": {"gpus": 0}}},
+    )
+
+    truncation = wait_for(
+        "the truncation share of the chat file",
+        lambda: client.get(f"/files/{training}/report", cast_to=object)["truncation"],
+    )
+    counts = chat_counts(load_tokenizer(str(live.tiny_model_dir)), CHATS, 40)
+    truncated = int((counts[:, 0] > 40).sum())
+    assert truncated > 0
+    assert truncation == {
+        "model": MODEL,
+        "max_length": 40,
+        "truncated_share": pytest.approx(truncated / len(CHATS)),
+        "truncation_mode": "keep_start",
+        "truncated_pairs": truncated,
+        "sampled": False,
+    }

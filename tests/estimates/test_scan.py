@@ -2,7 +2,7 @@
 
 import json
 
-from alignd.estimates.scan import sample_stride, scan_file
+from alignd.estimates.scan import sample_stride, scan_chat_file, scan_file
 
 ROWS = [{"prompt": f"Question {i}?", "chosen": " Yes.", "rejected": " No."} for i in range(30)]
 
@@ -40,3 +40,20 @@ def test_the_stride_tokenizes_at_most_max_rows() -> None:
         stride = sample_stride(rows, 10)
         assert len(range(0, rows, stride)) <= 10
         assert stride == 1 or len(range(0, rows, stride - 1)) > 10
+
+
+def test_a_chat_file_is_sampled_evenly_with_the_chat_reports_keys() -> None:
+    chats = [
+        {"messages": [{"role": "user", "content": f"Q {i % 5}?"}, {"role": "assistant", "content": f"A{i}."}]}
+        for i in range(30)
+    ]
+    text = "".join(json.dumps(row) + "\n\n" for row in chats)
+
+    scan = scan_chat_file(chunks(text, 100), rows=30, max_rows=10, max_line_bytes=1 << 20)
+
+    assert (scan.rows, scan.stride, scan.sampled) == (30, 3, True)
+    assert [example.line for example in scan.examples] == [2 * i + 1 for i in range(0, 30, 3)]
+    conversations, prompts, lines = scan.keys.columns()
+    assert lines.tolist() == [2 * i + 1 for i in range(30)]
+    assert len(set(conversations.tolist())) == 30  # every answer differs
+    assert len(set(prompts.tolist())) == 5  # five questions, asked six times each

@@ -15,7 +15,14 @@ from pydantic import BaseModel
 from alignd.contract.chat import ChatExample, content_length, is_blank
 from alignd.datasets.hashset import HashSet
 from alignd.datasets.normalise import normalise
-from alignd.datasets.report import EXAMPLE_LINES, SAMPLE_SEED, SAMPLE_SIZE, LengthStats, LineSample
+from alignd.datasets.report import (
+    EXAMPLE_LINES,
+    SAMPLE_SEED,
+    SAMPLE_SIZE,
+    LengthStats,
+    LineSample,
+    TruncationReport,
+)
 
 _CANONICAL = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
@@ -56,8 +63,10 @@ class ChatQualityReport(BaseModel):
     rows_with_tools: int
     lengths: ChatLengths | None
     """Null for a file with no rows."""
-    truncation: None = None
-    """Null here: validation knows no tokenizer."""
+    truncation: TruncationReport | None = None
+    """Null until a job's model is known (validation knows no tokenizer): then the share of conversations
+    the trainer truncates at the job's `max_length`, counted by `alignd.estimates` (`truncated_pairs`
+    counts conversations here)."""
 
 
 class ChatReportBuilder:
@@ -77,11 +86,9 @@ class ChatReportBuilder:
     def add(self, example: ChatExample, line_bytes: int) -> None:
         self.rows += 1
         line = example.line
-        conversation = _CANONICAL.encode([example.messages, example.tools])
-        last = max((i for i, trained in enumerate(example.trained) if trained), default=len(example.messages))
-        prompt = "\n".join(str(m.get("content") or "") for m in example.messages[:last])
-        repeat = bool(self._exact.add_many(_hash(conversation))[0])
-        known_prompt = bool(self._prompts.add_many(_hash(normalise(prompt)))[0])
+        conversation, prompt = duplicate_keys(example)
+        repeat = bool(self._exact.add_many(conversation)[0])
+        known_prompt = bool(self._prompts.add_many(prompt)[0])
         if repeat:
             self._findings["exact"].add(line)
         elif known_prompt:
@@ -116,6 +123,17 @@ class ChatReportBuilder:
             if stats
             else None,
         )
+
+
+def duplicate_keys(
+    example: ChatExample,
+) -> tuple["np.typing.NDArray[np.uint64]", "np.typing.NDArray[np.uint64]"]:
+    """The row's (conversation, normalised prompt) keys, one 64-bit hash each: what an exact and a near
+    duplicate compare, within a file here and between a training and a validation file in the estimate."""
+    conversation = _CANONICAL.encode([example.messages, example.tools])
+    last = max((i for i, trained in enumerate(example.trained) if trained), default=len(example.messages))
+    prompt = "\n".join(str(m.get("content") or "") for m in example.messages[:last])
+    return _hash(conversation), _hash(normalise(prompt))
 
 
 def _hash(text: str) -> "np.typing.NDArray[np.uint64]":

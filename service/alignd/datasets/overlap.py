@@ -53,6 +53,13 @@ class RowKeys:
         self._prompts.append(prompts)
         self._lines.append(np.asarray(rows.lines, dtype=np.int64))
 
+    def add_keys(self, pairs: Hashes, prompts: Hashes, lines: Iterable[int]) -> None:
+        """Keys computed elsewhere (chat rows: `chat_report.duplicate_keys`, the conversation standing for
+        the pair), one per row."""
+        self._pairs.append(pairs)
+        self._prompts.append(prompts)
+        self._lines.append(np.asarray(list(lines), dtype=np.int64))
+
     def columns(self) -> tuple[Hashes, Hashes, npt.NDArray[np.int64]]:
         """(pair keys, prompt keys, line numbers), one entry per row in file order."""
         return (

@@ -2,8 +2,8 @@
 
 `estimate_job` answers `POST /v1/fine_tuning/jobs/estimate` (and `alignd.dry_run`): it checks the request
 exactly as job creation does (`jobs.service.check_request`), reads the files, tokenizes them with the
-model's tokenizer through the trainer's own code, and returns pairs, tokens, steps, truncation, the
-train/validation overlap and durations. It creates no job and launches nothing.
+model's tokenizer through the trainer's own code, and returns pairs (conversations for a supervised job),
+tokens, steps, truncation, the train/validation overlap and durations. It creates no job and launches nothing.
 
 `analyse_created_job` runs after a job is created (a background task of the route, so the response does
 not wait): it stores the truncation share at the job's `max_length` on each file's quality report and
@@ -29,9 +29,10 @@ from alignd.datasets.overlap import Overlap, find_overlap
 from alignd.datasets.report import TruncationReport, count_truncated
 from alignd.errors import AligndError, InvalidRequest
 from alignd.estimates import tokens
-from alignd.estimates.scan import FileScan, scan_file
+from alignd.estimates.scan import ChatScan, FileScan, scan_chat_file, scan_file
 from alignd.estimates.throughput import CPU_PROFILE
 from alignd.estimates.wire import (
+    ChatTokens,
     DurationEstimate,
     FileEstimate,
     JobEstimate,
@@ -44,7 +45,7 @@ from alignd.files import get_file
 from alignd.jobs.events import add_events
 from alignd.jobs.service import check_request
 from alignd.models import FileModel, JobEventModel, JobModel, ProjectModel
-from alignd.schemas import DpoHyperparametersOut, JobCreate
+from alignd.schemas import DpoHyperparametersOut, JobCreate, SupervisedHyperparametersOut
 from alignd.storage import ObjectStore
 
 log = logging.getLogger("alignd.estimates")
@@ -68,20 +69,14 @@ def estimate_job(
     ).resolved
     spec = resolved.spec
     hyperparameters = resolved.hyperparameters
-    if spec.method is not TrainingMethod.dpo or not isinstance(hyperparameters, DpoHyperparametersOut):
-        raise InvalidRequest(
-            f"estimates cover DPO jobs; a {spec.method} job is checked here but not estimated yet: "
-            "create it, or use method.type 'dpo'",
-            param="method.type",
-        )
     training = _stored(get_file(session, project, request.training_file))
     validation = (
         _stored(get_file(session, project, request.validation_file)) if request.validation_file else None
     )
     session.rollback()  # nothing stays open while the files are read and tokenized
     tokenizer = tokens.load_tokenizer(spec.model)
-    train_scan = _scan(store, settings, training, "training_file")
-    val_scan = _scan(store, settings, validation, "validation_file") if validation else None
+    train_scan = _scan(store, settings, spec, training, "training_file")
+    val_scan = _scan(store, settings, spec, validation, "validation_file") if validation else None
     train_estimate = _file_estimate(training, train_scan, spec, tokenizer, "training_file")
     val_estimate = (
         _file_estimate(validation, val_scan, spec, tokenizer, "validation_file")
@@ -122,14 +117,12 @@ def _analyse_created_job(
         if job is None:
             return
         spec = JobSpec.model_validate(job.spec)
-        if spec.method is not TrainingMethod.dpo:
-            return  # its files hold SFT conversations, which this analysis does not read yet
         model = job.model
         named = {"training_file": spec.training_file, "validation_file": spec.validation_file}
         rows = {param: session.get(FileModel, file_id) for param, file_id in named.items() if file_id}
         files = {param: _stored(row) for param, row in rows.items() if row is not None}
     tokenizer = _tokenizer_if_possible(spec.model, job_id)
-    scans = {param: _scan(store, settings, file, param) for param, file in files.items()}
+    scans = {param: _scan(store, settings, spec, file, param) for param, file in files.items()}
     with sessions() as session:
         if tokenizer is not None:
             for param, scan in scans.items():
@@ -140,7 +133,7 @@ def _analyse_created_job(
                 event = JobEventModel(
                     job_id=job_id,
                     level=EventLevel.warn.value,
-                    message=_overlap_message(overlap),
+                    message=_overlap_message(overlap, spec.method),
                     data={"overlap": overlap.model_dump(mode="json")},
                 )
                 add_events(session, job_id, [event])
@@ -162,10 +155,15 @@ def _stored(row: FileModel) -> StoredFile:
     return StoredFile(id=row.id, key=row.storage_key, rows=row.rows)
 
 
-def _scan(store: ObjectStore, settings: Settings, file: StoredFile, param: str) -> FileScan:
-    """Reads the whole file: about the CPU its upload's validation took."""
+def _scan(
+    store: ObjectStore, settings: Settings, spec: JobSpec, file: StoredFile, param: str
+) -> FileScan | ChatScan:
+    """Reads the whole file: about the CPU its upload's validation took. A supervised job's files hold
+    chat rows (job creation checked it), a DPO job's preference pairs."""
+    scan = scan_chat_file if spec.method is TrainingMethod.supervised else scan_file
+    kind = "chat data" if spec.method is TrainingMethod.supervised else "preference data"
     try:
-        return scan_file(
+        return scan(
             store.iter_bytes(file.key),
             rows=file.rows,
             max_rows=settings.estimate_max_rows,
@@ -173,13 +171,15 @@ def _scan(store: ObjectStore, settings: Settings, file: StoredFile, param: str) 
         )
     except RowError as error:
         raise InvalidRequest(
-            f"file {file.id} is not preference data, which estimates count: {error}", param=param
+            f"file {file.id} is not {kind}, which a {spec.method} job's estimate counts: {error}", param=param
         ) from None
 
 
 def _file_estimate(
-    file: StoredFile, scan: FileScan, spec: JobSpec, tokenizer: Any, param: str
+    file: StoredFile, scan: FileScan | ChatScan, spec: JobSpec, tokenizer: Any, param: str
 ) -> FileEstimate:
+    if isinstance(scan, ChatScan):
+        return _chat_file_estimate(file, scan, spec, tokenizer, param)
     hp = spec.hyperparameters
     counts = tokens.count_tokens(
         tokenizer,
@@ -228,6 +228,47 @@ def _file_estimate(
     )
 
 
+def _chat_file_estimate(
+    file: StoredFile, scan: ChatScan, spec: JobSpec, tokenizer: Any, param: str
+) -> FileEstimate:
+    """A chat file as the SFT trainer reads it: conversations kept, cut and dropped by its rules."""
+    hp = spec.hyperparameters
+    counts = tokens.count_chat_tokens(
+        tokenizer, scan.examples, max_length=hp.max_length, truncation_mode=hp.truncation_mode, param=param
+    )
+    scale = scan.rows / len(scan.examples) if scan.examples else 0.0
+    conversation, trained = (np.asarray(c, dtype=np.int64) for c in (counts.tokens, counts.trained))
+    considered = len(scan.examples)
+    chat_tokens = (
+        ChatTokens(
+            conversation=_stats(conversation, scale),
+            trained=_stats(trained, scale),
+            trained_per_epoch=round(sum(counts.kept_tokens) * scale),
+            loss_tokens_per_epoch=round(sum(counts.kept_trained) * scale),
+        )
+        if len(conversation)
+        else None
+    )
+    return FileEstimate(
+        file_id=file.id,
+        rows=scan.rows,
+        pairs_tokenized=considered,
+        sampled=scan.sampled,
+        usable_pairs=round(len(conversation) * scale),
+        dropped_low_agreement=0,
+        tokens=None,
+        chat_tokens=chat_tokens,
+        dropped_untrained=round(counts.dropped_untrained * scale),
+        truncation=TruncationEstimate(
+            max_length=hp.max_length,
+            truncation_mode=hp.truncation_mode,
+            truncated_pairs=round(counts.truncated * scale),
+            truncated_share=counts.truncated / considered if considered else 0.0,
+            prompt_fills_max_length=round(counts.dropped_by_truncation * scale),
+        ),
+    )
+
+
 def _stats(values: np.ndarray, scale: float) -> TokenStats:
     return TokenStats(
         total=round(int(values.sum()) * scale),
@@ -265,7 +306,7 @@ def _job_estimate(
     training: FileEstimate,
     validation: FileEstimate | None,
     overlap: Overlap | None,
-    hyperparameters: DpoHyperparametersOut,
+    hyperparameters: DpoHyperparametersOut | SupervisedHyperparametersOut,
 ) -> JobEstimate:
     hp = spec.hyperparameters
     resources = spec.resources
@@ -274,7 +315,13 @@ def _job_estimate(
     usable = training.usable_pairs
     per_epoch = steps_per_epoch(usable, batch_size=hp.batch_size, shards=shards)
     steps = total_steps(per_epoch, n_epochs=hp.n_epochs, max_steps=hp.max_steps)
-    per_epoch_tokens = training.tokens.trained_per_epoch if training.tokens else 0
+    per_epoch_tokens = (
+        training.tokens.trained_per_epoch
+        if training.tokens
+        else training.chat_tokens.trained_per_epoch
+        if training.chat_tokens
+        else 0
+    )
     trained_share = (
         pairs_per_epoch(usable, batch_size=hp.batch_size, shards=shards) / usable if usable else 0.0
     )
@@ -284,6 +331,7 @@ def _job_estimate(
     return JobEstimate(
         model=model,
         training_type=spec.training_type,
+        method=spec.method,
         hyperparameters=hyperparameters,
         training=training,
         validation=validation,
@@ -299,7 +347,7 @@ def _job_estimate(
         trained_tokens=trained_tokens,
         model_parameters=parameters,
         durations=durations,
-        assumptions=_assumptions(training, validation, parameters) + notes,
+        assumptions=_assumptions(spec, training, validation, parameters) + notes,
         warnings=_warnings(spec, training, validation, overlap, per_epoch, shards),
     )
 
@@ -336,7 +384,7 @@ def _durations(
 
 
 def _assumptions(
-    training: FileEstimate, validation: FileEstimate | None, parameters: int | None
+    spec: JobSpec, training: FileEstimate, validation: FileEstimate | None, parameters: int | None
 ) -> list[str]:
     out = [
         "durations: trained_tokens / (the profile's tokens/s × its params / this model's P × devices): "
@@ -348,6 +396,11 @@ def _assumptions(
         "steps and trained_tokens follow the trainer's schedule (alignd.contract.steps) on the usable "
         "training pairs",
     ]
+    if spec.method is TrainingMethod.supervised:
+        out.append(
+            "supervised: pairs are conversations, and the DPO table is used as it is; SFT runs no reference "
+            "forward and pads its batches, so the durations are rough, likely on the long side"
+        )
     if parameters is None:
         out.append("the model's config could not be built here, so the table's figures are used unscaled")
     for name, estimate in (("training", training), ("validation", validation)):
@@ -369,6 +422,8 @@ def _warnings(
     shards: int,
 ) -> list[str]:
     hp = spec.hyperparameters
+    chat = spec.method is TrainingMethod.supervised
+    items = "conversations" if chat else "pairs"
     out = []
     for name, estimate in (("training", training), ("validation", validation)):
         if estimate is None:
@@ -376,17 +431,23 @@ def _warnings(
         truncation = estimate.truncation
         if truncation.truncated_pairs:
             out.append(
-                f"{truncation.truncated_share:.1%} of the {name} pairs ({truncation.truncated_pairs}) are "
+                f"{truncation.truncated_share:.1%} of the {name} {items} ({truncation.truncated_pairs}) are "
                 f"longer than max_length={hp.max_length} tokens and get truncated ({hp.truncation_mode}); "
-                "raise method.dpo.hyperparameters.max_length or shorten them"
+                f"raise method.{spec.method}.hyperparameters.max_length or shorten them"
             )
         if truncation.prompt_fills_max_length:
+            cause = "truncation cuts off every trained token at" if chat else "the prompt alone fills"
             out.append(
-                f"{truncation.prompt_fills_max_length} {name} pairs are dropped: the prompt alone fills "
+                f"{truncation.prompt_fills_max_length} {name} {items} are dropped: {cause} "
                 f"max_length={hp.max_length}"
             )
+        if chat and estimate.dropped_untrained > truncation.prompt_fills_max_length:
+            out.append(
+                f"{estimate.dropped_untrained - truncation.prompt_fills_max_length} {name} conversations "
+                "are skipped: no assistant turn with weight 1"
+            )
     if overlap is not None and overlap.found:
-        out.append(_overlap_message(overlap))
+        out.append(_overlap_message(overlap, spec.method))
     if hp.batch_size < shards:
         out.append(
             f"batch_size {hp.batch_size} is smaller than GPUs × gradient_accumulation_steps ({shards}): the "
@@ -399,10 +460,15 @@ def _warnings(
     return out
 
 
-def _overlap_message(overlap: Overlap) -> str:
+def _overlap_message(overlap: Overlap, method: TrainingMethod = TrainingMethod.dpo) -> str:
+    items, metric = (
+        ("conversations", "validation loss")
+        if method is TrainingMethod.supervised
+        else ("pairs", "validation loss and reward accuracy")
+    )
     return (
-        f"{overlap.same_prompt.count} of {overlap.validation_rows} validation pairs share a prompt with the "
-        f"training file ({overlap.same_pair.count} are identical pairs; validation lines "
-        f"{', '.join(map(str, overlap.same_prompt.example_lines))}): validation loss and reward accuracy "
+        f"{overlap.same_prompt.count} of {overlap.validation_rows} validation {items} share a prompt with "
+        f"the training file ({overlap.same_pair.count} are identical {items}; validation lines "
+        f"{', '.join(map(str, overlap.same_prompt.example_lines))}): {metric} "
         "will look better than they are"
     )

@@ -1,6 +1,7 @@
 """Token counts with the trainer's own code: its tokenizer loading, pair tokenization and drop rules
-(`alignd_trainer.model.load_tokenizer`, `alignd_trainer.data.tokenize_examples`), so an estimate counts
-what a run would.
+(`alignd_trainer.model.load_tokenizer`, `alignd_trainer.data.tokenize_examples`), and for chat (SFT) rows
+its conversation tokenization, truncation and drop rule (`alignd_trainer.chat_data.tokenize_chat`), so an
+estimate counts what a run would.
 
 Those modules need the `trainer` extra (torch, transformers), and the API server image does not even
 hold the `alignd_trainer` package; they are imported when the first estimate needs them, not at server
@@ -8,6 +9,7 @@ start, so a server installed without them still runs everything else and answers
 naming the extra.
 """
 
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from alignd.contract import PreferenceExample, TruncationMode
+from alignd.contract.chat import ChatExample
 from alignd.errors import InvalidRequest, NotInstalled
 
 TRAINER_EXTRA = "pip install 'alignd[trainer]'"
@@ -118,6 +121,72 @@ def count_tokens(
             too_long += tokenized.dropped_prompt_too_long
             low_agreement += tokenized.dropped_low_agreement
     return TokenCounts(prompt, chosen, rejected, too_long, low_agreement)
+
+
+@dataclass(frozen=True)
+class ChatTokenCounts:
+    """Per conversation the trainer keeps: its tokens and trained (assistant) tokens before truncation,
+    and the tokens a step runs and trains on after it. Plus the conversations it cuts or drops."""
+
+    tokens: list[int]
+    trained: list[int]
+    kept_tokens: list[int]
+    kept_trained: list[int]
+    truncated: int
+    """Conversations longer than `max_length` tokens, the dropped ones among them."""
+    dropped_by_truncation: int
+    """Conversations whose trained tokens truncation cut off entirely: the trainer skips them."""
+    dropped_untrained: int
+    """All the conversations the trainer skips: no trained token, before or after truncation."""
+
+
+def count_chat_tokens(
+    tokenizer: Any,
+    examples: Sequence[ChatExample],
+    *,
+    max_length: int,
+    truncation_mode: TruncationMode,
+    param: str = "training_file",
+) -> ChatTokenCounts:
+    """Tokenize each conversation like the SFT trainer: `tokenize_chat` renders it through the chat
+    template and marks the trained turns; run uncut here (the counts before truncation), then cut with the
+    trainer's `truncate_sequence` at `max_length`, which is all `tokenize_chat` does with it; a row is
+    kept when `loss_tokens` is not 0, `tokenize_chats`'s rule."""
+    chat_data = _chat_data()
+    data, _ = _trainer()
+    tokens: list[int] = []
+    trained: list[int] = []
+    kept_tokens: list[int] = []
+    kept_trained: list[int] = []
+    truncated = by_truncation = untrained = 0
+    with _LOCK:
+        for index, example in enumerate(examples):
+            try:
+                whole = chat_data.tokenize_chat(
+                    tokenizer, example, index, max_length=sys.maxsize, truncation_mode=truncation_mode
+                )
+            except data.BadInputError as exc:  # no chat template, a row it cannot render
+                raise InvalidRequest(f"{param}: line {example.line}: {exc}", param=param) from None
+            ids, mask = data.truncate_sequence(whole.input_ids, whole.loss_mask, max_length, truncation_mode)
+            kept = chat_data.TokenizedChat(index=index, input_ids=ids, loss_mask=mask)
+            cut = len(whole.input_ids) > max_length
+            truncated += cut
+            if not kept.loss_tokens:
+                untrained += 1
+                by_truncation += cut and whole.loss_tokens > 0
+                continue
+            tokens.append(len(whole.input_ids))
+            trained.append(whole.loss_tokens)
+            kept_tokens.append(len(ids))
+            kept_trained.append(kept.loss_tokens)
+    return ChatTokenCounts(tokens, trained, kept_tokens, kept_trained, truncated, by_truncation, untrained)
+
+
+def _chat_data() -> ModuleType:
+    _trainer()  # NotInstalled (501) naming the extra
+    from alignd_trainer import chat_data
+
+    return chat_data
 
 
 class _Prefetched:

@@ -1,12 +1,15 @@
-"""The estimate's response: `fine_tuning.job.estimate`, what a job would do before it runs."""
+"""The estimate's response: `fine_tuning.job.estimate`, what a job would do before it runs.
+
+A DPO job's files count pairs (`FileEstimate.tokens`); a supervised job's count conversations
+(`FileEstimate.chat_tokens`, the pair fields then counting conversations). Everything else is shared."""
 
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from alignd.contract import TrainingType, TruncationMode
+from alignd.contract import TrainingMethod, TrainingType, TruncationMode
 from alignd.datasets.overlap import Overlap
-from alignd.schemas import DpoHyperparametersOut
+from alignd.schemas import DpoHyperparametersOut, SupervisedHyperparametersOut
 
 
 class TokenStats(BaseModel):
@@ -32,17 +35,34 @@ class PairTokens(BaseModel):
     the prompt counted in both (what the trainer's `num_tokens` and `tokens_per_second` count)."""
 
 
+class ChatTokens(BaseModel):
+    """Token counts of a chat (SFT) file's usable conversations as the trainer tokenizes them (the chat
+    template, before truncation): the whole conversation, and its trained tokens (the assistant turns
+    with weight 1, what the loss is taken over)."""
+
+    conversation: TokenStats
+    trained: TokenStats
+    trained_per_epoch: int
+    """Tokens one epoch runs: every usable conversation after truncation (what the trainer's
+    `num_tokens` and `tokens_per_second` count)."""
+    loss_tokens_per_epoch: int
+    """Trained tokens left after truncation, over one epoch: what the supervised loss averages over."""
+
+
 class TruncationEstimate(BaseModel):
     max_length: int
     truncation_mode: TruncationMode
     max_prompt_length: None = None
     """alignd has no separate prompt limit: a prompt is cut only as part of its sequence."""
     truncated_pairs: int
-    """Pairs the trainer cuts: prompt + chosen or prompt + rejected is longer than `max_length` tokens,
-    counting the pairs dropped because their prompt alone fills it (extrapolated for a sampled file)."""
+    """DPO jobs: pairs the trainer cuts: prompt + chosen or prompt + rejected is longer than `max_length`
+    tokens, counting the pairs dropped because their prompt alone fills it. Supervised jobs: conversations
+    longer than `max_length` tokens, counting those dropped because truncation left no trained token.
+    Extrapolated for a sampled file."""
     truncated_share: float
     prompt_fills_max_length: int
-    """Pairs the trainer drops (keep_start): the prompt alone has `max_length` tokens or more."""
+    """Pairs the trainer drops (keep_start): the prompt alone has `max_length` tokens or more. Supervised
+    jobs: conversations the trainer drops because truncation cut off every trained token."""
 
 
 class FileEstimate(BaseModel):
@@ -53,11 +73,17 @@ class FileEstimate(BaseModel):
     ALIGND_ESTIMATE_MAX_ROWS."""
     sampled: bool
     usable_pairs: int
-    """Pairs the trainer keeps (extrapolated for a sampled file): rows less those whose prompt fills
+    """Supervised jobs: conversations the trainer keeps (at least one trained token after truncation).
+    DPO jobs: pairs the trainer keeps (extrapolated for a sampled file): rows less those whose prompt fills
     `max_length` and those below `alignd.agreement_threshold`."""
     dropped_low_agreement: int
     tokens: PairTokens | None
-    """Null when no pair is usable."""
+    """Null when no pair is usable, and for a supervised job's chat file."""
+    chat_tokens: ChatTokens | None = None
+    """A supervised job's chat file; null when no conversation is usable, and for a DPO job's file."""
+    dropped_untrained: int = 0
+    """Supervised jobs: conversations the trainer skips for having no trained token (no assistant turn
+    with weight 1, or truncation cut them all off; extrapolated for a sampled file)."""
     truncation: TruncationEstimate
 
 
@@ -90,7 +116,8 @@ class JobEstimate(BaseModel):
     object: Literal["fine_tuning.job.estimate"] = "fine_tuning.job.estimate"
     model: str
     training_type: TrainingType
-    hyperparameters: DpoHyperparametersOut
+    method: TrainingMethod = TrainingMethod.dpo
+    hyperparameters: DpoHyperparametersOut | SupervisedHyperparametersOut
     """With "auto" resolved exactly as job creation resolves it."""
     training: FileEstimate
     validation: FileEstimate | None
