@@ -16,29 +16,15 @@ from typing import Any
 
 import torch
 
-from alignd.contract import RowError, TruncationMode
+from alignd.contract import TruncationMode
 from alignd.contract.chat import ChatExample, parse_chat_line
-from alignd_trainer.data import Batch, DataError, truncate_sequence
+from alignd_trainer.data import Batch, read_rows, truncate_sequence
 from alignd_trainer.errors import BadInputError
 
 
 def read_chats(path: str | Path) -> list[ChatExample]:
-    """Validate every line before any training starts; the first bad line fails the run."""
-    examples: list[ChatExample] = []
-    try:
-        with open(path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    examples.append(parse_chat_line(raw.rstrip(b"\r\n"), number))
-                except RowError as error:
-                    raise DataError(path, error) from None
-    except FileNotFoundError:
-        raise BadInputError(f"data file not found: {path}") from None
-    if not examples:
-        raise DataError(path, RowError(1, None, "the file has no rows"))
-    return examples
+    """A file's chat rows."""
+    return read_rows(path, parse_chat_line)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ happens per sequence in the collator. A row's tools go to the chat template with
 calls are converted to the template's shape (`contract.tools.template_messages`).
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,26 +31,37 @@ class DataError(BadInputError):
         self.row_error = error
 
 
-def read_examples(path: str | Path) -> list[PreferenceExample]:
-    """Validate every line before any training starts; the first bad line fails the run."""
-    examples: list[PreferenceExample] = []
-    fmt: DataFormat | None = None
+def read_rows(path: str | Path, parse: Callable[[bytes, int], T]) -> list[T]:
+    """Every non-blank line through `parse(line, number)` before any training starts; the first bad
+    line, a missing file or a file without rows fails the run as bad input naming the file."""
+    rows: list[T] = []
     try:
         with open(path, "rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 if not raw.strip():
                     continue
                 try:
-                    example = parse_preference_line(raw.rstrip(b"\r\n"), number, fmt)
+                    rows.append(parse(raw.rstrip(b"\r\n"), number))
                 except RowError as error:
                     raise DataError(path, error) from None
-                fmt = example.format
-                examples.append(example)
     except FileNotFoundError:
         raise BadInputError(f"data file not found: {path}") from None
-    if not examples:
+    if not rows:
         raise DataError(path, RowError(1, None, "the file has no rows"))
-    return examples
+    return rows
+
+
+def read_examples(path: str | Path) -> list[PreferenceExample]:
+    """A file's preference rows, all in the format its first row has."""
+    fmt: DataFormat | None = None
+
+    def parse(line: bytes, number: int) -> PreferenceExample:
+        nonlocal fmt
+        example = parse_preference_line(line, number, fmt)
+        fmt = example.format
+        return example
+
+    return read_rows(path, parse)
 
 
 @dataclass(frozen=True)
