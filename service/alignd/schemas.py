@@ -113,16 +113,12 @@ class FileDeleted(BaseModel):
 # ---- jobs ----------------------------------------------------------------------------------------------
 
 
-class DpoHyperparametersIn(_Request):
-    """OpenAI's DPO hyperparameters ("auto" allowed) plus alignd's extensions (DESIGN.md section 6)."""
+class _TrainingHyperparametersIn(_Request):
+    """What every method takes: OpenAI's three ("auto" allowed) and alignd's training-loop extensions."""
 
-    beta: Number | Auto = "auto"
     batch_size: Int | Auto = "auto"
     learning_rate_multiplier: Number | Auto = "auto"
     n_epochs: Int | Auto = "auto"
-    loss_type: LossType | list[LossType] | None = None
-    loss_weights: list[Number] | None = None
-    label_smoothing: Number | None = None
     learning_rate: Number | None = None
     warmup_ratio: Number | None = None
     lr_scheduler: LRScheduler | None = None
@@ -133,34 +129,27 @@ class DpoHyperparametersIn(_Request):
     truncation_mode: TruncationMode | None = None
     eval_steps: Int | None = None
     save_steps: Int | None = None
-    precompute_ref_log_probs: Flag | None = None
     gradient_checkpointing: Flag | None = None
     max_steps: Int | None = None
+
+
+class DpoHyperparametersIn(_TrainingHyperparametersIn):
+    """OpenAI's DPO hyperparameters ("auto" allowed) plus alignd's extensions (DESIGN.md section 6)."""
+
+    beta: Number | Auto = "auto"
+    loss_type: LossType | list[LossType] | None = None
+    loss_weights: list[Number] | None = None
+    label_smoothing: Number | None = None
+    precompute_ref_log_probs: Flag | None = None
 
 
 class DpoMethodIn(_Request):
     hyperparameters: DpoHyperparametersIn = Field(default_factory=DpoHyperparametersIn)
 
 
-class SupervisedHyperparametersIn(_Request):
+class SupervisedHyperparametersIn(_TrainingHyperparametersIn):
     """OpenAI's supervised hyperparameters ("auto" allowed) plus the extensions that apply to SFT (the
     DPO-only ones, such as beta and loss_type, are refused)."""
-
-    batch_size: Int | Auto = "auto"
-    learning_rate_multiplier: Number | Auto = "auto"
-    n_epochs: Int | Auto = "auto"
-    learning_rate: Number | None = None
-    warmup_ratio: Number | None = None
-    lr_scheduler: LRScheduler | None = None
-    weight_decay: Number | None = None
-    max_grad_norm: Number | None = None
-    gradient_accumulation_steps: Int | None = None
-    max_length: Int | None = None
-    truncation_mode: TruncationMode | None = None
-    eval_steps: Int | None = None
-    save_steps: Int | None = None
-    gradient_checkpointing: Flag | None = None
-    max_steps: Int | None = None
 
 
 class SupervisedMethodIn(_Request):
