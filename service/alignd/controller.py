@@ -34,13 +34,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from prometheus_client import Histogram
-from sqlalchemy import ColumnElement, Executable, update
+from sqlalchemy import ColumnElement, Executable
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, SQLModel, col, select
 
 from alignd import auth, runs
 from alignd.config import Settings
 from alignd.contract import ExitCode, JobSpec
+from alignd.db import guarded_update
 from alignd.errors import AligndError
 from alignd.jobs import quotas
 from alignd.jobs.lifecycle import JobStatus, RunEndReason, RunKind, error_code
@@ -414,11 +415,7 @@ class Controller:
     def _set(self, job: JobModel, *, statements: Sequence[Executable] = (), **fields: object) -> None:
         """Non-status fields (and `statements`), only if nobody moved the job since we read it."""
         with self.sessions() as session:
-            moved = session.execute(
-                update(JobModel)
-                .where(col(JobModel.id) == job.id, col(JobModel.lock_token) == job.lock_token)
-                .values(**fields)
-            )
+            moved = session.execute(guarded_update(JobModel, job.id, job.lock_token).values(**fields))
             if moved.rowcount == 1:  # type: ignore[attr-defined]
                 for statement in statements:
                     session.execute(statement)

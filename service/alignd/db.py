@@ -19,10 +19,21 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Update,
+    create_engine,
+    event,
+    inspect,
+    make_url,
+    text,
+    update,
+)
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached, sessionmaker
 from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, col
 
 log = logging.getLogger("alignd.db")
 
@@ -45,6 +56,17 @@ SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 
 class SchemaError(RuntimeError):
     """The database's schema is not the one this alignd expects; the message says what to do."""
+
+
+def guarded_update(model: Any, row_id: str, lock_token: str, *conditions: ColumnElement[bool]) -> Update:
+    """An UPDATE of one row of `model` that applies only while its `lock_token` is still the one the
+    caller read (compare-and-set); the result's rowcount says whether it did. Claims, results and
+    status moves all go through it, so whoever changed the row since wins."""
+    return (
+        update(model)
+        .where(col(model.id) == row_id, col(model.lock_token) == lock_token, *conditions)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:

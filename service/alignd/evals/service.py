@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 
 from alignd.config import Settings
 from alignd.contract.eval_items import GraderResult, OutputItem, Sample, datasource_row
+from alignd.db import guarded_update
 from alignd.errors import Conflict, InvalidRequest, NotFound
 from alignd.evals import checks, report, results
 from alignd.evals.quotas import check_run_quota
@@ -510,14 +511,9 @@ def _move(
         values["finished_at"] = now
     values |= fields
     result = session.execute(
-        update(EvalRunModel)
-        .where(
-            col(EvalRunModel.id) == run.id,
-            col(EvalRunModel.status) == from_.value,
-            col(EvalRunModel.lock_token) == run.lock_token,
+        guarded_update(EvalRunModel, run.id, run.lock_token, col(EvalRunModel.status) == from_.value).values(
+            **values
         )
-        .values(**values)
-        .execution_options(synchronize_session=False)
     )
     moved = getattr(result, "rowcount", 0) == 1
     if commit:

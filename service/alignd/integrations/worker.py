@@ -17,11 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col
 
 from alignd.config import Settings
+from alignd.db import guarded_update
 from alignd.errors import InvalidRequest
 from alignd.integrations import content
 from alignd.integrations.base import IntegrationFailed, Outcome, RunInfo, Sink
@@ -103,13 +104,9 @@ class IntegrationWorker:
             for row in list(due):
                 token = new_lock_token()
                 taken = session.execute(
-                    update(IntegrationRunModel)
-                    .where(
-                        col(IntegrationRunModel.id) == row.id,
-                        col(IntegrationRunModel.lock_token) == row.lock_token,
+                    guarded_update(IntegrationRunModel, row.id, row.lock_token).values(
+                        lock_token=token, next_attempt_at=now + self.claim_seconds
                     )
-                    .values(lock_token=token, next_attempt_at=now + self.claim_seconds)
-                    .execution_options(synchronize_session=False)
                 )
                 if taken.rowcount == 1:  # type: ignore[attr-defined]
                     claims.append(
@@ -265,13 +262,7 @@ class IntegrationWorker:
         """Apply an attempt's result if our claim still holds; whether it did."""
         with self.sessions() as session:
             moved = session.execute(
-                update(IntegrationRunModel)
-                .where(
-                    col(IntegrationRunModel.id) == claim.run_id,
-                    col(IntegrationRunModel.lock_token) == claim.lock_token,
-                )
-                .values(**values)
-                .execution_options(synchronize_session=False)
+                guarded_update(IntegrationRunModel, claim.run_id, claim.lock_token).values(**values)
             )
             session.commit()
         return bool(moved.rowcount == 1)  # type: ignore[attr-defined]

@@ -27,12 +27,13 @@ from typing import Any
 
 import httpx
 from prometheus_client import Counter
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col
 
 from alignd import __version__
 from alignd.config import Settings
+from alignd.db import guarded_update
 from alignd.models import WebhookAttemptModel, WebhookDeliveryModel, WebhookEndpointModel, new_lock_token
 from alignd.secretbox import SecretBox, SecretUnreadable, secret_box
 from alignd.webhooks import failures
@@ -135,14 +136,12 @@ class Dispatcher:
             for row, url, secret in due:
                 token = new_lock_token()
                 taken = session.execute(
-                    update(WebhookDeliveryModel)
-                    .where(
-                        col(WebhookDeliveryModel.id) == row.id,
-                        col(WebhookDeliveryModel.lock_token) == row.lock_token,
+                    guarded_update(
+                        WebhookDeliveryModel,
+                        row.id,
+                        row.lock_token,
                         col(WebhookDeliveryModel.status) == "pending",
-                    )
-                    .values(lock_token=token, next_attempt_at=now + self.claim_seconds)
-                    .execution_options(synchronize_session=False)
+                    ).values(lock_token=token, next_attempt_at=now + self.claim_seconds)
                 )
                 if taken.rowcount == 1:  # type: ignore[attr-defined]
                     claims.append(
@@ -232,13 +231,7 @@ class Dispatcher:
             values["next_attempt_at"] = now + wait
         with self.sessions() as session:
             moved = session.execute(
-                update(WebhookDeliveryModel)
-                .where(
-                    col(WebhookDeliveryModel.id) == claim.delivery_id,
-                    col(WebhookDeliveryModel.lock_token) == claim.lock_token,
-                )
-                .values(**values)
-                .execution_options(synchronize_session=False)
+                guarded_update(WebhookDeliveryModel, claim.delivery_id, claim.lock_token).values(**values)
             )
             if moved.rowcount != 1:  # type: ignore[attr-defined]
                 # The endpoint was deleted, or our claim expired and another dispatcher took the row.
