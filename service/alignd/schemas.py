@@ -19,7 +19,7 @@ from alignd.contract import (
     TruncationMode,
 )
 from alignd.contract.types import Flag, Int, Number
-from alignd.evals.schemas import InputMessagesTemplate, SamplingParams
+from alignd.evals.schemas import InputMessagesTemplate, SamplingParams, check_metadata
 from alignd.jobs.lifecycle import WireStatus
 from alignd.webhooks.events import EventType as WebhookEventType
 
@@ -287,18 +287,7 @@ class JobCreate(_Request):
     integrations: list[Integration] | None = Field(None, max_length=4)
     alignd: AligndJobOptions = Field(default_factory=AligndJobOptions)
 
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        """OpenAI's limits: 16 pairs, keys up to 64 characters, values up to 512."""
-        if value is None:
-            return None
-        if len(value) > 16:
-            raise ValueError("at most 16 metadata pairs")
-        for key, item in value.items():
-            if len(key) > 64 or len(item) > 512:
-                raise ValueError(f"metadata key {key[:64]!r}: keys up to 64 characters, values up to 512")
-        return value
+    _metadata = field_validator("metadata")(check_metadata)
 
 
 class JobError(BaseModel):
