@@ -1,9 +1,11 @@
-"""Packed-row attention: SDPA with a dense (L × L) mask against FlexAttention with a BlockMask.
+"""Packed-row attention: SDPA with a dense (L × L) mask against FlexAttention with a BlockMask and varlen
+(flash) attention over the row's branches.
 
 One packed row of `--data` pairs (trainer_bench's rows and model preset) runs forward without gradients
 (FlexAttention has no backward on CPU, so this is the reference/eval forward; on CUDA add --train to time
-forward and backward) through both kernels, interleaved, after a warm-up that includes FlexAttention's
-compile. Prints ms per row for each and their ratio, with the machine line and load. See bench/README.md.
+forward and backward) through each kernel, interleaved, after a warm-up that includes FlexAttention's
+compile. On CPU `varlen` is the reference loop (SDPA sequence by sequence), not a flash kernel. Prints ms
+per row for each and its ratio to SDPA, with the machine line and load. See bench/README.md.
 
     .venv/bin/python bench/attention_bench.py --preset smollm2-135m --data long-prompt --seq-len 512
 """
@@ -27,6 +29,7 @@ from alignd_trainer.model import set_attention
 from alignd_trainer.packing import PackedBatch, pack, token_budget
 from alignd_trainer.synthetic import corpus, write_jsonl
 from alignd_trainer.tiny_model import train_tokenizer
+from alignd_trainer.varlen import VARLEN
 
 sys.path.insert(0, str(Path(__file__).parent))
 from trainer_bench import DATA_KINDS, PRESETS, SEED, bench_rows, machine, model_config
@@ -62,6 +65,12 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=512, help="max_length; rows hold up to 2× this")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--train", action="store_true", help="forward and backward (CUDA only)")
+    parser.add_argument(
+        "--kernels",
+        type=lambda text: text.split(","),
+        default=[SDPA, FLEX, VARLEN],
+        help=f"comma-separated, of {SDPA},{FLEX},{VARLEN}",
+    )
     args = parser.parse_args()
 
     import torch._dynamo.config
@@ -82,22 +91,25 @@ def main() -> None:
         with torch.no_grad():
             return timed(lambda: packed_logps(model, row))
 
-    warm = {name: run(name) for name in (SDPA, FLEX)}
-    times: dict[str, list[float]] = {SDPA: [], FLEX: []}
+    kernels = [name for name in (SDPA, FLEX, VARLEN) if name in args.kernels]
+    warm = {name: run(name) for name in kernels}
+    times: dict[str, list[float]] = {name: [] for name in kernels}
     for _ in range(args.repeats):
-        for name in (SDPA, FLEX):
+        for name in kernels:
             times[name].append(run(name))
-    sdpa, flex = (statistics.median(times[n]) for n in (SDPA, FLEX))
+    median = {name: statistics.median(times[name]) for name in kernels}
     info = machine()
     print(
         f"{info['cpu']} ({info['cpu_cores']} cores), torch {info['torch']}, load {os.getloadavg()}\n"
         f"{args.preset} {args.data}: one row of {row.input_ids.shape[1]} tokens ({row.pairs} pairs), "
-        f"{'forward+backward' if args.train else 'forward, no grad'}, median of {args.repeats}\n"
-        f"  sdpa (dense mask) {sdpa:8.1f} ms   {[round(t) for t in times[SDPA]]}\n"
-        f"  flex (block mask) {flex:8.1f} ms   {[round(t) for t in times[FLEX]]}  "
-        f"(first call with compile {warm[FLEX] / 1000:.1f} s)\n"
-        f"  sdpa / flex time: {sdpa / flex:.2f}×"
+        f"{'forward+backward' if args.train else 'forward, no grad'}, median of {args.repeats}"
     )
+    for name in kernels:
+        ratio = f"  sdpa / {name} time {median[SDPA] / median[name]:.2f}x" if SDPA in median else ""
+        print(
+            f"  {name:16} {median[name]:8.1f} ms  {[round(t) for t in times[name]]}  "
+            f"(first call {warm[name] / 1000:.1f} s){ratio}"
+        )
 
 
 if __name__ == "__main__":

@@ -323,6 +323,14 @@ class Settings(BaseSettings):
     eval_batch_size: int = Field(8, ge=1, le=1024, description="Prompts an evaluation generates at once.")
     eval_max_retries: int = Field(2, ge=0, description="Re-launches of an evaluation run whose run was lost.")
 
+    # the trainer: what every training and evaluation run is started with
+    trainer_attention: Literal["auto", "sdpa", "flex"] = Field(
+        "auto",
+        description="Attention kernel for packed rows, passed to every trainer as ALIGND_TRAINER_ATTENTION: "
+        "auto (FlexAttention on CUDA, SDPA on CPU), sdpa (a dense mask) or flex (FlexAttention; a trainer "
+        "that cannot run it uses SDPA and says why in a warning event).",
+    )
+
     # -- faults: store timeouts, readiness, infrastructure errors --------------------------------------
     s3_connect_timeout_seconds: float = Field(
         5.0, gt=0, description="Longest wait to connect to the S3 endpoint, and to send each block of a body."

@@ -160,11 +160,7 @@ class Controller:
             )
         if started is None:
             return False
-        env = {
-            "ALIGND_JOB_ID": job.id,
-            "ALIGND_API_URL": self.settings.resolved_public_url(),
-            "ALIGND_JOB_TOKEN": token,
-        }
+        env = runs.trainer_env(self.settings, job.id, token)
         try:
             ref = self.launcher.launch(
                 runs.launch_request(run, spec=JobSpec.model_validate(job.spec), env=env)

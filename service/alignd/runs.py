@@ -15,6 +15,7 @@ from typing import assert_never
 from sqlalchemy import Update, select, update
 from sqlmodel import Session, col
 
+from alignd.config import Settings
 from alignd.contract import ExitCode, JobSpec
 from alignd.jobs.lifecycle import RunEndReason, RunKind
 from alignd.launchers import Launcher, LaunchRequest, RunState, RunStatus
@@ -61,6 +62,17 @@ def new_run(
         last_heartbeat_at=now,
         started_at=now,
     )
+
+
+def trainer_env(settings: Settings, owner: str, token: str) -> dict[str, str]:
+    """What a run's process is told: who it is and where to report (the trainer's contract), and the
+    deployment's trainer settings (launchers pass no other ALIGND_ variable of the server's)."""
+    return {
+        "ALIGND_JOB_ID": owner,
+        "ALIGND_API_URL": settings.resolved_public_url(),
+        "ALIGND_JOB_TOKEN": token,
+        "ALIGND_TRAINER_ATTENTION": settings.trainer_attention,
+    }
 
 
 def launch_request(run: RunModel, *, spec: JobSpec, env: dict[str, str]) -> LaunchRequest:

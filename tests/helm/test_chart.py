@@ -21,6 +21,7 @@ from alignd.contract import JobSpec
 from alignd.launchers.base import LaunchRequest
 from alignd.launchers.k8s_manifests import CACHE_DIR, QUEUE_LABEL, build, selector
 from alignd.launchers.registry import launcher_class
+from alignd.runs import trainer_env
 from alignd.secretbox import generate_key
 from tests.helm.chart import CHART, NAMESPACE, RELEASE, api_container, only, render, run, template
 from tests.k8s.helpers import LAUNCHER_RULES
@@ -502,9 +503,10 @@ def test_gpu_cluster_trainer_jobs_pass_strict_validation_and_carry_the_cluster_s
     """The trainer Job the launcher builds from this chart's settings (Kueue, pod template, cache claim,
     profile requests) is what a 1.31 and a 1.35 API server accept."""
     values = yaml.safe_load(GPU_CLUSTER.read_text())["trainer"]
-    settings = settings_from(render(helm, "-f", str(GPU_CLUSTER)), clean_alignd_env)
+    manifests = render(helm, "-f", str(GPU_CLUSTER), "--set", "trainer.attention=sdpa")
+    settings = settings_from(manifests, clean_alignd_env)
     spec = JobSpec(model="s3://b/m", training_file="f", resources={"gpus": 8, "nodes": 2, "gpu_type": "h100"})
-    env = {"ALIGND_JOB_ID": "ftjob-1", "ALIGND_API_URL": "http://alignd:8000", "ALIGND_JOB_TOKEN": "t"}
+    env = trainer_env(settings, "ftjob-1", "t")
     trainer = build(LaunchRequest("ftjob-1", 1, spec, env, run_id="run-1"), settings, NAMESPACE)
     pod = trainer.job["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -525,6 +527,7 @@ def test_gpu_cluster_trainer_jobs_pass_strict_validation_and_carry_the_cluster_s
     assert pod["affinity"] == values["podTemplate"]["affinity"]
     assert trainer.job["spec"]["template"]["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
     assert {"name": "NCCL_SOCKET_IFNAME", "value": "eth0"} in container["env"]
+    assert {"name": "ALIGND_TRAINER_ATTENTION", "value": "sdpa"} in container["env"]
     assert values["podTemplate"]["volumeMounts"][0] in container["volumeMounts"]
     cache = next(v for v in pod["volumes"] if v["name"] == "cache")
     assert cache["persistentVolumeClaim"]["claimName"] == "hf-model-cache"

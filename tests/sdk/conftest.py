@@ -102,6 +102,19 @@ def live(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iter
 
 
 @pytest.fixture(scope="session")
+def flex_attention(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Server]:
+    """A live server whose admin asked every trainer for FlexAttention (`ALIGND_TRAINER_ATTENTION`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        yield from _serve(
+            tmp_path_factory.mktemp("sdk-flex"),
+            tiny_model_dir,
+            controller_interval_seconds=0.2,
+            trainer_attention="flex",
+        )
+
+
+@pytest.fixture(scope="session")
 def idle(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Server]:
     yield from _serve(tmp_path_factory.mktemp("sdk-idle"), tiny_model_dir, run_controller=False)
 

@@ -18,6 +18,8 @@ from transformers import (
     AttentionInterface,
     AutoTokenizer,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     PreTrainedTokenizerBase,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -25,7 +27,15 @@ from transformers import (
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from alignd.contract import TruncationMode
-from alignd_trainer.attention import ENV, FLEX, SDPA, Attention, attention_from_env, choose_attention
+from alignd_trainer.attention import (
+    ENV,
+    FLEX,
+    SDPA,
+    Attention,
+    attention_from_env,
+    choose_attention,
+    sliding_window,
+)
 from alignd_trainer.data import TokenizedPair, collate, read_examples, tokenize_examples
 from alignd_trainer.errors import BadInputError
 from alignd_trainer.logps import SequenceLogps, packed_logps, sequence_logps
@@ -33,6 +43,7 @@ from alignd_trainer.model import packing_unsupported, set_attention
 from alignd_trainer.packing import PackedBatch, layout_pair, pack
 from alignd_trainer.synthetic import tool_rows, write_jsonl
 from alignd_trainer.tiny_model import tiny_llama_config
+from alignd_trainer.varlen import VARLEN, cuda_varlen_available
 from tests.trainer.parity_rows import FORMATS, LORA_TARGETS, MAX_LENGTH, MODES, rows_for
 
 pytestmark = [
@@ -48,21 +59,41 @@ def _llama(vocab: int) -> nn.Module:
     return LlamaForCausalLM(tiny_llama_config(vocab))
 
 
+_SMALL = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 2048,
+}
+WINDOW = 8
+"""A sliding window shorter than the test sequences, so tokens past it must not see the prompt's start."""
+
+
 def _qwen2(vocab: int) -> nn.Module:
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, tie_word_embeddings=True, **_SMALL))
+
+
+def _qwen2_sliding(vocab: int) -> nn.Module:
+    """A full-attention layer then a sliding-window one: a mask per layer type."""
     config = Qwen2Config(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
+        vocab_size=vocab, use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1, **_SMALL
     )
+    assert config.layer_types == ["full_attention", "sliding_attention"]
     return Qwen2ForCausalLM(config)
 
 
+def _mistral_sliding(vocab: int) -> nn.Module:
+    """Every layer a sliding window, one mask for all (Mistral has no layer types)."""
+    return MistralForCausalLM(MistralConfig(vocab_size=vocab, sliding_window=WINDOW, **_SMALL))
+
+
 ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {"llama": _llama, "qwen2": _qwen2}
+SLIDING: dict[str, Callable[[int], nn.Module]] = {
+    "qwen2-sliding": _qwen2_sliding,
+    "mistral-sliding": _mistral_sliding,
+}
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +172,35 @@ def test_packed_logps_and_gradients_equal_the_padded_ones(
     )
 
 
+@pytest.mark.parametrize("attention", [SDPA, VARLEN])
+@pytest.mark.parametrize("training", ["lora", "full"])
+@pytest.mark.parametrize("mode", MODES, ids=str)
+@pytest.mark.parametrize("architecture", list(SLIDING))
+def test_sliding_window_models_get_the_padded_logps_and_gradients(
+    architecture: str,
+    mode: TruncationMode,
+    training: str,
+    attention: str,
+    tokenizer: PreTrainedTokenizerBase,
+    tmp_path: Path,
+) -> None:
+    """Rows longer than the window: the packed mask (or varlen's window) cuts keys as the padded one does."""
+    torch.manual_seed(0)
+    base_model = SLIDING[architecture](len(tokenizer)).eval()
+    pairs = _pairs(tokenizer, "standard", mode, tmp_path)
+    assert max(len(p.prompt_ids) + len(p.chosen_ids) for p in pairs) > WINDOW
+    _check_packed_equals_padded(
+        pairs,
+        base_model,
+        training,
+        tokenizer.pad_token_id,
+        mode,
+        max_length=MAX_LENGTH,
+        budget=BUDGET,
+        attention=attention,
+    )
+
+
 TOOLS_MAX_LENGTH = 600
 """No pair is cut: cut at the start, every completion keeps only the tool call's opening, the same in all
 pairs, and the nearly identical sequences' gradients cancel down to float32 rounding noise."""
@@ -176,6 +236,7 @@ def _check_packed_equals_padded(
     *,
     max_length: int,
     budget: int,
+    attention: str | None = None,
 ) -> None:
     padded = collate(pairs, pad_token_id=pad_token_id, max_length=max_length, truncation_mode=mode)
     rows = pack(pairs, max_length=max_length, truncation_mode=mode, token_budget=budget)
@@ -184,11 +245,18 @@ def _check_packed_equals_padded(
     assert sum(row.input_ids.numel() for row in rows) < padded.num_tokens, "each shared prompt runs once"
     assert sum(row.num_tokens for row in rows) == padded.num_tokens, "throughput counts the unpacked tokens"
     model = _with_lora(base_model) if training == "lora" else copy.deepcopy(base_model)
+    if attention is not None:
+        set_attention(model, attention)
     for row in rows:
         assert sorted(row.indices) == row.indices, "a row keeps its pairs in batch order"
 
+    padded_model = model
+    if attention is not None:
+        padded_model = copy.deepcopy(model)
+        set_attention(padded_model, SDPA)
     want, want_grads = _logps_and_grads(
-        model, lambda m: sequence_logps(m, padded.input_ids, padded.attention_mask, padded.completion_mask)
+        padded_model,
+        lambda m: sequence_logps(m, padded.input_ids, padded.attention_mask, padded.completion_mask),
     )
     got, got_grads = _logps_and_grads(model, lambda m: _packed_logps(m, rows, padded.indices))
 
@@ -250,7 +318,7 @@ def causal_only_attention() -> Iterator[str]:
 def test_a_model_whose_attention_ignores_the_mask_is_not_packed(
     base_model: nn.Module, tokenizer: PreTrainedTokenizerBase, causal_only_attention: str
 ) -> None:
-    assert packing_unsupported(base_model, pad_token_id=tokenizer.pad_token_id) is None
+    assert packing_unsupported(base_model, pad_token_id=tokenizer.pad_token_id, max_length=MAX_LENGTH) is None
     model = copy.deepcopy(base_model)
     model.set_attn_implementation(causal_only_attention)
     reason = packing_unsupported(model, pad_token_id=tokenizer.pad_token_id)
@@ -289,14 +357,91 @@ def test_flex_attention_rows_give_the_padded_logps(
     assert (got.logits_sum - want.logits_sum).abs().max().item() < 1e-4
 
 
+@pytest.mark.parametrize("training", ["lora", "full"])
+@pytest.mark.parametrize("mode", MODES, ids=str)
+def test_varlen_rows_give_the_padded_logps_and_gradients(
+    mode: TruncationMode,
+    training: str,
+    base_model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    tmp_path: Path,
+) -> None:
+    """The varlen route through transformers' attention interface: layout, gathers, GQA and sliding windows,
+    with the reference kernel (the CUDA kernel computes the same sequences)."""
+    pairs = _pairs(tokenizer, "conversational", mode, tmp_path)
+    _check_packed_equals_padded(
+        pairs,
+        base_model,
+        training,
+        tokenizer.pad_token_id,
+        mode,
+        max_length=MAX_LENGTH,
+        budget=BUDGET,
+        attention=VARLEN,
+    )
+
+
+def test_varlen_sequences_of_a_row() -> None:
+    """A shared pair: `prompt | chosen` on its own, then rejected over the prompt's keys again; an unshared
+    pair: two plain causal sequences."""
+    shared = TokenizedPair(0, prompt_ids=[10, 11, 12], chosen_ids=[20, 21], rejected_ids=[30, 31])
+    unshared = TokenizedPair(1, prompt_ids=[40, 41, 42], chosen_ids=[50], rejected_ids=[60, 61])
+    pack_args: dict[str, Any] = {
+        "max_length": 4,
+        "truncation_mode": TruncationMode.keep_end,
+        "token_budget": 64,
+    }
+    assert (
+        layout_pair(unshared, max_length=4, truncation_mode=TruncationMode.keep_end).parts
+        == [0] * 4 + [1] * 4
+    )
+    [row] = pack([shared, unshared], **pack_args)
+    layout = row.varlen_layout()
+
+    ids = row.input_ids[0]
+    queries = [ids[i].tolist() for i in layout.query_index.split(layout.query_lengths)]
+    keys = [ids[i].tolist() for i in layout.key_index.split(layout.key_lengths)]
+    assert queries == [[11, 12, 20, 21], [30, 31], [40, 41, 42, 50], [41, 42, 60, 61]]
+    assert keys == [[11, 12, 20, 21], [11, 12, 30, 31], [40, 41, 42, 50], [41, 42, 60, 61]]
+    assert layout.cu_q.tolist() == [0, 4, 6, 10, 14] and layout.cu_k.tolist() == [0, 4, 8, 12, 16]
+    assert torch.equal(layout.query_index[layout.restore], torch.arange(ids.numel()))
+
+
 def test_attention_choice() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert choose_attention(Attention.auto, cpu) == (SDPA, None), "auto is SDPA on CPU, silently"
     implementation, why = choose_attention(Attention.flex, cpu)
     assert implementation == SDPA and why is not None and "backward" in why
+    implementation, why = choose_attention(Attention.varlen, cpu)
+    assert implementation == SDPA and why is not None and "CUDA only" in why
     assert choose_attention(Attention.sdpa, cuda) == (SDPA, None)
-    assert choose_attention(Attention.auto, cuda) == (FLEX, None)
+    assert choose_attention(Attention.auto, cuda) == (VARLEN if cuda_varlen_available() else FLEX, None)
+    assert attention_from_env({ENV: "varlen"}) is Attention.varlen
     assert attention_from_env({}) is Attention.auto
     assert attention_from_env({ENV: "Flex"}) is Attention.flex
     with pytest.raises(BadInputError, match="ATTENTION='flash' is not one of auto, sdpa, flex"):
         attention_from_env({ENV: "flash"})
+
+
+def test_a_sliding_window_the_packed_mask_would_leave_out_is_caught(
+    tokenizer: PreTrainedTokenizerBase,
+) -> None:
+    """Mistral applies its window whatever `use_sliding_window` says; a config saying false makes the packed
+    mask leave the window out, and the probe (a pair longer than the window) sees the difference."""
+    torch.manual_seed(0)
+    model = _mistral_sliding(len(tokenizer)).eval()
+    assert packing_unsupported(model, pad_token_id=tokenizer.pad_token_id, max_length=MAX_LENGTH) is None
+    model.config.use_sliding_window = False
+    assert sliding_window(model.config) is None
+    assert packing_unsupported(model, pad_token_id=tokenizer.pad_token_id, max_length=WINDOW) is None, (
+        "the window never cuts a sequence of max_length tokens"
+    )
+    reason = packing_unsupported(model, pad_token_id=tokenizer.pad_token_id, max_length=MAX_LENGTH)
+    assert reason is not None and "differ from padded" in reason
+
+
+def test_layer_types_a_packed_mask_cannot_express_turn_packing_off(base_model: nn.Module) -> None:
+    model = copy.deepcopy(base_model)
+    model.config.layer_types = ["full_attention", "chunked_attention"]
+    reason = packing_unsupported(model, pad_token_id=0)
+    assert reason is not None and "chunked_attention" in reason

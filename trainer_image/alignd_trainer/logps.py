@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alignd_trainer.attention import FLEX
+from alignd_trainer.attention import packed_attention_inputs
 from alignd_trainer.data import Batch
 from alignd_trainer.packing import PackedBatch
 
@@ -163,13 +163,12 @@ def packed_logps(model: nn.Module, batch: PackedBatch) -> SequenceLogps:
     causal_lm = causal_lm_of(model)
     plain = _plain_linear_head(causal_lm)
     dtype = causal_lm.get_input_embeddings().weight.dtype  # type: ignore[operator]
-    flex = getattr(causal_lm.config, "_attn_implementation", None) == FLEX
     out = _run(
         causal_lm,
         plain,
         input_ids=batch.input_ids,
         position_ids=batch.position_ids,
-        attention_mask=batch.block_mask if flex else batch.attention_bias(dtype),
+        **packed_attention_inputs(causal_lm.config, batch, dtype),
     )
     token_logps, token_mean = _token_logps(
         causal_lm, out[0, batch.score_sources], batch.score_targets, plain_head=plain

@@ -28,7 +28,7 @@ from alignd.contract import (
 from alignd.contract.steps import steps_per_epoch, total_steps
 from alignd_trainer import checkpoint as ckpt
 from alignd_trainer.artifacts import ArtifactSink, LocalSink
-from alignd_trainer.attention import FLEX, SDPA, attention_from_env, choose_attention
+from alignd_trainer.attention import SDPA, attention_from_env, choose_attention
 from alignd_trainer.data import (
     Batch,
     TokenizedData,
@@ -167,20 +167,23 @@ class DPORecipe:
 
     def _packing_works(self) -> bool:
         """Picks the attention kernel for packed rows (`attention.choose_attention`), then probes it."""
-        implementation, why_not_flex = choose_attention(attention_from_env(os.environ), self.device)
-        if why_not_flex is not None:
-            self._event("warning", why_not_flex, level=EventLevel.warn, data={"attention": implementation})
-        if implementation == FLEX:
-            set_attention(self.model, FLEX)
-            reason = packing_unsupported(self.model, pad_token_id=self.tokenizer.pad_token_id)
+        implementation, why_not = choose_attention(attention_from_env(os.environ), self.device)
+        if why_not is not None:
+            self._event("warning", why_not, level=EventLevel.warn, data={"attention": implementation})
+        if implementation != SDPA:
+            set_attention(self.model, implementation)
+            reason = self._packing_unsupported()
             if reason is None:
-                self._event("status", "packed rows run FlexAttention (block mask)", data={"attention": FLEX})
+                self._event("status", f"packed rows run {implementation}", data={"attention": implementation})
                 return True
             self._event(
-                "warning", f"FlexAttention is off: {reason}", level=EventLevel.warn, data={"attention": SDPA}
+                "warning",
+                f"{implementation} attention is off: {reason}",
+                level=EventLevel.warn,
+                data={"attention": SDPA},
             )
             set_attention(self.model, SDPA)
-        reason = packing_unsupported(self.model, pad_token_id=self.tokenizer.pad_token_id)
+        reason = self._packing_unsupported()
         if reason is not None:
             self._event(
                 "warning",
@@ -189,6 +192,11 @@ class DPORecipe:
                 data={"packing": False, "reason": reason},
             )
         return reason is None
+
+    def _packing_unsupported(self) -> str | None:
+        return packing_unsupported(
+            self.model, pad_token_id=self.tokenizer.pad_token_id, max_length=self.hp.max_length
+        )
 
     @property
     def _precompute(self) -> bool:

@@ -11,6 +11,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignd.contract import JobSpec, LoraSpec, Precision, TruncationMode, WeightsKind
+from alignd_trainer.attention import unmaskable_layer_types
 from alignd_trainer.data import Batch, TokenizedPair, collate
 from alignd_trainer.errors import BadInputError
 from alignd_trainer.logps import SequenceLogps, batch_logps, causal_lm_of, packed_logps, sequence_logps
@@ -177,25 +178,45 @@ PROBE_PAIRS = ((5, 3, 4), (2, 4, 1))
 """(prompt, chosen, rejected) lengths of the probe: unequal, so a mask that is not applied shows."""
 
 
+def _probe_lengths(config: Any, max_length: int) -> tuple[tuple[int, int, int], ...]:
+    """The probe's pairs; with a sliding window shorter than max_length (where it cuts), also a pair whose
+    completions lie past the window, so a window the mask does not apply shows. The config's raw
+    `sliding_window` decides, not `attention.sliding_window`: the probe checks that reading of the config."""
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or window >= max_length:
+        return PROBE_PAIRS
+    return (*PROBE_PAIRS, (window, 3, 2))
+
+
 @torch.no_grad()
-def packing_unsupported(model: nn.Module, *, pad_token_id: int) -> str | None:
+def packing_unsupported(model: nn.Module, *, pad_token_id: int, max_length: int = 64) -> str | None:
     """Why packed batches would not give this model the padded batches' log-probs, or None if they do.
 
-    A probe, not a list of names: two random pairs are scored packed and padded, and must agree.
-    Attention that ignores a custom 4D mask (some kernels only know causal or padding masks) fails it."""
+    A probe, not a list of names: random pairs are scored packed and padded, and must agree. Attention that
+    ignores a custom 4D mask (some kernels only know causal or padding masks) fails it, as does a sliding
+    window the packed mask would leave out."""
     causal_lm = causal_lm_of(model)
     implementation = getattr(causal_lm.config, "_attn_implementation", None)
+    if unknown := unmaskable_layer_types(causal_lm.config):
+        return f"its layer types {unknown} have attention rules a packed mask does not reproduce"
     embeddings = causal_lm.get_input_embeddings()  # type: ignore[operator]
     device, dtype = embeddings.weight.device, embeddings.weight.dtype
     generator = torch.Generator().manual_seed(0)
+    probe = _probe_lengths(causal_lm.config, max_length)
     prompt, chosen, rejected = (
         [torch.randint(3, embeddings.num_embeddings, (n,), generator=generator).tolist() for n in lengths]
-        for lengths in zip(*PROBE_PAIRS, strict=True)
+        for lengths in zip(*probe, strict=True)
     )
     pairs = [TokenizedPair(i, *ids) for i, ids in enumerate(zip(prompt, chosen, rejected, strict=True))]
-    [packed] = pack(pairs, max_length=64, truncation_mode=TruncationMode.keep_start, token_budget=64)
+    length = max(64, max(sum(lengths) for lengths in probe))
+    [packed] = pack(
+        pairs,
+        max_length=length,
+        truncation_mode=TruncationMode.keep_start,
+        token_budget=2 * length * len(pairs),
+    )
     padded = collate(
-        pairs, pad_token_id=pad_token_id, max_length=64, truncation_mode=TruncationMode.keep_start
+        pairs, pad_token_id=pad_token_id, max_length=length, truncation_mode=TruncationMode.keep_start
     )
     was_training = model.training
     model.eval()

@@ -12,8 +12,7 @@ prompt tails, the pair is laid out as two plain causal segments instead, so it s
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,6 +22,8 @@ from alignd_trainer.data import TokenizedPair, truncate_sequence
 
 if TYPE_CHECKING:
     from torch.nn.attention.flex_attention import BlockMask
+
+    from alignd_trainer.varlen import VarlenLayout
 
 SHARED, CHOSEN, REJECTED = 0, 1, 2
 """Branch of a token: the shared prompt, or the chosen or rejected completion."""
@@ -113,6 +114,8 @@ class PackedBatch:
     indices: list[int]
     num_tokens: int
     """Tokens the padded batch would hold without padding (the prompt counted in both rows)."""
+    _block_masks: dict[int | None, "BlockMask"] = field(default_factory=dict, repr=False, compare=False)
+    _varlen: list["VarlenLayout"] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def pairs(self) -> int:
@@ -135,38 +138,71 @@ class PackedBatch:
             self.num_tokens,
         )
 
-    def attention_bias(self, dtype: torch.dtype) -> torch.Tensor:
+    def attention_bias(self, dtype: torch.dtype, window: int | None = None) -> torch.Tensor:
         """(1, 1, L, L) additive mask for SDPA and eager attention: 0 where `allowed`, the dtype's minimum
         elsewhere."""
         length = self.input_ids.shape[1]
-        positions = torch.arange(length, device=self.input_ids.device)
-        rule = allowed(self.segment_ids[0], self.branch_ids[0], positions[:, None], positions[None, :])
+        index = torch.arange(length, device=self.input_ids.device)
+        rule = allowed(
+            self.segment_ids[0],
+            self.branch_ids[0],
+            index[:, None],
+            index[None, :],
+            self.position_ids[0],
+            window,
+        )
         bias = torch.zeros(rule.shape, dtype=dtype, device=rule.device)
         bias.masked_fill_(~rule, torch.finfo(dtype).min)
         return bias[None, None]
 
-    @cached_property
-    def block_mask(self) -> "BlockMask":
+    def block_mask(self, window: int | None = None) -> "BlockMask":
         """The same rule as a FlexAttention BlockMask: blocks no query may see are skipped, not masked.
-        Built once per row (the policy and the reference forward share it)."""
+        Built once per row and window (the policy and the reference forward share it)."""
+        if window not in self._block_masks:
+            self._block_masks[window] = self._new_block_mask(window)
+        return self._block_masks[window]
+
+    def varlen_layout(self) -> "VarlenLayout":
+        """The row as varlen sequences (`alignd_trainer.varlen`), built once per row."""
+        if not self._varlen:
+            from alignd_trainer.varlen import varlen_layout
+
+            self._varlen.append(
+                varlen_layout(
+                    self.segment_ids[0].tolist(), self.branch_ids[0].tolist(), self.input_ids.device
+                )
+            )
+        return self._varlen[0]
+
+    def _new_block_mask(self, window: int | None) -> "BlockMask":
         from torch.nn.attention.flex_attention import create_block_mask
 
-        segments, branches = self.segment_ids[0], self.branch_ids[0]
+        segments, branches, positions = self.segment_ids[0], self.branch_ids[0], self.position_ids[0]
 
         def mask_mod(_b: torch.Tensor, _h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-            return allowed(segments, branches, q, kv)
+            return allowed(segments, branches, q, kv, positions, window)
 
         length = self.input_ids.shape[1]
         return create_block_mask(mask_mod, 1, None, length, length, device=self.input_ids.device)
 
 
 def allowed(
-    segments: torch.Tensor, branches: torch.Tensor, q: torch.Tensor, kv: torch.Tensor
+    segments: torch.Tensor,
+    branches: torch.Tensor,
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    positions: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Whether query token `q` may attend to key token `kv` of one packed row (indices broadcast): causal,
-    within one segment, and a key on another branch than the query's only when it is the shared prompt."""
+    within one segment, and a key on another branch than the query's only when it is the shared prompt.
+    With a sliding `window`, also only keys fewer than `window` positions back (transformers' rule), counted
+    in position ids: a rejected token is as far from the prompt as in its own padded row."""
     visible_branch = (branches[kv] == SHARED) | (branches[kv] == branches[q])
-    return (kv <= q) & (segments[q] == segments[kv]) & visible_branch
+    rule = (kv <= q) & (segments[q] == segments[kv]) & visible_branch
+    if window is not None and positions is not None:
+        rule = rule & (positions[q] - positions[kv] < window)
+    return rule
 
 
 def _bins(lengths: Sequence[int], budget: int) -> list[list[int]]:

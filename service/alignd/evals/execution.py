@@ -163,11 +163,7 @@ class EvalExecutor:
             session.add(row)
             session.commit()
             session.refresh(row)
-            env = {
-                "ALIGND_JOB_ID": run.id,
-                "ALIGND_API_URL": self.settings.resolved_public_url(),
-                "ALIGND_JOB_TOKEN": token,
-            }
+            env = runs.trainer_env(self.settings, run.id, token)
             request = runs.launch_request(row, spec=self._job_spec(session, run), env=env)
         try:
             ref = self.launcher.launch(request)

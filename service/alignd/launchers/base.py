@@ -46,7 +46,8 @@ class LaunchRequest:
     attempt: int
     spec: JobSpec
     env: dict[str, str]
-    """ALIGND_JOB_ID, ALIGND_API_URL, ALIGND_JOB_TOKEN: the trainer's whole contract."""
+    """ALIGND_JOB_ID, ALIGND_API_URL, ALIGND_JOB_TOKEN (the trainer's contract) and the deployment's
+    trainer settings (`runs.trainer_env`)."""
     _: KW_ONLY
     run_id: str
     """The `RunModel` row this launch is (`run-...`)."""
