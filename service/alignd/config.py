@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from alignd.contract import AttentionKernel
 from alignd.estimates.throughput import Throughput, default_throughput
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
@@ -324,11 +325,12 @@ class Settings(BaseSettings):
     eval_max_retries: int = Field(2, ge=0, description="Re-launches of an evaluation run whose run was lost.")
 
     # the trainer: what every training and evaluation run is started with
-    trainer_attention: Literal["auto", "sdpa", "flex"] = Field(
-        "auto",
+    trainer_attention: AttentionKernel = Field(
+        AttentionKernel.auto,
         description="Attention kernel for packed rows, passed to every trainer as ALIGND_TRAINER_ATTENTION: "
-        "auto (FlexAttention on CUDA, SDPA on CPU), sdpa (a dense mask) or flex (FlexAttention; a trainer "
-        "that cannot run it uses SDPA and says why in a warning event).",
+        "auto (varlen, else FlexAttention on CUDA; SDPA on CPU), sdpa (a dense mask), flex (FlexAttention) "
+        "or varlen (flash varlen); a trainer that cannot run the kernel uses SDPA and says why in a warning "
+        "event.",
     )
 
     # -- faults: store timeouts, readiness, infrastructure errors --------------------------------------

@@ -16,7 +16,7 @@ from sqlalchemy import Update, select, update
 from sqlmodel import Session, col
 
 from alignd.config import Settings
-from alignd.contract import ExitCode, JobSpec
+from alignd.contract import ATTENTION_ENV, ExitCode, JobSpec
 from alignd.jobs.lifecycle import RunEndReason, RunKind
 from alignd.launchers import Launcher, LaunchRequest, RunState, RunStatus
 from alignd.models import JobModel, RunModel
@@ -71,7 +71,7 @@ def trainer_env(settings: Settings, owner: str, token: str) -> dict[str, str]:
         "ALIGND_JOB_ID": owner,
         "ALIGND_API_URL": settings.resolved_public_url(),
         "ALIGND_JOB_TOKEN": token,
-        "ALIGND_TRAINER_ATTENTION": settings.trainer_attention,
+        ATTENTION_ENV: settings.trainer_attention.value,
     }
 
 

@@ -26,12 +26,10 @@ from transformers import (
 )
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from alignd.contract import TruncationMode
+from alignd.contract import ATTENTION_ENV, AttentionKernel, TruncationMode
 from alignd_trainer.attention import (
-    ENV,
     FLEX,
     SDPA,
-    Attention,
     attention_from_env,
     choose_attention,
     sliding_window,
@@ -409,18 +407,18 @@ def test_varlen_sequences_of_a_row() -> None:
 
 def test_attention_choice() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert choose_attention(Attention.auto, cpu) == (SDPA, None), "auto is SDPA on CPU, silently"
-    implementation, why = choose_attention(Attention.flex, cpu)
+    assert choose_attention(AttentionKernel.auto, cpu) == (SDPA, None), "auto is SDPA on CPU, silently"
+    implementation, why = choose_attention(AttentionKernel.flex, cpu)
     assert implementation == SDPA and why is not None and "backward" in why
-    implementation, why = choose_attention(Attention.varlen, cpu)
+    implementation, why = choose_attention(AttentionKernel.varlen, cpu)
     assert implementation == SDPA and why is not None and "CUDA only" in why
-    assert choose_attention(Attention.sdpa, cuda) == (SDPA, None)
-    assert choose_attention(Attention.auto, cuda) == (VARLEN if cuda_varlen_available() else FLEX, None)
-    assert attention_from_env({ENV: "varlen"}) is Attention.varlen
-    assert attention_from_env({}) is Attention.auto
-    assert attention_from_env({ENV: "Flex"}) is Attention.flex
+    assert choose_attention(AttentionKernel.sdpa, cuda) == (SDPA, None)
+    assert choose_attention(AttentionKernel.auto, cuda) == (VARLEN if cuda_varlen_available() else FLEX, None)
+    assert attention_from_env({ATTENTION_ENV: "varlen"}) is AttentionKernel.varlen
+    assert attention_from_env({}) is AttentionKernel.auto
+    assert attention_from_env({ATTENTION_ENV: "Flex"}) is AttentionKernel.flex
     with pytest.raises(BadInputError, match="ATTENTION='flash' is not one of auto, sdpa, flex"):
-        attention_from_env({ENV: "flash"})
+        attention_from_env({ATTENTION_ENV: "flash"})
 
 
 def test_a_sliding_window_the_packed_mask_would_leave_out_is_caught(

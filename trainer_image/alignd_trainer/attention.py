@@ -16,16 +16,15 @@ failure falls back to SDPA.
 """
 
 from collections.abc import Callable, Mapping
-from enum import StrEnum
 from typing import Any, TypeVar
 
 import torch
 
+from alignd.contract import ATTENTION_ENV, AttentionKernel
 from alignd_trainer.errors import BadInputError
 from alignd_trainer.packing import PackedBatch
 from alignd_trainer.varlen import LAYOUT, VARLEN, cuda_varlen_available
 
-ENV = "ALIGND_TRAINER_ATTENTION"
 FLEX = "flex_attention"
 """transformers' name for its FlexAttention implementation (`config._attn_implementation`)."""
 SDPA = "sdpa"
@@ -35,20 +34,13 @@ FULL, SLIDING = "full_attention", "sliding_attention"
 Mask = TypeVar("Mask")
 
 
-class Attention(StrEnum):
-    auto = "auto"
-    sdpa = "sdpa"
-    flex = "flex"
-    varlen = "varlen"
-
-
-def attention_from_env(environ: Mapping[str, str]) -> Attention:
-    value = environ.get(ENV, "").strip().lower() or Attention.auto.value
+def attention_from_env(environ: Mapping[str, str]) -> AttentionKernel:
+    value = environ.get(ATTENTION_ENV, "").strip().lower() or AttentionKernel.auto.value
     try:
-        return Attention(value)
+        return AttentionKernel(value)
     except ValueError:
-        choices = ", ".join(a.value for a in Attention)
-        raise BadInputError(f"{ENV}={value!r} is not one of {choices}") from None
+        choices = ", ".join(a.value for a in AttentionKernel)
+        raise BadInputError(f"{ATTENTION_ENV}={value!r} is not one of {choices}") from None
 
 
 def flex_available() -> bool:
@@ -59,25 +51,25 @@ def flex_available() -> bool:
     return True
 
 
-def choose_attention(requested: Attention, device: torch.device) -> tuple[str, str | None]:
+def choose_attention(requested: AttentionKernel, device: torch.device) -> tuple[str, str | None]:
     """(transformers attention implementation for packed rows, why the kernel asked for is not given)."""
-    if requested is Attention.sdpa:
+    if requested is AttentionKernel.sdpa:
         return SDPA, None
     if device.type != "cuda":
         why = {
-            Attention.flex: "FlexAttention cannot train on CPU (PyTorch has no FlexAttention backward there)",
-            Attention.varlen: "varlen (flash) attention runs on CUDA only",
+            AttentionKernel.flex: "FlexAttention cannot train on CPU (PyTorch has no backward for it there)",
+            AttentionKernel.varlen: "varlen (flash) attention runs on CUDA only",
         }.get(requested)
         return SDPA, None if why is None else f"{why}; packed rows use SDPA with a dense mask"
-    available = {Attention.varlen: cuda_varlen_available(), Attention.flex: flex_available()}
-    kernels = {Attention.varlen: VARLEN, Attention.flex: FLEX}
-    if requested is Attention.auto:
-        first = next((a for a in (Attention.varlen, Attention.flex) if available[a]), None)
+    available = {AttentionKernel.varlen: cuda_varlen_available(), AttentionKernel.flex: flex_available()}
+    kernels = {AttentionKernel.varlen: VARLEN, AttentionKernel.flex: FLEX}
+    if requested is AttentionKernel.auto:
+        first = next((a for a in (AttentionKernel.varlen, AttentionKernel.flex) if available[a]), None)
         return (SDPA, None) if first is None else (kernels[first], None)
     if not available[requested]:
         module = (
             "torch.nn.attention.varlen"
-            if requested is Attention.varlen
+            if requested is AttentionKernel.varlen
             else "torch.nn.attention.flex_attention"
         )
         return SDPA, f"this PyTorch ({torch.__version__}) has no {module}; using SDPA"

@@ -4,6 +4,7 @@ Pydantic and the standard library only, so the trainer image and the API server 
 same definitions without either pulling in the other's dependencies.
 """
 
+from alignd.contract.environment import ATTENTION_ENV, AttentionKernel
 from alignd.contract.events import (
     CheckpointReport,
     EventLevel,
@@ -44,8 +45,10 @@ from alignd.contract.spec import (
 )
 
 __all__ = [
+    "ATTENTION_ENV",
     "DEFAULT_LEARNING_RATE",
     "DEFAULT_SFT_LEARNING_RATE",
+    "AttentionKernel",
     "CheckpointReport",
     "DataFormat",
     "EventLevel",
