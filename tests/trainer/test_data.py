@@ -2,7 +2,7 @@
 and the per-sequence log-probs computed from the collated batch."""
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -495,6 +495,17 @@ def _grads(model: PreTrainedModel) -> dict[str, torch.Tensor]:
     return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.fixture(params=["trained head", "frozen head"])
+def head_trained(request: pytest.FixtureRequest, model: PreTrainedModel) -> Iterator[bool]:
+    """Full fine-tuning trains the LM head (its gradient comes from recomputed logits); LoRA freezes it
+    (the hidden states' gradient is formed in the forward)."""
+    trained = request.param == "trained head"
+    head = model.get_output_embeddings().weight
+    head.requires_grad_(trained)
+    yield trained
+    head.requires_grad_(True)
+
+
 @pytest.mark.parametrize("chunk_tokens", [7, 1024], ids=["many chunks", "one chunk"])
 @pytest.mark.parametrize("fmt", ["standard", "conversational"])
 def test_sequence_logps_equals_naive_log_softmax(
@@ -502,9 +513,10 @@ def test_sequence_logps_equals_naive_log_softmax(
     tokenizer: PreTrainedTokenizerBase,
     fmt: str,
     chunk_tokens: int,
+    head_trained: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Forward values and gradients w.r.t. every parameter match the plain full-logits computation."""
+    """Forward values and gradients w.r.t. every trained parameter match the plain full-logits computation."""
     monkeypatch.setattr(logps_module, "CHUNK_TOKENS", chunk_tokens)
     batch = _batch(tokenizer, fmt)
     assert (batch.attention_mask == 0).any(), "the batch should contain padding"
@@ -529,7 +541,9 @@ def test_sequence_logps_equals_naive_log_softmax(
     assert ours.tokens.tolist() == batch.completion_mask[:, 1:].sum(1).tolist()
     assert (ours.logits_sum - naive_logits_sum).abs().max().item() < 1e-4
     assert not ours.logits_sum.requires_grad
-    assert our_grads.keys() == naive_grads.keys() == {name for name, _ in model.named_parameters()}
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert ("lm_head.weight" in trained) is head_trained
+    assert our_grads.keys() == naive_grads.keys() == trained
     for name, grad in our_grads.items():
         diff = (grad - naive_grads[name]).abs().max().item()
         assert diff < 1e-5, f"{name}: max abs grad diff {diff}"

@@ -30,22 +30,36 @@ class SequenceLogps:
 
 
 class _ChunkedTokenLogps(torch.autograd.Function):
-    """log_softmax(h·Wᵀ + b)[target] for each row of h, chunk by chunk, recomputed in backward."""
+    """log_softmax(h·Wᵀ + b)[target] for each row of h, chunk by chunk.
+
+    When only h needs a gradient (LoRA: the head is frozen), d logp/dh = W[target] − softmax·W is computed
+    in the forward, one (tokens × hidden) row per token, and the backward only scales it: no logits are
+    kept or recomputed. When W or b needs one, the backward recomputes each chunk's logits instead."""
 
     @staticmethod
     def forward(
         ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        ctx.direct = need_h and not need_w and not (need_b and bias is not None)
         logps = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
         mean_logits = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
         lse = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
+        dlogp_dh = hidden.new_empty(hidden.shape, dtype=torch.float32) if ctx.direct else None
         for start in range(0, hidden.shape[0], CHUNK_TOKENS):
             rows = slice(start, start + CHUNK_TOKENS)
             logits = _logits(hidden[rows], weight, bias)
             lse[rows] = torch.logsumexp(logits, dim=-1)
             logps[rows] = logits.gather(1, target[rows, None]).squeeze(1) - lse[rows]
             mean_logits[rows] = logits.mean(dim=-1)
-        ctx.save_for_backward(hidden, weight, bias, target, lse)
+            if dlogp_dh is not None:
+                probs = torch.exp(logits.sub_(lse[rows, None]))
+                dlogp_dh[rows] = weight[target[rows]].float() - _mm32(probs, weight)
+        if dlogp_dh is not None:
+            ctx.save_for_backward(dlogp_dh)
+        else:
+            ctx.save_for_backward(hidden, weight, bias, target, lse)
+        ctx.hidden_dtype = hidden.dtype
         ctx.mark_non_differentiable(mean_logits)
         return logps, mean_logits
 
@@ -53,6 +67,9 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     def backward(
         ctx: Any, grad_logps: torch.Tensor, _grad_mean: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
+        if ctx.direct:
+            (dlogp_dh,) = ctx.saved_tensors
+            return (grad_logps[:, None] * dlogp_dh).to(ctx.hidden_dtype), None, None, None
         hidden, weight, bias, target, lse = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_h = torch.empty_like(hidden) if need_h else None
