@@ -83,7 +83,7 @@ def packed_attention_inputs(config: Any, batch: PackedBatch, dtype: torch.dtype)
     if implementation == FLEX:
         return {"attention_mask": per_layer_type(config, batch.block_mask)}
     if implementation == VARLEN:
-        return {"attention_mask": None, LAYOUT: batch.varlen_layout()}
+        return {"attention_mask": None, LAYOUT: batch.varlen_layout}
     return {"attention_mask": per_layer_type(config, lambda window: batch.attention_bias(dtype, window))}
 
 

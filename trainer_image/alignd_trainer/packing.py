@@ -11,9 +11,10 @@ Truncation is the padded path's, per sequence. When keep_end leaves the two sequ
 prompt tails, the pair is laid out as two plain causal segments instead, so it stays exact.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from torch.nn.attention.flex_attention import BlockMask
 
     from alignd_trainer.varlen import VarlenLayout
+
+T = TypeVar("T")
 
 SHARED, CHOSEN, REJECTED = 0, 1, 2
 """Branch of a token: the shared prompt, or the chosen or rejected completion."""
@@ -114,8 +117,9 @@ class PackedBatch:
     indices: list[int]
     num_tokens: int
     """Tokens the padded batch would hold without padding (the prompt counted in both rows)."""
-    _block_masks: dict[int | None, "BlockMask"] = field(default_factory=dict, repr=False, compare=False)
-    _varlen: list["VarlenLayout"] = field(default_factory=list, repr=False, compare=False)
+    _masks: dict[tuple[object, ...], Any] = field(default_factory=dict, repr=False, compare=False)
+    """The row's masks by (kind, dtype or None, window), built once: the policy and reference forwards share
+    them."""
 
     @property
     def pairs(self) -> int:
@@ -141,8 +145,26 @@ class PackedBatch:
     def attention_bias(self, dtype: torch.dtype, window: int | None = None) -> torch.Tensor:
         """(1, 1, L, L) additive mask for SDPA and eager attention: 0 where `allowed`, the dtype's minimum
         elsewhere."""
-        length = self.input_ids.shape[1]
-        index = torch.arange(length, device=self.input_ids.device)
+        return self._memo(("bias", dtype, window), lambda: self._new_bias(dtype, window))
+
+    def block_mask(self, window: int | None = None) -> "BlockMask":
+        """The same rule as a FlexAttention BlockMask: blocks no query may see are skipped, not masked."""
+        return self._memo(("block", None, window), lambda: self._new_block_mask(window))
+
+    @cached_property
+    def varlen_layout(self) -> "VarlenLayout":
+        """The row as varlen sequences (`alignd_trainer.varlen`)."""
+        from alignd_trainer.varlen import varlen_layout
+
+        return varlen_layout(self.segment_ids[0].tolist(), self.branch_ids[0].tolist(), self.input_ids.device)
+
+    def _memo(self, key: tuple[object, ...], build: Callable[[], T]) -> T:
+        if key not in self._masks:
+            self._masks[key] = build()
+        return cast(T, self._masks[key])
+
+    def _new_bias(self, dtype: torch.dtype, window: int | None) -> torch.Tensor:
+        index = torch.arange(self.input_ids.shape[1], device=self.input_ids.device)
         rule = allowed(
             self.segment_ids[0],
             self.branch_ids[0],
@@ -154,25 +176,6 @@ class PackedBatch:
         bias = torch.zeros(rule.shape, dtype=dtype, device=rule.device)
         bias.masked_fill_(~rule, torch.finfo(dtype).min)
         return bias[None, None]
-
-    def block_mask(self, window: int | None = None) -> "BlockMask":
-        """The same rule as a FlexAttention BlockMask: blocks no query may see are skipped, not masked.
-        Built once per row and window (the policy and the reference forward share it)."""
-        if window not in self._block_masks:
-            self._block_masks[window] = self._new_block_mask(window)
-        return self._block_masks[window]
-
-    def varlen_layout(self) -> "VarlenLayout":
-        """The row as varlen sequences (`alignd_trainer.varlen`), built once per row."""
-        if not self._varlen:
-            from alignd_trainer.varlen import varlen_layout
-
-            self._varlen.append(
-                varlen_layout(
-                    self.segment_ids[0].tolist(), self.branch_ids[0].tolist(), self.input_ids.device
-                )
-            )
-        return self._varlen[0]
 
     def _new_block_mask(self, window: int | None) -> "BlockMask":
         from torch.nn.attention.flex_attention import create_block_mask
@@ -191,7 +194,7 @@ def allowed(
     branches: torch.Tensor,
     q: torch.Tensor,
     kv: torch.Tensor,
-    positions: torch.Tensor | None = None,
+    positions: torch.Tensor,
     window: int | None = None,
 ) -> torch.Tensor:
     """Whether query token `q` may attend to key token `kv` of one packed row (indices broadcast): causal,
@@ -200,7 +203,7 @@ def allowed(
     in position ids: a rejected token is as far from the prompt as in its own padded row."""
     visible_branch = (branches[kv] == SHARED) | (branches[kv] == branches[q])
     rule = (kv <= q) & (segments[q] == segments[kv]) & visible_branch
-    if window is not None and positions is not None:
+    if window is not None:
         rule = rule & (positions[q] - positions[kv] < window)
     return rule
 
