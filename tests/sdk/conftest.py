@@ -90,28 +90,23 @@ def _kill_trainers(data_dir: Path) -> None:
                 os.killpg(pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="session")
-def live(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Server]:
-    # Trainers inherit the environment: one OpenMP thread is faster on the tiny model and does not
-    # collapse when other processes share the CPUs.
+def _serve_live(data_dir: Path, tiny_model_dir: Path, **settings: Any) -> Iterator[Server]:
+    """A server with its controller, running real trainers. Trainers inherit the environment: one OpenMP
+    thread is faster on the tiny model and does not collapse when other processes share the CPUs."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OMP_NUM_THREADS", "1")
-        yield from _serve(
-            tmp_path_factory.mktemp("sdk-live"), tiny_model_dir, controller_interval_seconds=0.2
-        )
+        yield from _serve(data_dir, tiny_model_dir, controller_interval_seconds=0.2, **settings)
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Server]:
+    yield from _serve_live(tmp_path_factory.mktemp("sdk-live"), tiny_model_dir)
 
 
 @pytest.fixture(scope="session")
 def flex_attention(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Server]:
     """A live server whose admin asked every trainer for FlexAttention (`ALIGND_TRAINER_ATTENTION`)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")
-        yield from _serve(
-            tmp_path_factory.mktemp("sdk-flex"),
-            tiny_model_dir,
-            controller_interval_seconds=0.2,
-            trainer_attention="flex",
-        )
+    yield from _serve_live(tmp_path_factory.mktemp("sdk-flex"), tiny_model_dir, trainer_attention="flex")
 
 
 @pytest.fixture(scope="session")

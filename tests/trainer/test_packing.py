@@ -394,7 +394,7 @@ def test_varlen_sequences_of_a_row() -> None:
         == [0] * 4 + [1] * 4
     )
     [row] = pack([shared, unshared], **pack_args)
-    layout = row.varlen_layout()
+    layout = row.varlen_layout
 
     ids = row.input_ids[0]
     queries = [ids[i].tolist() for i in layout.query_index.split(layout.query_lengths)]

@@ -81,10 +81,8 @@ def sdpa_ignoring_masks() -> Iterator[None]:
     AttentionInterface._global_mapping["sdpa"] = original
 
 
-@pytest.mark.usefixtures("sdpa_ignoring_masks")
-def test_a_model_whose_attention_ignores_the_mask_trains_padded_with_a_warning(
-    small_spec: dict[str, Any],
-) -> None:
+def _one_step(small_spec: dict[str, Any]) -> tuple[DPORecipe, list[dict[str, Any]]]:
+    """A one-step run of the small spec: the recipe and every payload it wrote."""
     spec = JobSpec.model_validate(
         small_spec | {"hyperparameters": small_spec["hyperparameters"] | {"max_steps": 1}}
     )
@@ -92,7 +90,14 @@ def test_a_model_whose_attention_ignores_the_mask_trains_padded_with_a_warning(
     recipe = DPORecipe(spec, StdoutReporter(out), DistInfo())
     recipe.setup()
     recipe.train()
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    return recipe, [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+@pytest.mark.usefixtures("sdpa_ignoring_masks")
+def test_a_model_whose_attention_ignores_the_mask_trains_padded_with_a_warning(
+    small_spec: dict[str, Any],
+) -> None:
+    recipe, lines = _one_step(small_spec)
     warnings = [line for line in lines if line["kind"] == "event" and line["type"] == "warning"]
     assert [w["data"]["packing"] for w in warnings] == [False]
     assert "'sdpa' does not apply a custom 4D attention mask" in warnings[0]["message"]
@@ -147,14 +152,7 @@ def test_flex_attention_asked_for_on_cpu_trains_packed_with_sdpa_and_says_why(
     small_spec: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ALIGND_TRAINER_ATTENTION", "flex")
-    spec = JobSpec.model_validate(
-        small_spec | {"hyperparameters": small_spec["hyperparameters"] | {"max_steps": 1}}
-    )
-    out = io.StringIO()
-    recipe = DPORecipe(spec, StdoutReporter(out), DistInfo())
-    recipe.setup()
-    recipe.train()
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    recipe, lines = _one_step(small_spec)
     warnings = [line for line in lines if line["kind"] == "event" and line["type"] == "warning"]
     assert [w["data"] for w in warnings] == [{"attention": "sdpa"}]
     assert "FlexAttention cannot train on CPU" in warnings[0]["message"]
