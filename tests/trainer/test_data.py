@@ -495,11 +495,16 @@ def _grads(model: PreTrainedModel) -> dict[str, torch.Tensor]:
     return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.fixture(params=["trained head", "frozen head"])
-def head_trained(request: pytest.FixtureRequest, model: PreTrainedModel) -> Iterator[bool]:
-    """Full fine-tuning trains the LM head (its gradient comes from recomputed logits); LoRA freezes it
-    (the hidden states' gradient is formed in the forward)."""
-    trained = request.param == "trained head"
+@pytest.fixture(params=["trained head, probabilities kept", "trained head, recomputed", "frozen head"])
+def head_trained(
+    request: pytest.FixtureRequest, model: PreTrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[bool]:
+    """Full fine-tuning trains the LM head (its gradient comes from the forward's probabilities, or from
+    recomputed logits when they would take too much memory); LoRA freezes it (the hidden states' gradient
+    is formed in the forward)."""
+    trained = request.param.startswith("trained head")
+    if request.param.endswith("recomputed"):
+        monkeypatch.setattr(logps_module, "KEEP_PROBS_BYTES", 0)
     head = model.get_output_embeddings().weight
     head.requires_grad_(trained)
     yield trained

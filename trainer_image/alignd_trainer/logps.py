@@ -1,9 +1,10 @@
 """Per-sequence log-probabilities: log π(y|x) = Σ over completion tokens of log p(token | prefix).
 
 The LM head is applied only at completion positions, in chunks, with fp32 logits (a bf16 head
-multiplies in bf16 with fp32 accumulation and output on CUDA, never as an fp32 copy), and the
-backward pass recomputes each chunk's logits instead of keeping them:
-the (tokens × vocab) logits never exist for the whole batch at once.
+multiplies in bf16 with fp32 accumulation and output on CUDA, never as an fp32 copy). What the
+backward needs is formed in the forward when it is small (a frozen head's d logp/dh, or a trained
+head's probabilities up to `KEEP_PROBS_BYTES`); otherwise the backward recomputes each chunk's
+logits, so the (tokens × vocab) logits never exist for the whole batch at once.
 """
 
 from dataclasses import dataclass
@@ -29,19 +30,31 @@ class SequenceLogps:
     """(N,) detached sum over completion tokens of the mean logit (TRL's logits/* metrics)."""
 
 
+KEEP_PROBS_BYTES = 256 * 2**20
+"""A trained head keeps the forward's probabilities for its backward when they take at most this much (fp32,
+scored tokens × vocabulary); above it, the backward recomputes them chunk by chunk."""
+
+
 class _ChunkedTokenLogps(torch.autograd.Function):
     """log_softmax(h·Wᵀ + b)[target] for each row of h, chunk by chunk.
 
-    When only h needs a gradient (LoRA: the head is frozen), d logp/dh = W[target] − softmax·W is computed
-    in the forward, one (tokens × hidden) row per token, and the backward only scales it: no logits are
-    kept or recomputed. When W or b needs one, the backward recomputes each chunk's logits instead."""
+    The backward takes one of three routes, by what needs a gradient:
+    - only h (LoRA: the head is frozen): d logp/dh = W[target] − softmax·W is formed in the forward, one
+      (tokens × hidden) row per token, and the backward only scales it;
+    - W or b (full fine-tuning), with probabilities of at most `KEEP_PROBS_BYTES`: the forward keeps them and
+      the backward turns them into the logits' gradient in place;
+    - otherwise the backward recomputes each chunk's logits, so no (tokens × vocab) tensor outlives a chunk.
+    """
 
     @staticmethod
     def forward(
         ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        ctx.direct = need_h and not need_w and not (need_b and bias is not None)
+        trains_head = need_w or (need_b and bias is not None)
+        ctx.direct = need_h and not trains_head
+        keep = trains_head and 4 * hidden.shape[0] * weight.shape[0] <= KEEP_PROBS_BYTES
+        kept: list[torch.Tensor] | None = [] if keep else None
         logps = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
         mean_logits = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
         lse = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
@@ -52,13 +65,18 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             lse[rows] = torch.logsumexp(logits, dim=-1)
             logps[rows] = logits.gather(1, target[rows, None]).squeeze(1) - lse[rows]
             mean_logits[rows] = logits.mean(dim=-1)
+            if dlogp_dh is None and kept is None:
+                continue
+            probs = logits.sub_(lse[rows, None]).exp_()
             if dlogp_dh is not None:
-                probs = torch.exp(logits.sub_(lse[rows, None]))
                 dlogp_dh[rows] = weight[target[rows]].float() - _mm32(probs, weight)
+            elif kept is not None:
+                kept.append(probs)
         if dlogp_dh is not None:
             ctx.save_for_backward(dlogp_dh)
         else:
             ctx.save_for_backward(hidden, weight, bias, target, lse)
+        ctx.kept = kept
         ctx.hidden_dtype = hidden.dtype
         ctx.mark_non_differentiable(mean_logits)
         return logps, mean_logits
@@ -71,29 +89,38 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             (dlogp_dh,) = ctx.saved_tensors
             return (grad_logps[:, None] * dlogp_dh).to(ctx.hidden_dtype), None, None, None
         hidden, weight, bias, target, lse = ctx.saved_tensors
+        kept, ctx.kept = ctx.kept, None  # used up in place below; a second backward recomputes
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
-        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b and bias is not None else None
-        for start in range(0, hidden.shape[0], CHUNK_TOKENS):
+        grad_w: torch.Tensor | None = None
+        grad_b: torch.Tensor | None = None
+        for chunk, start in enumerate(range(0, hidden.shape[0], CHUNK_TOKENS)):
             rows = slice(start, start + CHUNK_TOKENS)
-            h = hidden[rows].float()
-            probs = torch.exp(_logits(hidden[rows], weight, bias) - lse[rows, None])
+            if kept is not None:
+                probs = kept[chunk]
+            else:
+                probs = _logits(hidden[rows], weight, bias).sub_(lse[rows, None]).exp_()
             # d logp[target] / d logits = onehot(target) − softmax
-            grad_logits = -probs * grad_logps[rows, None]
+            grad_logits = probs.mul_(-grad_logps[rows, None])
             grad_logits.scatter_add_(1, target[rows, None], grad_logps[rows, None])
             if grad_h is not None:
                 grad_h[rows] = _mm32(grad_logits, weight).to(hidden.dtype)
-            if grad_w is not None:
-                grad_w.addmm_(grad_logits.T, h)
-            if grad_b is not None:
-                grad_b += grad_logits.sum(dim=0)
+            if need_w:
+                grad_w = _add_product(grad_w, grad_logits.T, hidden[rows].float())
+            if need_b and bias is not None:
+                grad_b = grad_logits.sum(dim=0) if grad_b is None else grad_b.add_(grad_logits.sum(dim=0))
         return (
             grad_h,
             None if grad_w is None else grad_w.to(weight.dtype),
-            None if grad_b is None else grad_b.to(bias.dtype),
+            None if grad_b is None or bias is None else grad_b.to(bias.dtype),
             None,
         )
+
+
+def _add_product(total: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """total + a @ b, accumulated in place; the first product is the total (no zero-filled start: a head's
+    gradient is vocabulary × hidden, and filling it costs as much as a chunk's matmul)."""
+    return a @ b if total is None else total.addmm_(a, b)
 
 
 def _mm32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
