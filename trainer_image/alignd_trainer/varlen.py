@@ -93,23 +93,35 @@ def reference_varlen(
     outputs = []
     q_start = k_start = 0
     for q_len, k_len in zip(layout.query_lengths, layout.key_lengths, strict=True):
-        rows = torch.arange(q_len, device=q.device)[:, None] + (k_len - q_len)
-        cols = torch.arange(k_len, device=q.device)[None, :]
-        visible = cols <= rows
-        if window is not None:
-            visible &= rows - cols < window
         keys = slice(k_start, k_start + k_len)
+        mask = _bottom_right_causal(q_len, k_len, window, q.device)
         out = F.scaled_dot_product_attention(
             _heads_first(q[q_start : q_start + q_len]),
             _heads_first(k[keys]),
             _heads_first(v[keys]),
-            attn_mask=visible,
+            attn_mask=mask,
+            is_causal=mask is None,
             scale=scale,
             enable_gqa=True,
         )
         outputs.append(out[0].transpose(0, 1))
         q_start, k_start = q_start + q_len, k_start + k_len
     return torch.cat(outputs)
+
+
+def _bottom_right_causal(
+    q_len: int, k_len: int, window: int | None, device: torch.device
+) -> torch.Tensor | None:
+    """The (q_len, k_len) mask of a sequence whose queries are its last q_len keys, or None where SDPA's own
+    causal rule (top left, the faster kernel path) is the same: as many queries as keys and no window."""
+    if q_len == k_len and window is None:
+        return None
+    rows = torch.arange(q_len, device=device)[:, None] + (k_len - q_len)
+    cols = torch.arange(k_len, device=device)[None, :]
+    visible = cols <= rows
+    if window is not None:
+        visible &= rows - cols < window
+    return visible
 
 
 def _heads_first(t: torch.Tensor) -> torch.Tensor:
