@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -294,6 +295,29 @@ class RunConfig:
     packing: bool = True
 
 
+@dataclass(frozen=True)
+class CpuTime:
+    """CPU seconds this process spent in user code and in the kernel, and its minor page faults.
+
+    Wall-clock tokens/s depends on the box; CPU per token says where the time went. A page fault costs
+    kernel time (zeroing a fresh page): an implementation that allocates large short-lived tensors pays it
+    on every step, more on some machines (VMs) than on others."""
+
+    user_s: float
+    sys_s: float
+    minor_faults: int
+
+    @staticmethod
+    def now() -> "CpuTime":
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return CpuTime(usage.ru_utime, usage.ru_stime, usage.ru_minflt)
+
+    def __sub__(self, other: "CpuTime") -> "CpuTime":
+        return CpuTime(
+            self.user_s - other.user_s, self.sys_s - other.sys_s, self.minor_faults - other.minor_faults
+        )
+
+
 @dataclass
 class RunResult:
     impl: str
@@ -309,6 +333,8 @@ class RunResult:
     memory_kind: str
     baseline_memory_bytes: int = 0
     """CPU: RSS after the imports, before the run (the same for both implementations); GPU: 0."""
+    cpu: CpuTime | None = None
+    """The process's CPU time and page faults over the timed steps (all threads)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -342,9 +368,11 @@ class _CollectingReporter(Reporter):
 
     def __init__(self) -> None:
         self.points: list[MetricPoint] = []
+        self.cpu: dict[int, CpuTime] = {}
 
     def emit(self, payload: Payload) -> None:
         if isinstance(payload, MetricPoint) and payload.split == "train":
+            self.cpu[payload.step] = CpuTime.now()
             self.points.append(payload)
 
     def flush(self) -> None:
@@ -403,6 +431,7 @@ def run_alignd(cfg: RunConfig) -> RunResult:
         step_tokens=[int(b - a) for a, b in pairwise(counts)],
         peak_memory_bytes=peak,
         memory_kind=kind,
+        cpu=reporter.cpu[last.step] - reporter.cpu[first.step],
         extra={"final_loss": last.values.get("loss")},
     )
 
@@ -413,6 +442,7 @@ class _StepClock(TrainerCallback):
     def __init__(self, cuda: bool) -> None:
         self.cuda = cuda
         self.ends: dict[int, float] = {}
+        self.cpu: dict[int, CpuTime] = {}
         self.tokens: dict[int, float] = {}
         self.losses: dict[int, float] = {}
 
@@ -422,6 +452,7 @@ class _StepClock(TrainerCallback):
         if self.cuda:
             torch.cuda.synchronize()
         self.ends[state.global_step] = time.time()
+        self.cpu[state.global_step] = CpuTime.now()
 
     def on_log(
         self,
@@ -495,6 +526,7 @@ def run_trl(cfg: RunConfig) -> RunResult:
         step_tokens=[int(b - a) for a, b in pairwise(counts)],
         peak_memory_bytes=peak,
         memory_kind=kind,
+        cpu=clock.cpu[last] - clock.cpu[first],
         extra={"final_loss": clock.losses.get(last)},
     )
 
@@ -541,11 +573,20 @@ def machine() -> dict[str, Any]:
         "cpu_cores": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(),
         "load_average_1m": os.getloadavg()[0],
+        "timeit_sum_range_1000_us": python_speed_us(),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
     return info
+
+
+def python_speed_us() -> float:
+    """`python -m timeit "sum(range(1000))"`'s figure (best of 5, µs per loop): how fast this box runs
+    plain Python right now, to set figures from different machines or moments side by side."""
+    timer = timeit.Timer("sum(range(1000))")
+    loops, _ = timer.autorange()
+    return min(timer.repeat(repeat=5, number=loops)) / loops * 1e6
 
 
 def _cpu_model() -> str:
@@ -580,7 +621,9 @@ def run_worker(cfg: RunConfig, index: int) -> RunResult:
     if done.returncode != 0:
         tail = log_path.read_text()[-4000:]
         raise SystemExit(f"{cfg.impl}/{cfg.mode} failed (exit {done.returncode}):\n{tail}")
-    return RunResult(**json.loads(result_path.read_text()))
+    fields = json.loads(result_path.read_text())
+    cpu = fields.pop("cpu")
+    return RunResult(**fields, cpu=None if cpu is None else CpuTime(**cpu))
 
 
 def summarise(
@@ -618,11 +661,28 @@ def summarise(
                     "median_step_s": statistics.median(best.step_seconds),
                     "median_step_tokens_per_s": statistics.median(step_rates),
                     "tokens_per_step": best.tokens / len(best.step_seconds),
+                    **_cpu_per_token(best),
                     "repeats": len(mine),
                     "tokens_per_s_all": [r.tokens / r.seconds for r in mine],
                 }
             )
     return rows
+
+
+def _cpu_per_token(run: RunResult) -> dict[str, float]:
+    if run.cpu is None or not run.tokens:
+        return {}
+    return {
+        "cpu_user_ms_per_token": 1000 * run.cpu.user_s / run.tokens,
+        "cpu_sys_ms_per_token": 1000 * run.cpu.sys_s / run.tokens,
+        "minor_faults_per_token": run.cpu.minor_faults / run.tokens,
+    }
+
+
+def _cpu(row: dict[str, Any]) -> str:
+    if "cpu_user_ms_per_token" not in row:
+        return "n/a"
+    return f"{row['cpu_user_ms_per_token']:.1f}+{row['cpu_sys_ms_per_token']:.1f}"
 
 
 def _count(n: int) -> str:
@@ -635,6 +695,10 @@ def _count(n: int) -> str:
 def _memory(peak: int, baseline: int) -> str:
     text = f"{peak / 2**30:.2f} GiB"
     return text + f" (+{(peak - baseline) / 2**20:,.0f} MiB)" if baseline else text
+
+
+def _cpu_ms(row: dict[str, Any]) -> float:
+    return float(row["cpu_user_ms_per_token"] + row["cpu_sys_ms_per_token"])
 
 
 def _growth(row: dict[str, Any]) -> int:
@@ -666,6 +730,8 @@ def report(summary: list[dict[str, Any]], params: dict[str, int]) -> str:
         "MFU",
         "step s (median)",
         "tokens/s (median step)",
+        "CPU ms/token (user+sys)",
+        "page faults/token",
     ]
     body = [
         [
@@ -679,6 +745,8 @@ def report(summary: list[dict[str, Any]], params: dict[str, int]) -> str:
             "n/a" if s["mfu"] is None else f"{100 * s['mfu']:.1f}%",
             f"{s['median_step_s']:.3f}",
             f"{s['median_step_tokens_per_s']:,.0f}",
+            _cpu(s),
+            f"{s['minor_faults_per_token']:,.0f}" if "minor_faults_per_token" in s else "n/a",
         ]
         for s in summary
     ]
@@ -694,8 +762,13 @@ def report(summary: list[dict[str, Any]], params: dict[str, int]) -> str:
                 memory = f"peak RSS above the post-import baseline = {growth:.2f}x"
             else:
                 memory = f"peak memory = {ours['peak_memory_bytes'] / theirs['peak_memory_bytes']:.2f}x"
+            cpu = ""
+            if "cpu_user_ms_per_token" in ours and "cpu_user_ms_per_token" in theirs:
+                user = theirs["cpu_user_ms_per_token"] / ours["cpu_user_ms_per_token"]
+                total = _cpu_ms(theirs) / _cpu_ms(ours)
+                cpu = f", TRL/alignd CPU per token = {total:.2f}x (user only {user:.2f}x)"
             lines.append(
-                f"{mode}: alignd/TRL tokens/s = {speed:.2f}x (median step {step_speed:.2f}x), {memory}"
+                f"{mode}: alignd/TRL tokens/s = {speed:.2f}x (median step {step_speed:.2f}x), {memory}{cpu}"
             )
     return "\n".join(lines)
 
@@ -800,8 +873,10 @@ def main(argv: list[str] | None = None) -> None:
 
     summary = summarise(runs, params, args.precompute_ref, peak_flops(args.peak_tflops))
     info["load_average_1m_end"] = os.getloadavg()[0]  # other processes on the box skew CPU numbers
+    info["timeit_sum_range_1000_us_end"] = python_speed_us()
     start, end = info["load_average_1m"], info["load_average_1m_end"]
-    print(f"\nload average (1 min): {start:.2f} at start, {end:.2f} at end")
+    speed = f"{info['timeit_sum_range_1000_us']:.1f} / {info['timeit_sum_range_1000_us_end']:.1f} µs"
+    print(f"\nload average (1 min): {start:.2f} at start, {end:.2f} at end; timeit sum(range(1000)): {speed}")
     print(report(summary, params))
     if args.out_json:
         config = {
