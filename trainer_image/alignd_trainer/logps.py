@@ -62,12 +62,13 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         for start in range(0, hidden.shape[0], CHUNK_TOKENS):
             rows = slice(start, start + CHUNK_TOKENS)
             logits = _logits(hidden[rows], weight, bias)
-            lse[rows] = torch.logsumexp(logits, dim=-1)
-            logps[rows] = logits.gather(1, target[rows, None]).squeeze(1) - lse[rows]
+            target_logits = logits.gather(1, target[rows, None]).squeeze(1)
             mean_logits[rows] = logits.mean(dim=-1)
+            exps, totals, lse[rows] = _exp_in_place(logits)
+            logps[rows] = target_logits - lse[rows]
             if dlogp_dh is None and kept is None:
                 continue
-            probs = logits.sub_(lse[rows, None]).exp_()
+            probs = exps.div_(totals)
             if dlogp_dh is not None:
                 dlogp_dh[rows] = weight[target[rows]].float() - _mm32(probs, weight)
             elif kept is not None:
@@ -115,6 +116,16 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             None if grad_b is None or bias is None else grad_b.to(bias.dtype),
             None,
         )
+
+
+def _exp_in_place(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Turns each row of `logits` into exp(logit − row max) in place; returns it, its row sums and the rows'
+    log-sum-exp. `torch.logsumexp` would allocate two (tokens × vocab) temporaries per chunk; on CPU each is a
+    fresh mapping whose pages fault in one by one."""
+    top = logits.amax(dim=-1, keepdim=True)
+    exps = logits.sub_(top).exp_()
+    totals = exps.sum(dim=-1, keepdim=True)
+    return exps, totals, (top + totals.log()).squeeze(1)
 
 
 def _add_product(total: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
